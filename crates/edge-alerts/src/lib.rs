@@ -1,0 +1,1 @@
+//! Alert limiter, outbox and delivery chain (webhook, Telegram, Alertmanager) for edge nodes.

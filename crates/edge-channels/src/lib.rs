@@ -1,0 +1,1 @@
+//! Docker engine driver, reconciling deployer and health prober for edge channels.

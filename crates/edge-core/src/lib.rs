@@ -1,0 +1,39 @@
+//! Stack and channel model of an edge node: the manifest, paths under a root,
+//! status files, atomic writes and identity secrets.
+//!
+//! edge-core does no network I/O and knows nothing of Docker, tera or Telegram:
+//! it is the data every other crate of the workspace agrees on.
+//!
+//! # Example
+//!
+//! ```
+//! use edge_core::{ChannelState, ChannelsStatus, Stack};
+//!
+//! let stack = Stack::partner_edge();
+//! assert_eq!(stack.channel("xray").map(|c| c.required), Some(true));
+//!
+//! let mut status = ChannelsStatus::default();
+//! status.set("xray", ChannelState::Active);
+//! status.set("naive", ChannelState::Skipped);
+//! assert_eq!(status.to_string(), "xray=active\nnaive=skipped\n");
+//! assert_eq!(ChannelsStatus::parse(&status.to_string()).unwrap(), status);
+//! ```
+#![deny(missing_docs)]
+
+mod atomic;
+mod envfile;
+mod error;
+mod paths;
+pub mod secrets;
+mod stack;
+mod status;
+
+pub use atomic::{write_atomic, write_atomic_with_mode};
+pub use envfile::{EnvFile, escape_env_value};
+pub use error::{CoreError, LineError};
+pub use paths::Paths;
+pub use stack::{
+    Channel, FileMount, Healthcheck, LogRotation, PortMapping, Secret, SecretKind, Service, Stack, StackBundle,
+    StackMeta, Template, TemplateFormat, VolumeMount, flatten_node_config,
+};
+pub use status::{ChannelState, ChannelsStatus, UpstreamEntry, UpstreamHealth, UpstreamState};

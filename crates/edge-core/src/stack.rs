@@ -1,0 +1,609 @@
+//! The stack manifest: services, channels, templates, secrets and volumes as data.
+//!
+//! String fields marked "template" may hold `{{ VAR }}` references; the
+//! renderer resolves them against the stack's variables.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::CoreError;
+use crate::envfile::is_env_key;
+
+/// A whole stack: everything `edge` manages on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    /// Names and host paths.
+    pub stack: StackMeta,
+    /// Default values of variables (lowest precedence).
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Channels, in front-proxy failover priority order.
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    /// Containers.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Files rendered from templates.
+    #[serde(default)]
+    pub templates: Vec<Template>,
+    /// Identity and generated secrets, created once.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// Named volumes the services use.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+}
+
+/// Names and host paths of a stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StackMeta {
+    /// Stack name, e.g. `oxpulse-partner-edge`.
+    pub name: String,
+    /// One line saying what the stack is.
+    #[serde(default)]
+    pub description: String,
+    /// Compose project label put on every container, so `docker compose ps` sees them.
+    pub compose_project: String,
+    /// The Docker network the services share.
+    pub network: String,
+    /// Config dir (rendered configs, identity files).
+    pub config_dir: PathBuf,
+    /// State dir (status files).
+    pub state_dir: PathBuf,
+    /// Where systemd units are installed.
+    #[serde(default = "default_systemd_dir")]
+    pub systemd_dir: PathBuf,
+    /// Variables that must be set for anything to render (e.g. `PARTNER_ID`).
+    #[serde(default)]
+    pub required_variables: Vec<String>,
+    /// Lines printed after a successful install (templates).
+    #[serde(default)]
+    pub summary: Vec<String>,
+}
+
+fn default_systemd_dir() -> PathBuf {
+    PathBuf::from("/etc/systemd/system")
+}
+
+/// A user-facing tunnel path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// Id and status key, e.g. `xray`.
+    pub id: String,
+    /// What it is, e.g. `CH1 xray VLESS-Reality`.
+    #[serde(default)]
+    pub description: String,
+    /// A required channel failing fails the whole install.
+    #[serde(default)]
+    pub required: bool,
+    /// Variables that must all be non-empty for the channel to be configured;
+    /// an optional channel missing any of them is `skipped`.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// The dial address the front proxy uses for this channel (template), if it carries traffic.
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
+
+/// One container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Compose service name, e.g. `naive`.
+    pub name: String,
+    /// Container name, e.g. `oxpulse-partner-naive`.
+    pub container: String,
+    /// Image reference (template); `--images NAME=REF` overrides it.
+    pub image: String,
+    /// Deployed only while this channel is active.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Command arguments (templates). Never a credential.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Non-secret environment (templates). Visible in `docker inspect`: never a credential.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Named volumes or host paths.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// Rendered files mounted read-only.
+    #[serde(default)]
+    pub files: Vec<FileMount>,
+    /// Network aliases on the stack network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `host` to share the host's network instead of the stack network.
+    #[serde(default)]
+    pub network_mode: Option<String>,
+    /// User to run as (`uid:gid` or name).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Services that must be healthy before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Container health check.
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+    /// Restart policy.
+    #[serde(default = "default_restart")]
+    pub restart: String,
+    /// json-file log rotation.
+    #[serde(default)]
+    pub logging: LogRotation,
+}
+
+fn default_restart() -> String {
+    "unless-stopped".to_owned()
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapping {
+    /// Host address to bind (template), e.g. `127.0.0.1`; all addresses when absent.
+    #[serde(default)]
+    pub host_ip: Option<String>,
+    /// Host port (template).
+    pub host: String,
+    /// Container port (template).
+    pub container: String,
+    /// `tcp` or `udp`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    "tcp".to_owned()
+}
+
+/// A named volume or host path mounted into a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// Named volume (declared in `volumes`) or absolute host path (template).
+    pub source: String,
+    /// Path inside the container.
+    pub target: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A rendered file mounted read-only into a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileMount {
+    /// The template's name.
+    pub template: String,
+    /// Path inside the container.
+    pub target: String,
+}
+
+/// A container health check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Healthcheck {
+    /// Docker's test, e.g. `["CMD", "wget", "-q", "--spider", "http://127.0.0.1:3080/api/health"]`.
+    pub test: Vec<String>,
+    /// Seconds between checks.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// Seconds a check may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Consecutive failures before unhealthy.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Grace period after start, in seconds.
+    #[serde(default)]
+    pub start_period_secs: u64,
+}
+
+fn default_interval() -> u64 {
+    10
+}
+fn default_timeout() -> u64 {
+    3
+}
+fn default_retries() -> u32 {
+    3
+}
+
+/// json-file log rotation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogRotation {
+    /// Size before rotation, e.g. `10m`.
+    pub max_size: String,
+    /// Files kept.
+    pub max_file: u32,
+}
+
+impl Default for LogRotation {
+    fn default() -> Self {
+        Self { max_size: "10m".to_owned(), max_file: 3 }
+    }
+}
+
+/// A file rendered from a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// Name used on the command line, e.g. `caddy` in `edge render caddy`.
+    pub name: String,
+    /// Source file in the stack's `templates/` folder.
+    pub source: String,
+    /// Output file name, relative to the config dir (or the systemd dir for `systemd` templates).
+    pub output: String,
+    /// Output format: decides how values are escaped.
+    pub format: TemplateFormat,
+    /// Rendered only while this channel is configured; its failure marks the channel `failed_at_render`.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// File mode; files holding credentials are 0600.
+    #[serde(default = "default_mode")]
+    pub mode: u32,
+}
+
+fn default_mode() -> u32 {
+    0o644
+}
+
+/// Output format of a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateFormat {
+    /// A Caddyfile.
+    Caddyfile,
+    /// JSON.
+    Json,
+    /// YAML (compose files, client configs).
+    Yaml,
+    /// KEY=VALUE env file.
+    Env,
+    /// A systemd unit, installed into the systemd dir.
+    Systemd,
+    /// Plain text, no escaping.
+    Text,
+}
+
+/// A secret generated once and never overwritten.
+// No deny_unknown_fields here: serde does not support it with `flatten`; SecretKind denies them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Secret {
+    /// Variable prefix its values are exposed under, e.g. `REALITY` gives `REALITY_PUBLIC_KEY`.
+    pub name: String,
+    /// What to generate.
+    #[serde(flatten)]
+    pub kind: SecretKind,
+}
+
+/// What a secret is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SecretKind {
+    /// X25519 key pair in xray's encoding (base64url, no padding) plus a UUID.
+    /// Exposes `NAME_PRIVATE_KEY`, `NAME_PUBLIC_KEY`, `NAME_UUID`.
+    RealityKeypair {
+        /// Private key file.
+        private: String,
+        /// Public key file.
+        public: String,
+        /// UUID file.
+        uuid: String,
+    },
+    /// X25519 key pair in WireGuard's encoding (standard base64).
+    /// Exposes `NAME_PRIVATE_KEY`, `NAME_PUBLIC_KEY`.
+    WireguardKeypair {
+        /// Private key file.
+        private: String,
+        /// Public key file.
+        public: String,
+    },
+    /// A random token (hex). Exposes `NAME`.
+    Token {
+        /// Token file.
+        file: String,
+        /// Random bytes (the hex is twice as long).
+        #[serde(default = "default_token_bytes")]
+        bytes: usize,
+    },
+    /// A `.env` file of random values, one per key; missing keys are added, existing ones never change.
+    /// Exposes each key.
+    EnvFile {
+        /// The file, relative to the config dir.
+        file: String,
+        /// Keys to generate.
+        keys: Vec<String>,
+        /// Random bytes per value.
+        #[serde(default = "default_token_bytes")]
+        bytes: usize,
+    },
+}
+
+fn default_token_bytes() -> usize {
+    32
+}
+
+const PARTNER_EDGE_TOML: &str = include_str!("../stacks/partner-edge/stack.toml");
+
+/// Embedded template sources of the partner edge, by source file name.
+const PARTNER_EDGE_TEMPLATES: &[(&str, &str)] = &[
+    ("Caddyfile.tera", include_str!("../stacks/partner-edge/templates/Caddyfile.tera")),
+    ("docker-compose.yml.tera", include_str!("../stacks/partner-edge/templates/docker-compose.yml.tera")),
+    ("naive-client.json.tera", include_str!("../stacks/partner-edge/templates/naive-client.json.tera")),
+    ("xray-client.json.tera", include_str!("../stacks/partner-edge/templates/xray-client.json.tera")),
+    ("hysteria2-client.yaml.tera", include_str!("../stacks/partner-edge/templates/hysteria2-client.yaml.tera")),
+    ("edge-watchdog.service.tera", include_str!("../stacks/partner-edge/templates/edge-watchdog.service.tera")),
+    ("edge-watchdog.timer.tera", include_str!("../stacks/partner-edge/templates/edge-watchdog.timer.tera")),
+];
+
+impl Stack {
+    /// The embedded partner-edge stack (SPEC.md's flagship).
+    pub fn partner_edge() -> Self {
+        StackBundle::partner_edge().stack
+    }
+
+    /// Parses and validates a manifest; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, CoreError> {
+        let stack: Stack = toml::from_str(text)
+            .map_err(|e| CoreError::Manifest { origin: origin.to_owned(), message: e.to_string() })?;
+        stack.validate().map_err(|message| CoreError::Manifest { origin: origin.to_owned(), message })?;
+        Ok(stack)
+    }
+
+    /// The manifest as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The JSON Schema of the manifest format.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Stack)).unwrap_or_default()
+    }
+
+    /// A channel by id.
+    pub fn channel(&self, id: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// A service by name.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// A template by name.
+    pub fn template(&self, name: &str) -> Option<&Template> {
+        self.templates.iter().find(|t| t.name == name)
+    }
+
+    /// The services that carry a channel.
+    pub fn services_of<'a>(&'a self, channel: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services.iter().filter(move |s| s.channel.as_deref() == Some(channel))
+    }
+
+    /// Checks cross-references; the message names the offending entry.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for c in &self.channels {
+            if c.id.is_empty() || !c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+                return Err(format!("channel id {:?} must be letters, digits, '_', '.' or '-'", c.id));
+            }
+            if !seen.insert(c.id.as_str()) {
+                return Err(format!("channel {:?} is declared twice", c.id));
+            }
+            if let Some(v) = c.requires.iter().find(|v| !is_env_key(v)) {
+                return Err(format!("channel {:?} requires an invalid variable name {v:?}", c.id));
+            }
+        }
+        let channel_ref = |owner: String, c: &Option<String>| match c {
+            Some(id) if self.channel(id).is_none() => Err(format!("{owner} names unknown channel {id:?}")),
+            _ => Ok(()),
+        };
+        let mut names = BTreeSet::new();
+        for t in &self.templates {
+            if !names.insert(t.name.as_str()) {
+                return Err(format!("template {:?} is declared twice", t.name));
+            }
+            channel_ref(format!("template {:?}", t.name), &t.channel)?;
+            if Path::new(&t.output).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                return Err(format!(
+                    "template {:?} output {:?} must be a relative path without '..'",
+                    t.name, t.output
+                ));
+            }
+        }
+        let mut services = BTreeSet::new();
+        let mut containers = BTreeSet::new();
+        for s in &self.services {
+            if !services.insert(s.name.as_str()) {
+                return Err(format!("service {:?} is declared twice", s.name));
+            }
+            if !containers.insert(s.container.as_str()) {
+                return Err(format!("container name {:?} is used twice", s.container));
+            }
+            channel_ref(format!("service {:?}", s.name), &s.channel)?;
+            for f in &s.files {
+                if self.template(&f.template).is_none() {
+                    return Err(format!("service {:?} mounts unknown template {:?}", s.name, f.template));
+                }
+            }
+            for v in &s.volumes {
+                if !v.source.starts_with('/') && !v.source.contains("{{") && !self.volumes.contains(&v.source) {
+                    return Err(format!(
+                        "service {:?} mounts volume {:?}, which is not declared in `volumes`",
+                        s.name, v.source
+                    ));
+                }
+            }
+            for d in &s.depends_on {
+                if self.service(d).is_none() {
+                    return Err(format!("service {:?} depends on unknown service {d:?}", s.name));
+                }
+            }
+            if let Some(k) = s.env.keys().find(|k| !is_env_key(k)) {
+                return Err(format!("service {:?} has an invalid env name {k:?}", s.name));
+            }
+        }
+        if let Some(k) = self.variables.keys().find(|k| !is_env_key(k)) {
+            return Err(format!("invalid variable name {k:?}"));
+        }
+        for s in &self.secrets {
+            if !is_env_key(&s.name) {
+                return Err(format!("secret name {:?} must be a variable name", s.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stack manifest with its template sources.
+#[derive(Debug, Clone)]
+pub struct StackBundle {
+    /// The manifest.
+    pub stack: Stack,
+    /// Where it came from (`embedded:partner-edge` or a path), for messages.
+    pub origin: String,
+    templates: BTreeMap<String, String>,
+}
+
+impl StackBundle {
+    /// The embedded partner edge.
+    pub fn partner_edge() -> Self {
+        let origin = "embedded:partner-edge".to_owned();
+        // The embedded manifest is checked by the test suite; failing here is a build defect.
+        let stack = Stack::from_toml(PARTNER_EDGE_TOML, &origin).expect("embedded partner-edge manifest is valid");
+        let templates = PARTNER_EDGE_TEMPLATES.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Self { stack, origin, templates }
+    }
+
+    /// Loads `DIR/stack.toml` and the template sources it names from `DIR/templates/`.
+    pub fn load(dir: &Path) -> Result<Self, CoreError> {
+        let manifest = dir.join("stack.toml");
+        let text = std::fs::read_to_string(&manifest).map_err(|e| CoreError::read(&manifest, e))?;
+        let origin = manifest.display().to_string();
+        let stack = Stack::from_toml(&text, &origin)?;
+        let mut templates = BTreeMap::new();
+        for t in &stack.templates {
+            let path = dir.join("templates").join(&t.source);
+            let source = std::fs::read_to_string(&path).map_err(|e| CoreError::read(&path, e))?;
+            templates.insert(t.source.clone(), source);
+        }
+        Ok(Self { stack, origin, templates })
+    }
+
+    /// The source text of a template file.
+    pub fn template_source(&self, source: &str) -> Option<&str> {
+        self.templates.get(source).map(String::as_str)
+    }
+
+    /// All template sources, by file name.
+    pub fn template_sources(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.templates.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// Flattens a node-config.json object into variables: nested keys are joined
+/// with `_` and upper-cased (`{"reality": {"public_key": "x"}}` gives
+/// `REALITY_PUBLIC_KEY=x`); `-` and `.` in keys become `_`.
+pub fn flatten_node_config(json: &str, path: &Path) -> Result<BTreeMap<String, String>, CoreError> {
+    let err = |message: String| CoreError::NodeConfig { path: path.to_owned(), message };
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| err(e.to_string()))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(err("the top level must be a JSON object".to_owned()));
+    };
+    let mut out = BTreeMap::new();
+    flatten_into(&mut out, "", &map).map_err(err)?;
+    Ok(out)
+}
+
+fn flatten_into(
+    out: &mut BTreeMap<String, String>,
+    prefix: &str,
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    for (k, v) in map {
+        let key = format!("{prefix}{}", k.to_uppercase().replace(['-', '.'], "_"));
+        if !is_env_key(&key) {
+            return Err(format!("key {k:?} does not make a variable name"));
+        }
+        let text = match v {
+            serde_json::Value::Object(inner) => {
+                flatten_into(out, &format!("{key}_"), inner)?;
+                continue;
+            }
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.insert(key, text);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_partner_edge_is_valid_and_matches_the_spec() {
+        let bundle = StackBundle::partner_edge();
+        let s = &bundle.stack;
+        let ids: Vec<_> = s.channels.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["xray", "awg", "hysteria2", "naive"]);
+        assert!(s.channel("xray").unwrap().required && s.channel("awg").unwrap().required);
+        assert!(!s.channel("hysteria2").unwrap().required && !s.channel("naive").unwrap().required);
+        for (svc, container) in [
+            ("xray", "oxpulse-partner-xray"),
+            ("hysteria2", "oxpulse-partner-hy2"),
+            ("naive", "oxpulse-partner-naive"),
+            ("caddy", "oxpulse-partner-caddy"),
+            ("coturn", "oxpulse-partner-coturn"),
+            ("sfu", "oxpulse-partner-sfu"),
+        ] {
+            assert_eq!(s.service(svc).map(|s| s.container.as_str()), Some(container));
+        }
+        for t in &s.templates {
+            assert!(bundle.template_source(&t.source).is_some(), "template {} has no source", t.name);
+        }
+    }
+
+    #[test]
+    fn manifest_errors_name_the_entry() {
+        let mut s = Stack::partner_edge();
+        s.services[0].channel = Some("nope".into());
+        let err = s.validate().unwrap_err();
+        assert!(err.contains("unknown channel \"nope\""), "{err}");
+        let err = Stack::from_toml("[stack]\nname = 1\n", "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("invalid stack manifest x.toml:"), "{err}");
+    }
+
+    #[test]
+    fn node_config_flattens_to_variables() {
+        let vars = flatten_node_config(
+            r#"{"reality": {"server": "r.example", "port": 443, "short-id": "ab"}, "x": null}"#,
+            Path::new("n.json"),
+        )
+        .unwrap();
+        assert_eq!(vars["REALITY_SERVER"], "r.example");
+        assert_eq!(vars["REALITY_PORT"], "443");
+        assert_eq!(vars["REALITY_SHORT_ID"], "ab");
+        assert!(flatten_node_config("[1]", Path::new("n.json")).unwrap_err().to_string().contains("n.json"));
+    }
+
+    #[test]
+    fn toml_round_trips() {
+        let s = Stack::partner_edge();
+        assert_eq!(Stack::from_toml(&s.to_toml(), "rt").unwrap(), s);
+    }
+}

@@ -1,0 +1,1 @@
+//! Test helpers shared by the workspace integration tests: loopback servers, and provisioning of Caddy and the Docker engine.
