@@ -1,1 +1,5 @@
-fn main() {}
+//! The `edge-watchdog` binary: a shim over [`edge_cli::watchdog_main`].
+
+fn main() -> std::process::ExitCode {
+    edge_cli::watchdog_main()
+}

@@ -1,0 +1,261 @@
+//! Raw command-line flags, as clap parses them; [`crate::settings`] validates them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Deploy and keep healthy a multi-channel edge node on a Docker host.
+#[derive(Debug, Parser)]
+#[command(name = "edge", version, about, long_about = None, propagate_version = true)]
+pub struct EdgeArgs {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Root prefix for every host path (/etc, /var/lib, systemd units), so tests and dry runs never touch the real ones.
+    #[arg(long, global = true, env = "EDGE_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Stack to manage: a folder with stack.toml and templates/ [default: the embedded partner edge].
+    #[arg(long, global = true, env = "EDGE_STACK", value_name = "DIR")]
+    pub stack: Option<PathBuf>,
+    /// More log output (-v info, -vv debug); EDGE_LOG=filter overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// The commands of `edge`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render one template of the stack, or the whole set with --all.
+    #[command(
+        after_help = "Examples:\n  edge render caddy --out /tmp/Caddyfile --env-from-fixture caddy.env\n  edge render caddy --tpl Caddyfile.tpl --out /tmp/caddy.txt --env-from-fixture tests/fixtures/render/caddy.env\n  edge render --all --out-dir /tmp/edge --set PARTNER_ID=acme --set PARTNER_DOMAIN=edge.example.com"
+    )]
+    Render(RenderArgs),
+    /// Print the JSON Schema of the stack manifest format.
+    Schema,
+    /// Create identity secrets (once: an existing valid key is never replaced).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Render, deploy and health-check the stack on the local Docker engine.
+    Install(InstallArgs),
+    /// Show each channel's state, its container and its upstream's health.
+    Status(StatusArgs),
+    /// Run the operator's numbered checks; exit 0 only if all pass.
+    Healthcheck(StatusArgs),
+    /// Remove the stack's containers, keeping identity backups.
+    Uninstall(UninstallArgs),
+    /// Alert delivery.
+    #[command(subcommand)]
+    Alert(AlertCommand),
+}
+
+/// Where variables come from, lowest to highest precedence after the stack's defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct VariableArgs {
+    /// KEY=VALUE file (`#` comments, optional quotes), below the process environment in precedence.
+    #[arg(long = "env-from-fixture", value_name = "PATH")]
+    pub fixture: Option<PathBuf>,
+    /// Set a variable, above everything else (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// `edge render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Template to render: caddy, compose, naive, xray, hysteria2, or any template name of the stack.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub target: Option<String>,
+    /// Render every template, all or nothing, and write channels-status.env beside them.
+    #[arg(long, requires = "out_dir")]
+    pub all: bool,
+    /// Use this template file instead of the embedded one (tera, `{{VAR}}` and `{{#if VAR}}…{{/if}}`).
+    #[arg(long, value_name = "PATH", conflicts_with = "all")]
+    pub tpl: Option<PathBuf>,
+    /// Output file.
+    #[arg(long, value_name = "PATH", required_unless_present = "all", conflicts_with = "all")]
+    pub out: Option<PathBuf>,
+    /// Output folder for --all.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Variables.
+    #[command(flatten)]
+    pub vars: VariableArgs,
+    /// Print per-channel outcomes as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edge secrets`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Create the Reality X25519 key pair (xray's encoding) and reality.uuid.
+    RealityKeygen(SecretsArgs),
+    /// Create the AmneziaWG X25519 key pair (WireGuard's encoding).
+    AwgKeygen(SecretsArgs),
+}
+
+/// Options of `edge secrets`.
+#[derive(Debug, Args)]
+pub struct SecretsArgs {
+    /// Print the public values and file paths as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edge install`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Optional channels come from the environment: HYSTERIA2_SERVER, HYSTERIA2_PORT, HYSTERIA2_AUTH, HYSTERIA2_OBFS; NAIVE_SERVER, NAIVE_SOCKS_PORT, NAIVE_USERNAME, NAIVE_PASSWORD."
+)]
+pub struct InstallArgs {
+    /// Partner id (PARTNER_ID).
+    #[arg(long, value_name = "ID")]
+    pub partner_id: Option<String>,
+    /// Public domain (PARTNER_DOMAIN).
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// node-config.json with the channels' server parameters; copied into the config dir.
+    #[arg(long, value_name = "PATH")]
+    pub manual_config: Option<PathBuf>,
+    /// Image overrides, SERVICE=IMAGE (repeatable or comma-separated).
+    #[arg(long, value_name = "SERVICE=IMAGE", value_delimiter = ',')]
+    pub images: Vec<String>,
+    /// Put identity files and install.env back from this backup before deploying.
+    #[arg(long, value_name = "BACKUP_DIR")]
+    pub restore_from: Option<PathBuf>,
+    /// Print the plan (create, recreate, remove, keep) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for containers to become healthy.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Variables.
+    #[command(flatten)]
+    pub vars: VariableArgs,
+}
+
+/// `edge status` and `edge healthcheck`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Caddy metrics URL [default: http://CADDY_ADMIN/metrics].
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+}
+
+/// `edge uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Confirm removal.
+    #[arg(long)]
+    pub yes: bool,
+    /// Keep a timestamped backup of the identity files and install.env (the default; kept for the runbook's spelling).
+    #[arg(long)]
+    pub keep_backups: bool,
+    /// Also remove the stack's named volumes (their data is lost).
+    #[arg(long)]
+    pub purge_volumes: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edge alert`.
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// Send a test message through the configured chain and say which transport delivered it.
+    Test(AlertTestArgs),
+}
+
+/// `edge alert test`.
+#[derive(Debug, Args)]
+pub struct AlertTestArgs {
+    /// Message text [default: a test message naming this host].
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Watch the front proxy's upstream health and alert on every transition.
+#[derive(Debug, Parser)]
+#[command(name = "edge-watchdog", version, about, long_about = None)]
+pub struct WatchdogArgs {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// Run one tick and exit (for a systemd timer).
+    #[arg(long, conflicts_with = "interval")]
+    pub once: bool,
+    /// Run as a daemon, ticking at this interval and following Docker events between ticks.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Write Prometheus textfile metrics here (node_exporter textfile collector).
+    #[arg(long, value_name = "PATH", env = "EDGE_WATCHDOG_TEXTFILE")]
+    pub textfile: Option<PathBuf>,
+    /// Print the tick report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 250ms, 30s, 2m"))?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(format!("invalid duration unit {unit:?} in {text:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let check = |input: &str, expected: Result<u64, &str>| {
+            assert_eq!(
+                parse_duration(input).map(|d| d.as_millis() as u64).map_err(|e| e.to_string()),
+                expected.map_err(str::to_owned)
+            );
+        };
+        check("250ms", Ok(250));
+        check("5s", Ok(5000));
+        check("60", Ok(60_000));
+        check("2m", Ok(120_000));
+        check("5x", Err("invalid duration unit \"x\" in \"5x\": use ms, s, m or h"));
+        check("", Err("invalid duration \"\": expected e.g. 250ms, 30s, 2m"));
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        EdgeArgs::command().debug_assert();
+        WatchdogArgs::command().debug_assert();
+    }
+}

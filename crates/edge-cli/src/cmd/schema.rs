@@ -1,0 +1,8 @@
+//! `edge schema`: the JSON Schema of the stack manifest format.
+
+use crate::ExitStatus;
+
+pub(crate) fn run() -> anyhow::Result<ExitStatus> {
+    println!("{}", serde_json::to_string_pretty(&edge_core::Stack::json_schema())?);
+    Ok(ExitStatus::Success)
+}
