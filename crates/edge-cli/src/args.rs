@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Deploy and keep healthy a multi-channel edge node on a Docker host.
 #[derive(Debug, Parser)]
-#[command(name = "edge", version, about, long_about = None, propagate_version = true)]
+#[command(name = "edge", version, propagate_version = true)]
 pub struct EdgeArgs {
     /// Options every command takes.
     #[command(flatten)]
@@ -197,7 +197,7 @@ pub struct AlertTestArgs {
 
 /// Watch the front proxy's upstream health and alert on every transition.
 #[derive(Debug, Parser)]
-#[command(name = "edge-watchdog", version, about, long_about = None)]
+#[command(name = "edge-watchdog", version)]
 pub struct WatchdogArgs {
     /// Options every command takes.
     #[command(flatten)]
