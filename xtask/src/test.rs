@@ -1,0 +1,116 @@
+//! `cargo xtask test`: provision what the suite needs (Docker engine, Caddy,
+//! promtool, Alertmanager, docker-compose), then run every check CI runs.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::tidy;
+
+/// Debian packages the suite uses for real, by the command each provides.
+const PACKAGES: &[(&str, &str)] = &[
+    ("caddy", "caddy"),
+    ("promtool", "prometheus"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
+    ("docker-compose", "docker-compose"),
+    ("dockerd", "docker.io"),
+];
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TestArgs {
+    /// Only provision (install packages, start the engine); run no check.
+    #[arg(long)]
+    provision_only: bool,
+    /// Skip fmt, clippy and tidy; run the tests only.
+    #[arg(long)]
+    tests_only: bool,
+    /// Extra arguments for `cargo test` (after `--`).
+    #[arg(last = true)]
+    cargo_test_args: Vec<String>,
+}
+
+pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
+    provision()?;
+    if args.provision_only {
+        return Ok(());
+    }
+    if !args.tests_only {
+        step("cargo fmt --all --check", cargo(&["fmt", "--all", "--check"]))?;
+        step(
+            "cargo clippy --workspace --all-targets -- -D warnings",
+            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        )?;
+        step("tidy", tidy::check(&crate::workspace_root()))?;
+    }
+    let mut test = vec!["test", "--workspace"];
+    test.extend(args.cargo_test_args.iter().map(String::as_str));
+    step("cargo test --workspace", cargo(&test))
+}
+
+fn step(name: &str, result: anyhow::Result<()>) -> anyhow::Result<()> {
+    eprintln!("==> {name}");
+    let started = Instant::now();
+    result.with_context(|| format!("step failed: {name}"))?;
+    eprintln!("==> {name}: ok in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo).args(args).current_dir(crate::workspace_root()).status()?;
+    if !status.success() {
+        bail!("cargo {} exited with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn have(command: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {command}")]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Installs the missing Debian packages and starts the Docker engine if it does not answer.
+fn provision() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    if !missing.is_empty() {
+        eprintln!("==> installing {}", missing.join(" "));
+        let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+        run_cmd(sudo.iter().chain(&["apt-get", "update", "-q"]))?;
+        run_cmd(sudo.iter().chain(&["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q"]).chain(&missing))?;
+    }
+    if !docker_answers() {
+        eprintln!("==> starting the Docker engine (dockerd)");
+        let log = std::fs::File::create(std::env::temp_dir().join("edge-dockerd.log"))?;
+        Command::new("dockerd")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start dockerd: install docker.io")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !docker_answers() {
+            if Instant::now() > deadline {
+                bail!("the Docker engine did not answer within 60s; see {}", std::env::temp_dir().join("edge-dockerd.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(())
+}
+
+fn docker_answers() -> bool {
+    Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output().is_ok_and(|o| o.status.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"))
+}
+
+fn run_cmd<'a>(argv: impl IntoIterator<Item = &'a &'a str>) -> anyhow::Result<()> {
+    let argv: Vec<&str> = argv.into_iter().copied().collect();
+    let status = Command::new(argv[0]).args(&argv[1..]).status().with_context(|| format!("cannot run {}", argv[0]))?;
+    if !status.success() {
+        bail!("{} exited with {status}", argv.join(" "));
+    }
+    Ok(())
+}
