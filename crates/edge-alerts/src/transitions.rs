@@ -1,0 +1,341 @@
+//! Transition detection: the previous `upstream-state.env` plus what the metrics say now gives the events to send.
+//!
+//! A pool upstream without a series becomes `unknown` (its line leaves
+//! `upstream-state.env`, so no script reads it as healthy) and is an event;
+//! an unreachable metrics endpoint is an event; so is its return.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use edge_core::{UpstreamHealth, UpstreamState};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, EventKind, Health};
+use crate::metrics::UpstreamMetrics;
+
+/// One upstream the front proxy's pool should contain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolMember {
+    /// Its dial address, as in the metric's `upstream` label.
+    pub upstream: String,
+    /// The channel it carries, e.g. `xray` (Alertmanager's `channel` label).
+    pub channel: String,
+}
+
+impl PoolMember {
+    /// A pool member.
+    pub fn new(upstream: impl Into<String>, channel: impl Into<String>) -> Self {
+        Self { upstream: upstream.into(), channel: channel.into() }
+    }
+}
+
+/// What one look at the metrics endpoint gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// The page was read.
+    Metrics {
+        /// URL or file it came from.
+        source: String,
+        /// What it says.
+        metrics: UpstreamMetrics,
+    },
+    /// The page could not be read.
+    Unreachable {
+        /// URL or file.
+        source: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the detector remembers besides `upstream-state.env`, whose format has no room for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchState {
+    /// Since when the metrics endpoint has been unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_unreachable_since: Option<u64>,
+    /// Pool upstreams without a series, and since when.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, u64>,
+}
+
+/// The outcome of [`detect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// Events, in the order they should be read.
+    pub events: Vec<Event>,
+    /// The new `upstream-state.env`.
+    pub state: UpstreamState,
+    /// The new detector memory.
+    pub watch: WatchState,
+    /// Upstream addresses that cannot be a line of `upstream-state.env` and were ignored.
+    pub ignored: Vec<String>,
+}
+
+/// Compares `observation` with the previous state.
+///
+/// The pool is the set of upstreams that must have a series; when empty, it
+/// is every upstream known from the previous state or the page. `since` in
+/// `upstream-state.env` is when the upstream entered its current health.
+pub fn detect(
+    prev: &UpstreamState,
+    watch: &WatchState,
+    observation: &Observation,
+    pool: &[PoolMember],
+    now: u64,
+) -> Detection {
+    let mut events = Vec::new();
+    let mut state = prev.clone();
+    let mut new_watch = watch.clone();
+    let mut ignored = Vec::new();
+    let event = |kind| Event::new(now, kind);
+
+    let metrics = match observation {
+        Observation::Unreachable { source, reason } => {
+            if watch.metrics_unreachable_since.is_none() {
+                events.push(event(EventKind::MetricsUnreachable { source: source.clone(), reason: reason.clone() }));
+                new_watch.metrics_unreachable_since = Some(now);
+            }
+            return Detection { events, state, watch: new_watch, ignored };
+        }
+        Observation::Metrics { source, metrics } => {
+            if new_watch.metrics_unreachable_since.take().is_some() {
+                events.push(event(EventKind::MetricsRecovered { source: source.clone() }));
+            }
+            metrics
+        }
+    };
+
+    // An address that cannot be a line of upstream-state.env is reported and left out.
+    let storable = |u: &str| UpstreamState::default().set(u, UpstreamHealth::Healthy, 0).is_ok();
+    let observed: BTreeMap<&str, UpstreamHealth> =
+        metrics.health.iter().filter(|(u, _)| storable(u)).map(|(u, h)| (u.as_str(), *h)).collect();
+    ignored.extend(metrics.health.keys().filter(|u| !storable(u)).cloned());
+
+    let previous = |u: &str| -> Option<Health> {
+        if watch.unknown.contains_key(u) { Some(Health::Unknown) } else { prev.get(u).map(|e| e.health.into()) }
+    };
+
+    // Pool order first (failover priority), then anything else the page lists.
+    let members: Vec<&str> = if pool.is_empty() {
+        let mut all: BTreeSet<&str> = prev.iter().map(|e| e.upstream.as_str()).collect();
+        all.extend(watch.unknown.keys().map(String::as_str));
+        all.extend(observed.keys());
+        all.into_iter().collect()
+    } else {
+        let mut seen = BTreeSet::new();
+        pool.iter().map(|m| m.upstream.as_str()).filter(|u| storable(u) && seen.insert(*u)).collect()
+    };
+    let in_pool: BTreeSet<&str> = members.iter().copied().collect();
+    let order = members.iter().copied().chain(observed.keys().copied().filter(|u| !in_pool.contains(u)));
+
+    for upstream in order {
+        match observed.get(upstream) {
+            Some(&now_health) => {
+                let before = previous(upstream);
+                let changed = before != Some(now_health.into());
+                let since = match prev.get(upstream) {
+                    Some(e) if !changed => e.since,
+                    _ => now,
+                };
+                // Cannot fail: the address was checked above.
+                let _ = state.set(upstream, now_health, since);
+                new_watch.unknown.remove(upstream);
+                match before {
+                    // First sight of a healthy upstream is not news; of an unhealthy one it is.
+                    None if now_health == UpstreamHealth::Healthy => {}
+                    Some(_) if !changed => {}
+                    b => events.push(event(EventKind::Transition {
+                        upstream: upstream.to_owned(),
+                        from: b.unwrap_or(Health::Unknown),
+                        to: now_health.into(),
+                    })),
+                }
+            }
+            None if in_pool.contains(upstream) => {
+                if new_watch.unknown.contains_key(upstream) {
+                    continue;
+                }
+                let from = prev.get(upstream).map(|e| e.health.into()).unwrap_or(Health::Unknown);
+                events.push(event(EventKind::Transition { upstream: upstream.to_owned(), from, to: Health::Unknown }));
+                new_watch.unknown.insert(upstream.to_owned(), now);
+                state.remove(upstream);
+            }
+            None => {}
+        }
+    }
+
+    // Upstreams that left the pool are forgotten without a word: the operator removed them.
+    let stale: Vec<String> = state
+        .iter()
+        .map(|e| e.upstream.clone())
+        .filter(|u| !in_pool.contains(u.as_str()) && !observed.contains_key(u.as_str()))
+        .collect();
+    for u in stale {
+        state.remove(&u);
+    }
+    new_watch.unknown.retain(|u, _| in_pool.contains(u.as_str()));
+
+    let all_unhealthy = |is_down: &dyn Fn(&str) -> bool| !members.is_empty() && members.iter().all(|u| is_down(u));
+    let down_now = all_unhealthy(&|u| observed.get(u) == Some(&UpstreamHealth::Unhealthy));
+    let down_before = all_unhealthy(&|u| previous(u) == Some(Health::Unhealthy));
+    if down_now && !down_before {
+        events.push(event(EventKind::AllUnhealthy));
+    }
+
+    Detection { events, state, watch: new_watch, ignored }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Health::*;
+
+    const NOW: u64 = 1_000;
+
+    fn page(pairs: &[(&str, u8)]) -> Observation {
+        let text: String = pairs
+            .iter()
+            .map(|(u, v)| format!("caddy_reverse_proxy_upstreams_healthy{{upstream=\"{u}\"}} {v}\n"))
+            .collect();
+        Observation::Metrics { source: "m".into(), metrics: UpstreamMetrics::parse(&text) }
+    }
+
+    fn pool(ids: &[&str]) -> Vec<PoolMember> {
+        ids.iter().map(|u| PoolMember::new(*u, "ch")).collect()
+    }
+
+    /// Events as text lines (host `h`) and the resulting state file.
+    fn check(prev: &str, watch: &WatchState, obs: Observation, pool: &[PoolMember], events: &[&str], state: &str) {
+        let prev = UpstreamState::parse(prev).unwrap();
+        let d = detect(&prev, watch, &obs, pool, NOW);
+        let got: Vec<String> = d.events.iter().map(|e| e.text("h")).collect();
+        assert_eq!(got, events);
+        assert_eq!(d.state.to_string(), state);
+    }
+
+    #[test]
+    fn flips_are_transitions() {
+        let w = WatchState::default();
+        check(
+            "a=healthy:1\nb=healthy:1\n",
+            &w,
+            page(&[("a", 0), ("b", 1)]),
+            &pool(&["a", "b"]),
+            &["[h] TRANSITION upstream=a healthy -> unhealthy"],
+            "a=unhealthy:1000\nb=healthy:1\n",
+        );
+        check(
+            "a=unhealthy:5\n",
+            &w,
+            page(&[("a", 1)]),
+            &[],
+            &["[h] TRANSITION upstream=a unhealthy -> healthy"],
+            "a=healthy:1000\n",
+        );
+        check("a=healthy:5\n", &w, page(&[("a", 1)]), &[], &[], "a=healthy:5\n");
+    }
+
+    #[test]
+    fn first_sight_reports_only_trouble() {
+        let w = WatchState::default();
+        check(
+            "",
+            &w,
+            page(&[("a", 1), ("b", 0)]),
+            &pool(&["a", "b", "c"]),
+            &[
+                "[h] TRANSITION upstream=b unknown -> unhealthy",
+                "[h] MISSING upstream=c: no caddy_reverse_proxy_upstreams_healthy series, health unknown",
+            ],
+            "a=healthy:1000\nb=unhealthy:1000\n",
+        );
+    }
+
+    #[test]
+    fn a_missing_series_is_unknown_not_healthy() {
+        let prev = UpstreamState::parse("a=healthy:1\nb=healthy:1\n").unwrap();
+        let d = detect(&prev, &WatchState::default(), &page(&[("a", 1)]), &pool(&["a", "b"]), NOW);
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].kind, EventKind::Transition { upstream: "b".into(), from: Healthy, to: Unknown });
+        assert_eq!(d.state.to_string(), "a=healthy:1\n");
+        assert_eq!(d.watch.unknown.get("b"), Some(&NOW));
+        // Still missing: no new event.
+        let d2 = detect(&d.state, &d.watch, &page(&[("a", 1)]), &pool(&["a", "b"]), NOW + 60);
+        assert!(d2.events.is_empty());
+        // Back: a recovery.
+        let d3 = detect(&d2.state, &d2.watch, &page(&[("a", 1), ("b", 1)]), &pool(&["a", "b"]), NOW + 120);
+        assert_eq!(d3.events[0].text("h"), "[h] TRANSITION upstream=b unknown -> healthy");
+        assert!(d3.watch.unknown.is_empty());
+    }
+
+    #[test]
+    fn unreachable_metrics_is_an_event_once_then_a_recovery() {
+        let prev = UpstreamState::parse("a=healthy:1\n").unwrap();
+        let down = Observation::Unreachable { source: "u".into(), reason: "refused".into() };
+        let d = detect(&prev, &WatchState::default(), &down, &[], NOW);
+        assert_eq!(
+            d.events.iter().map(|e| e.text("h")).collect::<Vec<_>>(),
+            ["[h] METRICS UNREACHABLE source=u: refused"]
+        );
+        assert_eq!(d.state, prev);
+        assert!(detect(&prev, &d.watch, &down, &[], NOW + 1).events.is_empty());
+        let back = detect(&prev, &d.watch, &page(&[("a", 1)]), &[], NOW + 2);
+        assert_eq!(
+            back.events.iter().map(|e| e.text("h")).collect::<Vec<_>>(),
+            ["[h] METRICS REACHABLE again source=m"]
+        );
+        assert_eq!(back.watch, WatchState::default());
+    }
+
+    #[test]
+    fn all_down_is_critical_once() {
+        let w = WatchState::default();
+        check(
+            "a=healthy:1\nb=unhealthy:1\n",
+            &w,
+            page(&[("a", 0), ("b", 0)]),
+            &pool(&["a", "b"]),
+            &["[h] TRANSITION upstream=a healthy -> unhealthy", "CRITICAL: all upstreams unhealthy on h"],
+            "a=unhealthy:1000\nb=unhealthy:1\n",
+        );
+        check(
+            "a=unhealthy:1\nb=unhealthy:1\n",
+            &w,
+            page(&[("a", 0), ("b", 0)]),
+            &pool(&["a", "b"]),
+            &[],
+            "a=unhealthy:1\nb=unhealthy:1\n",
+        );
+        // A missing member is not known to be down: no CRITICAL.
+        check(
+            "a=healthy:1\n",
+            &w,
+            page(&[("a", 0)]),
+            &pool(&["a", "b"]),
+            &[
+                "[h] TRANSITION upstream=a healthy -> unhealthy",
+                "[h] MISSING upstream=b: no caddy_reverse_proxy_upstreams_healthy series, health unknown",
+            ],
+            "a=unhealthy:1000\n",
+        );
+    }
+
+    #[test]
+    fn upstreams_that_left_the_pool_are_forgotten() {
+        check(
+            "a=healthy:1\nold=unhealthy:1\n",
+            &WatchState::default(),
+            page(&[("a", 1)]),
+            &pool(&["a"]),
+            &[],
+            "a=healthy:1\n",
+        );
+    }
+
+    #[test]
+    fn addresses_that_cannot_be_stored_are_ignored() {
+        let d = detect(&UpstreamState::default(), &WatchState::default(), &page(&[("a b", 0)]), &[], NOW);
+        assert!(d.events.is_empty());
+        assert_eq!(d.ignored, ["a b"]);
+    }
+}
