@@ -1,1 +1,51 @@
-fn main() {}
+//! `cargo xtask`: project automation. One subcommand per file; this file only dispatches.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod release;
+mod test;
+mod tidy;
+
+/// Project automation for the edge workspace (run as `cargo xtask <task>`).
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+/// The tasks; adding one is a variant here and a file beside this one.
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Build the release: static binaries, templates, installer, checksums and the naive image.
+    Release(release::ReleaseArgs),
+    /// Provision the test dependencies, then run every check CI runs.
+    Test(test::TestArgs),
+    /// Check that every Rust file opens with a `//!` line saying what it is.
+    Tidy,
+}
+
+/// The workspace root (the folder of the root Cargo.toml).
+fn workspace_root() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Release(args) => release::run(args),
+        Task::Test(args) => test::run(args),
+        Task::Tidy => tidy::check(&workspace_root()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
