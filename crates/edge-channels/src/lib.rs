@@ -1,3 +1,63 @@
 //! Docker engine driver, reconciling deployer and health prober for edge channels.
+//!
+//! The seam is [`Engine`], the small set of container operations the deployer needs;
+//! [`DockerEngine`] implements it on the Docker Engine API (bollard). A stack's services
+//! become [`ContainerSpec`]s ([`container_spec`]) whose hash covers the full spec and the
+//! contents of the rendered files they mount; the planner ([`plan()`]) compares them with
+//! the containers the engine has and yields create / recreate / start / keep / remove;
+//! the [`Deployer`] applies that and waits for health. Re-running on an unchanged stack
+//! touches nothing.
+//!
+//! No bollard type crosses this crate's boundary, and a credential never reaches a
+//! container's env, command or labels: it only travels in rendered files mounted read-only.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use std::time::Duration;
+//! use edge_channels::{Deployer, Desired, DockerEngine, Infrastructure, container_spec, stack_labels};
+//!
+//! # async fn demo() -> Result<(), edge_channels::DeployError> {
+//! let stack = edge_core::Stack::partner_edge();
+//! let mut coturn = stack.service("coturn").unwrap().clone();
+//! coturn.image = "edge-standin:dev".into();
+//! let spec = container_spec(&coturn, &stack.stack, &BTreeMap::new())?;
+//!
+//! let engine = DockerEngine::connect().await?;
+//! let deployer = Deployer::new(&engine);
+//! let plan = deployer.plan(&stack.stack.name, vec![Desired::new("coturn", spec, vec![])]).await?;
+//! for entry in plan.entries() {
+//!     println!("{} {}", entry.action, entry.container);
+//! }
+//! let infra = Infrastructure { labels: stack_labels(&stack.stack) };
+//! deployer.apply(&plan, &infra, Duration::from_secs(60), &|event| println!("{event:?}")).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
 
+mod deploy;
+pub mod docker;
+mod engine;
+mod error;
+#[cfg(test)]
+mod fake;
 pub mod image;
+mod plan;
+pub mod prober;
+mod spec;
+#[cfg(test)]
+mod testing;
+
+pub use deploy::{Applied, Deployer, Event, Infrastructure, Readiness};
+pub use docker::DockerEngine;
+pub use engine::{
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_CHANNEL,
+    LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_SPEC_HASH, LABEL_STACK, Mount, MountKind, NetworkAttachment,
+    PublishedPort,
+};
+pub use error::{DeployError, EngineError};
+pub use plan::{Action, ActionKind, Desired, Plan, PlanEntry, plan, waves};
+pub use prober::{Health, Prober};
+pub use spec::{RenderedMount, container_spec, stack_labels};

@@ -1,0 +1,491 @@
+//! The deployer: finds a stack's containers, plans against them, applies the plan and waits
+//! until containers are healthy, all through an [`Engine`].
+//!
+//! A container that cannot be created, started or made healthy is data in the result
+//! ([`Applied::failed`], [`Readiness::Failed`]), so that an optional channel failing never
+//! stops the others; only stack-wide steps (listing, network, volumes) are errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::engine::{ContainerInfo, ContainerStatus, Engine, HealthStatus, LABEL_STACK};
+use crate::plan::{Action, Desired, Plan, plan, waves};
+use crate::{ContainerSpec, DeployError};
+
+/// Something the deployer is doing, for progress output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Removing a container.
+    Removing {
+        /// Container name.
+        name: String,
+    },
+    /// Creating a container.
+    Creating {
+        /// Container name.
+        name: String,
+    },
+    /// Starting a container.
+    Starting {
+        /// Container name.
+        name: String,
+    },
+    /// Still waiting for a container to become healthy.
+    Waiting {
+        /// Container name.
+        name: String,
+        /// Its state now, e.g. `running, health starting`.
+        state: String,
+        /// Time waited so far.
+        waited: Duration,
+    },
+    /// A container is running and healthy.
+    Ready {
+        /// Container name.
+        name: String,
+    },
+    /// A container failed to deploy or to become healthy.
+    Failed {
+        /// Container name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Whether a container became ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Readiness {
+    /// Running and, if it has a health check, healthy.
+    Ready {
+        /// How long it took, in milliseconds.
+        after_ms: u64,
+    },
+    /// Did not become ready.
+    Failed {
+        /// Why, e.g. `unhealthy: HTTP 503` or `exited with code 1`.
+        reason: String,
+    },
+}
+
+impl Readiness {
+    /// Whether it is [`Readiness::Ready`].
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Self::Ready { .. })
+    }
+}
+
+/// What applying a plan did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Containers created or recreated (by name), with their new ids.
+    pub created: BTreeMap<String, String>,
+    /// Containers started as they were.
+    pub started: Vec<String>,
+    /// Containers removed.
+    pub removed: Vec<String>,
+    /// Containers left alone.
+    pub kept: Vec<String>,
+    /// Containers that could not be created or started, with the error.
+    pub failed: BTreeMap<String, DeployError>,
+}
+
+/// Stack-wide objects the containers need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Infrastructure {
+    /// Labels put on the network and volumes.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Deploys containers through an engine.
+#[derive(Debug)]
+pub struct Deployer<'e, E: Engine> {
+    engine: &'e E,
+    stop_grace: Duration,
+    poll: Duration,
+}
+
+impl<'e, E: Engine> Deployer<'e, E> {
+    /// A deployer on `engine`: 10 s stop grace, health polled every 250 ms.
+    pub fn new(engine: &'e E) -> Self {
+        Self { engine, stop_grace: Duration::from_secs(10), poll: Duration::from_millis(250) }
+    }
+
+    /// Sets how long a stopping container may take before it is killed.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Sets how often health is polled.
+    pub fn with_poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &E {
+        self.engine
+    }
+
+    /// The stack's containers (by label) plus any container holding one of `names`.
+    pub async fn current(&self, stack: &str, names: &[&str]) -> Result<Vec<ContainerInfo>, DeployError> {
+        let mut found = self.engine.list_containers(LABEL_STACK, stack).await?;
+        let known: BTreeSet<String> = found.iter().map(|c| c.name.clone()).collect();
+        let missing = names.iter().filter(|n| !known.contains(**n));
+        for c in join_all(missing.map(|n| self.engine.inspect_container(n))).await {
+            if let Some(c) = c? {
+                found.push(c);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The id of each desired image. An image the engine lacks is
+    /// [`DeployError::ImageMissing`]: nothing is pulled.
+    pub async fn image_ids(&self, desired: &[Desired]) -> Result<BTreeMap<String, String>, DeployError> {
+        let mut refs: BTreeMap<&str, &str> = BTreeMap::new();
+        for d in desired {
+            refs.entry(d.spec.image.as_str()).or_insert(d.service.as_str());
+        }
+        let lookups = join_all(refs.keys().map(|r| self.engine.image_id(r))).await;
+        let mut ids = BTreeMap::new();
+        for ((image, service), id) in refs.into_iter().zip(lookups) {
+            match id? {
+                Some(id) => ids.insert(image.to_owned(), id),
+                None => {
+                    return Err(DeployError::ImageMissing { service: service.to_owned(), image: image.to_owned() });
+                }
+            };
+        }
+        Ok(ids)
+    }
+
+    /// Plans the deployment of `desired` for `stack` against what the engine has.
+    pub async fn plan(&self, stack: &str, desired: Vec<Desired>) -> Result<Plan, DeployError> {
+        let names: Vec<&str> = desired.iter().map(Desired::name).collect();
+        let actual = self.current(stack, &names).await?;
+        let images = self.image_ids(&desired).await?;
+        plan(stack, desired, &actual, &images)
+    }
+
+    /// Applies a plan: removals first, then creations and starts wave by wave along
+    /// `depends_on` (a wave waits until the services it depends on are healthy, for at most
+    /// `timeout`). The stack network and named volumes are created first if missing.
+    pub async fn apply(
+        &self,
+        plan: &Plan,
+        infra: &Infrastructure,
+        timeout: Duration,
+        on_event: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<Applied, DeployError> {
+        let mut applied = Applied::default();
+        let specs: Vec<&ContainerSpec> = plan.actions.iter().filter_map(|a| a.desired()).map(|d| &d.spec).collect();
+        let networks: BTreeSet<&str> = specs.iter().filter_map(|s| s.stack_network()).collect();
+        for n in networks {
+            self.engine.ensure_network(n, &infra.labels).await?;
+        }
+        let volumes: BTreeSet<&str> = specs.iter().flat_map(|s| s.volume_names()).collect();
+        for v in volumes {
+            let mut labels = infra.labels.clone();
+            labels.insert("com.docker.compose.volume".to_owned(), v.to_owned());
+            self.engine.ensure_volume(v, &labels).await?;
+        }
+
+        // Old containers go first: they may hold the ports and names the new ones need.
+        let doomed: Vec<&str> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Remove { .. } | Action::Recreate { .. }))
+            .map(Action::container)
+            .collect();
+        let removals = join_all(doomed.iter().map(|name| async move {
+            on_event(Event::Removing { name: (*name).to_owned() });
+            self.engine.stop_container(name, self.stop_grace).await?;
+            self.engine.remove_container(name).await
+        }))
+        .await;
+        for (name, result) in doomed.iter().zip(removals) {
+            result?;
+            if matches!(plan.action(name), Some(Action::Remove { .. })) {
+                applied.removed.push((*name).to_owned());
+            }
+        }
+
+        let desired: Vec<&Desired> = plan.actions.iter().filter_map(|a| a.desired()).collect();
+        let deadline = Instant::now() + timeout;
+        let mut readiness: BTreeMap<String, Readiness> = BTreeMap::new();
+        for wave in waves(&desired)? {
+            // Dependencies of this wave that were deployed in earlier waves must be healthy.
+            let deps: BTreeSet<&str> = wave.iter().flat_map(|d| d.depends_on.iter().map(String::as_str)).collect();
+            let to_wait: Vec<String> = desired
+                .iter()
+                .filter(|d| deps.contains(d.service.as_str()) && !readiness.contains_key(d.name()))
+                .map(|d| d.name().to_owned())
+                .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            readiness.extend(self.wait_ready(&to_wait, left, on_event).await);
+
+            let steps = join_all(wave.iter().map(|d| {
+                let failed_dep = d.depends_on.iter().find_map(|dep| {
+                    let dep = desired.iter().find(|x| x.service == *dep)?;
+                    match readiness.get(dep.name()) {
+                        Some(Readiness::Failed { .. }) => Some(dep.service.clone()),
+                        _ => None,
+                    }
+                });
+                self.step(plan.action(d.name()), failed_dep, on_event)
+            }))
+            .await;
+            for (d, outcome) in wave.iter().zip(steps) {
+                let name = d.name().to_owned();
+                match outcome {
+                    Ok(Step::Created(id)) => drop(applied.created.insert(name, id)),
+                    Ok(Step::Started) => applied.started.push(name),
+                    Ok(Step::Kept) => applied.kept.push(name),
+                    Err(e) => {
+                        on_event(Event::Failed { name: name.clone(), reason: e.to_string() });
+                        readiness.insert(name.clone(), Readiness::Failed { reason: e.to_string() });
+                        applied.failed.insert(name, e);
+                    }
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn step(
+        &self,
+        action: Option<&Action>,
+        failed_dependency: Option<String>,
+        on_event: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<Step, DeployError> {
+        let Some(action) = action else { return Ok(Step::Kept) };
+        let name = action.container().to_owned();
+        if let Some(dep) = failed_dependency
+            && !matches!(action, Action::Keep { .. })
+        {
+            return Err(DeployError::StartContainer {
+                name,
+                source: crate::EngineError::new(None, format!("dependency {dep} is not healthy")),
+            });
+        }
+        match action {
+            Action::Create { desired } | Action::Recreate { desired, .. } => {
+                on_event(Event::Creating { name: name.clone() });
+                let id = self.engine.create_container(&desired.spec).await?;
+                on_event(Event::Starting { name: name.clone() });
+                self.engine.start_container(&name).await?;
+                Ok(Step::Created(id))
+            }
+            Action::Start { .. } => {
+                on_event(Event::Starting { name: name.clone() });
+                self.engine.start_container(&name).await?;
+                Ok(Step::Started)
+            }
+            Action::Keep { .. } | Action::Remove { .. } => Ok(Step::Kept),
+        }
+    }
+
+    /// Waits, in parallel, until each named container is running and healthy, at most
+    /// `timeout`. A container reported unhealthy, exited or restarting fails at once.
+    pub async fn wait_ready(
+        &self,
+        names: &[String],
+        timeout: Duration,
+        on_event: &(dyn Fn(Event) + Send + Sync),
+    ) -> BTreeMap<String, Readiness> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let results = join_all(names.iter().map(|name| async move {
+            let outcome = self.wait_one(name, started, deadline, on_event).await;
+            match &outcome {
+                Readiness::Ready { .. } => on_event(Event::Ready { name: name.clone() }),
+                Readiness::Failed { reason } => on_event(Event::Failed { name: name.clone(), reason: reason.clone() }),
+            }
+            (name.clone(), outcome)
+        }))
+        .await;
+        results.into_iter().collect()
+    }
+
+    async fn wait_one(
+        &self,
+        name: &str,
+        started: Instant,
+        deadline: Instant,
+        on_event: &(dyn Fn(Event) + Send + Sync),
+    ) -> Readiness {
+        loop {
+            let c = match self.engine.inspect_container(name).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Readiness::Failed { reason: "the container is gone".to_owned() },
+                Err(e) => return Readiness::Failed { reason: e.to_string() },
+            };
+            if c.is_ready() {
+                return Readiness::Ready { after_ms: started.elapsed().as_millis() as u64 };
+            }
+            if let Some(reason) = failure(&c) {
+                return Readiness::Failed { reason };
+            }
+            let state = describe(&c);
+            if Instant::now() >= deadline {
+                let secs = deadline.saturating_duration_since(started).as_secs();
+                return Readiness::Failed { reason: format!("not healthy within {secs}s ({state})") };
+            }
+            on_event(Event::Waiting { name: name.to_owned(), state, waited: started.elapsed() });
+            tokio::time::sleep(self.poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+}
+
+enum Step {
+    Created(String),
+    Started,
+    Kept,
+}
+
+/// Why a container will not become ready on its own, if it will not.
+fn failure(c: &ContainerInfo) -> Option<String> {
+    let code = c.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
+    match c.status {
+        ContainerStatus::Exited | ContainerStatus::Dead => Some(format!("container {}{code}", c.status)),
+        ContainerStatus::Restarting => Some(format!("container keeps restarting{code}")),
+        ContainerStatus::Missing | ContainerStatus::Removing => Some(format!("container is {}", c.status)),
+        ContainerStatus::Paused => Some("container is paused".to_owned()),
+        ContainerStatus::Running if c.health == HealthStatus::Unhealthy => {
+            let output = c.last_health_output.as_deref().map(str::trim).filter(|o| !o.is_empty());
+            Some(match output {
+                Some(o) => format!("unhealthy: {}", one_line(o)),
+                None => "unhealthy".to_owned(),
+            })
+        }
+        ContainerStatus::Created | ContainerStatus::Running => None,
+    }
+}
+
+fn describe(c: &ContainerInfo) -> String {
+    match c.health {
+        HealthStatus::None => c.status.to_string(),
+        h => format!("{}, health {h}", c.status),
+    }
+}
+
+/// The first line of a health check's output, at most 200 characters.
+fn one_line(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
+    line.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeEngine;
+    use crate::plan::ActionKind;
+    use crate::testing::spec;
+
+    fn desired(name: &str, deps: &[&str]) -> Desired {
+        Desired::new(name, spec(name, "img:1"), deps.iter().map(|d| (*d).to_owned()).collect())
+    }
+
+    fn quiet(_: Event) {}
+
+    async fn deploy(engine: &FakeEngine, desired: Vec<Desired>) -> (Plan, Applied, BTreeMap<String, Readiness>) {
+        let deployer = Deployer::new(engine).with_poll_interval(Duration::from_millis(1));
+        let names: Vec<String> = desired.iter().map(|d| d.name().to_owned()).collect();
+        let plan = deployer.plan("s", desired).await.unwrap();
+        let applied = deployer.apply(&plan, &Infrastructure::default(), Duration::from_secs(1), &quiet).await.unwrap();
+        let ready = deployer.wait_ready(&names, Duration::from_millis(50), &quiet).await;
+        (plan, applied, ready)
+    }
+
+    #[tokio::test]
+    async fn install_then_rerun_touches_nothing() {
+        let engine = FakeEngine::with_images(&["img:1"]);
+        let (_, applied, ready) = deploy(&engine, vec![desired("a", &[]), desired("b", &[])]).await;
+        assert_eq!(applied.created.len(), 2);
+        assert!(ready.values().all(Readiness::is_ready));
+        let ids = engine.ids();
+
+        let (plan, applied, _) = deploy(&engine, vec![desired("a", &[]), desired("b", &[])]).await;
+        assert!(plan.is_noop(), "{:?}", plan.entries());
+        assert_eq!(applied.kept, ["a", "b"]);
+        assert_eq!(engine.ids(), ids);
+        assert_eq!(engine.calls_of("create"), 2, "the re-run created nothing");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_service_is_removed_and_a_changed_one_recreated() {
+        let engine = FakeEngine::with_images(&["img:1"]);
+        deploy(&engine, vec![desired("a", &[]), desired("b", &[]), desired("c", &[])]).await;
+        let before = engine.ids();
+        let mut b = desired("b", &[]);
+        b.spec.command = vec!["--changed".into()];
+        let (plan, applied, _) = deploy(&engine, vec![desired("a", &[]), b]).await;
+        let kinds: Vec<_> = plan.actions.iter().map(|a| (a.kind(), a.container())).collect();
+        assert_eq!(kinds, [(ActionKind::Remove, "c"), (ActionKind::Keep, "a"), (ActionKind::Recreate, "b")]);
+        assert_eq!(applied.removed, ["c"]);
+        let after = engine.ids();
+        assert_eq!(after.get("a"), before.get("a"));
+        assert_ne!(after.get("b"), before.get("b"));
+        assert!(!after.contains_key("c"));
+    }
+
+    #[tokio::test]
+    async fn an_unhealthy_container_is_data_not_an_error() {
+        let engine = FakeEngine::with_images(&["img:1"]);
+        engine.make_unhealthy("b", "HTTP 503");
+        let (_, applied, ready) = deploy(&engine, vec![desired("a", &[]), desired("b", &[])]).await;
+        assert!(applied.failed.is_empty());
+        assert!(ready["a"].is_ready());
+        assert_eq!(ready["b"], Readiness::Failed { reason: "unhealthy: HTTP 503".into() });
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_names_the_container_and_spares_the_rest() {
+        let engine = FakeEngine::with_images(&["img:1"]);
+        engine.fail_start("b", "port is already allocated");
+        let (_, applied, _) = deploy(&engine, vec![desired("a", &[]), desired("b", &[])]).await;
+        assert!(applied.created.contains_key("a"));
+        assert_eq!(applied.failed["b"].to_string(), "cannot start container b: port is already allocated");
+    }
+
+    #[tokio::test]
+    async fn dependents_wait_for_health_and_skip_a_failed_dependency() {
+        let engine = FakeEngine::with_images(&["img:1"]);
+        engine.make_unhealthy("db", "no");
+        let (_, applied, _) = deploy(&engine, vec![desired("app", &["db"]), desired("db", &[])]).await;
+        assert_eq!(engine.calls_of("create"), 1, "app is not created while db is unhealthy");
+        assert_eq!(applied.failed["app"].to_string(), "cannot start container app: dependency db is not healthy");
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_is_an_error_naming_service_and_image() {
+        let engine = FakeEngine::with_images(&[]);
+        let err = Deployer::new(&engine).plan("s", vec![desired("a", &[])]).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "image img:1 of service a is not on the docker engine; build or load it, or pass --images a=REF"
+        );
+    }
+
+    #[tokio::test]
+    async fn network_and_volumes_are_created_once() {
+        let engine = FakeEngine::with_images(&["img:1"]);
+        let mut a = desired("a", &[]);
+        a.spec.mounts.push(crate::Mount {
+            source: "data".into(),
+            target: "/data".into(),
+            read_only: false,
+            kind: crate::MountKind::Volume,
+        });
+        deploy(&engine, vec![a.clone()]).await;
+        deploy(&engine, vec![a]).await;
+        assert_eq!(engine.calls_of("create_network"), 1);
+        assert_eq!(engine.calls_of("create_volume"), 1);
+    }
+}

@@ -1,0 +1,455 @@
+//! [`Engine`] on the Docker Engine API (bollard), negotiating the API version so that
+//! engines from API 1.41 (Docker 20.10) on work.
+//!
+//! No bollard type leaves this module: answers become [`ContainerInfo`] and friends,
+//! failures become [`DeployError`] variants naming the operation and its object.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+
+use crate::engine::{
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_SPEC_HASH, MountKind,
+    NetworkAttachment,
+};
+use crate::{DeployError, EngineError};
+
+/// The oldest engine API the driver is tested against (Docker 20.10).
+pub const MIN_API_VERSION: (u32, u32) = (1, 41);
+
+/// The Docker engine, through its API.
+#[derive(Debug, Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+    endpoint: String,
+}
+
+impl DockerEngine {
+    /// Connects to the engine `DOCKER_HOST` names (the local socket by default), negotiates the
+    /// API version and checks it is at least [`MIN_API_VERSION`].
+    pub async fn connect() -> Result<Self, DeployError> {
+        let endpoint = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        let unreachable = |e: bollard::errors::Error| DeployError::EngineUnreachable {
+            endpoint: endpoint.clone(),
+            source: engine_error(e),
+        };
+        let docker = Docker::connect_with_defaults()
+            .map_err(unreachable)?
+            .with_timeout(Duration::from_secs(120))
+            .negotiate_version()
+            .await
+            .map_err(unreachable)?;
+        let engine = Self { docker, endpoint };
+        let version = engine.version().await?;
+        if !api_at_least(&version.api_version, MIN_API_VERSION) {
+            return Err(DeployError::ApiTooOld {
+                endpoint: engine.endpoint.clone(),
+                found: version.api_version,
+                required: format!("{}.{}", MIN_API_VERSION.0, MIN_API_VERSION.1),
+            });
+        }
+        Ok(engine)
+    }
+
+    /// Where the engine is.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+/// Whether `version` (`MAJOR.MINOR`) is at least `min`.
+fn api_at_least(version: &str, min: (u32, u32)) -> bool {
+    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= min
+}
+
+fn engine_error(e: bollard::errors::Error) -> EngineError {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, message } => {
+            EngineError::new(Some(status_code), message.trim().to_owned())
+        }
+        other => EngineError::new(None, other.to_string()),
+    }
+}
+
+fn info_of(c: ContainerInspectResponse) -> ContainerInfo {
+    let state = c.state.unwrap_or_default();
+    let status = match state.status {
+        Some(ContainerStateStatusEnum::CREATED) => ContainerStatus::Created,
+        Some(ContainerStateStatusEnum::RUNNING) => ContainerStatus::Running,
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerStatus::Paused,
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerStatus::Restarting,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerStatus::Removing,
+        Some(ContainerStateStatusEnum::EXITED) => ContainerStatus::Exited,
+        Some(ContainerStateStatusEnum::DEAD) => ContainerStatus::Dead,
+        _ => ContainerStatus::Missing,
+    };
+    let health_state = state.health.unwrap_or_default();
+    let health = match health_state.status {
+        Some(HealthStatusEnum::STARTING) => HealthStatus::Starting,
+        Some(HealthStatusEnum::HEALTHY) => HealthStatus::Healthy,
+        Some(HealthStatusEnum::UNHEALTHY) => HealthStatus::Unhealthy,
+        _ => HealthStatus::None,
+    };
+    let last_health_output = health_state.log.and_then(|log| log.into_iter().last()).and_then(|r| r.output);
+    let config = c.config.unwrap_or_default();
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name: c.name.unwrap_or_default().trim_start_matches('/').to_owned(),
+        image: config.image.unwrap_or_default(),
+        image_id: c.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        status,
+        health,
+        last_health_output,
+        exit_code: state.exit_code,
+        restart_count: c.restart_count.unwrap_or_default(),
+    }
+}
+
+fn restart_policy(text: &str) -> RestartPolicy {
+    let (name, count) = text.split_once(':').unwrap_or((text, ""));
+    let name = match name.trim() {
+        "always" => RestartPolicyNameEnum::ALWAYS,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        "no" | "" => RestartPolicyNameEnum::NO,
+        _ => RestartPolicyNameEnum::UNLESS_STOPPED,
+    };
+    RestartPolicy { name: Some(name), maximum_retry_count: count.trim().parse().ok() }
+}
+
+const NANOS: i64 = 1_000_000_000;
+
+/// The engine's create request for a spec; labels include the spec hash.
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    labels.insert(LABEL_SPEC_HASH.to_owned(), spec.spec_hash());
+
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        let binding = PortBinding { host_ip: p.host_ip.clone(), host_port: Some(p.host_port.to_string()) };
+        port_bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(binding);
+    }
+    let mut exposed: Vec<String> = port_bindings.keys().cloned().collect();
+    exposed.sort();
+
+    let binds: Vec<String> = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let ro = m.read_only || matches!(m.kind, MountKind::File { .. });
+            format!("{}:{}{}", m.source, m.target, if ro { ":ro" } else { "" })
+        })
+        .collect();
+
+    let (network_mode, networking_config) = match &spec.network {
+        NetworkAttachment::Stack { name, aliases } => {
+            let endpoint =
+                EndpointSettings { aliases: (!aliases.is_empty()).then(|| aliases.clone()), ..Default::default() };
+            (name.clone(), Some(NetworkingConfig { endpoints_config: Some(HashMap::from([(name.clone(), endpoint)])) }))
+        }
+        NetworkAttachment::Mode(mode) => (mode.clone(), None),
+    };
+
+    let healthcheck = spec.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(h.test.clone()),
+        interval: Some(h.interval_secs as i64 * NANOS),
+        timeout: Some(h.timeout_secs as i64 * NANOS),
+        retries: Some(i64::from(h.retries)),
+        start_period: Some(h.start_period_secs as i64 * NANOS),
+        start_interval: None,
+    });
+
+    let log_config = HostConfigLogConfig {
+        typ: Some("json-file".to_owned()),
+        config: Some(HashMap::from([
+            ("max-size".to_owned(), spec.logging.max_size.clone()),
+            ("max-file".to_owned(), spec.logging.max_file.to_string()),
+        ])),
+    };
+
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: (!spec.env.is_empty()).then(|| spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        user: spec.user.clone(),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck,
+        host_config: Some(HostConfig {
+            binds: (!binds.is_empty()).then_some(binds),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            restart_policy: Some(restart_policy(&spec.restart)),
+            log_config: Some(log_config),
+            network_mode: Some(network_mode),
+            ..Default::default()
+        }),
+        networking_config,
+        ..Default::default()
+    }
+}
+
+impl Engine for DockerEngine {
+    async fn version(&self) -> Result<EngineVersion, DeployError> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| DeployError::EngineUnreachable { endpoint: self.endpoint.clone(), source: engine_error(e) })?;
+        Ok(EngineVersion {
+            version: v.version.unwrap_or_default(),
+            api_version: v.api_version.unwrap_or_default(),
+            endpoint: self.endpoint.clone(),
+        })
+    }
+
+    async fn list_containers(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>, DeployError> {
+        let filter = format!("{key}={value}");
+        let filters = HashMap::from([("label".to_owned(), vec![filter.clone()])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| DeployError::ListContainers { filter: format!("label {filter}"), source: engine_error(e) })?;
+        let mut out = Vec::new();
+        for s in summaries {
+            let Some(id) = s.id else { continue };
+            // A container removed between the list and the inspect is simply gone.
+            if let Some(info) = self.inspect_container(&id).await? {
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn inspect_container(&self, name: &str) -> Result<Option<ContainerInfo>, DeployError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(c) => Ok(Some(info_of(c))),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_found() => Ok(None),
+                source => Err(DeployError::InspectContainer { name: name.to_owned(), source }),
+            },
+        }
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, DeployError> {
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), create_body(spec))
+            .await
+            .map_err(|e| DeployError::CreateContainer { name: spec.name.clone(), source: engine_error(e) })?;
+        for w in created.warnings.iter().filter(|w| !w.trim().is_empty()) {
+            tracing::warn!(container = %spec.name, "engine warning: {w}");
+        }
+        Ok(created.id)
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), DeployError> {
+        match self.docker.start_container(name, None).await {
+            Ok(()) => Ok(()),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_modified() => Ok(()),
+                source => Err(DeployError::StartContainer { name: name.to_owned(), source }),
+            },
+        }
+    }
+
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), DeployError> {
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(t).build();
+        match self.docker.stop_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_modified() || e.is_not_found() => Ok(()),
+                source => Err(DeployError::StopContainer { name: name.to_owned(), source }),
+            },
+        }
+    }
+
+    async fn restart_container(&self, name: &str, grace: Duration) -> Result<(), DeployError> {
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = RestartContainerOptionsBuilder::default().t(t).build();
+        self.docker
+            .restart_container(name, Some(options))
+            .await
+            .map_err(|e| DeployError::RestartContainer { name: name.to_owned(), source: engine_error(e) })
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<bool, DeployError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(true),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_found() => Ok(false),
+                source => Err(DeployError::RemoveContainer { name: name.to_owned(), source }),
+            },
+        }
+    }
+
+    async fn kill_container(&self, name: &str, signal: &str) -> Result<(), DeployError> {
+        let options = KillContainerOptionsBuilder::default().signal(signal).build();
+        self.docker.kill_container(name, Some(options)).await.map_err(|e| DeployError::KillContainer {
+            name: name.to_owned(),
+            signal: signal.to_owned(),
+            source: engine_error(e),
+        })
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, DeployError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(image.id),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_found() => Ok(None),
+                source => Err(DeployError::InspectImage { image: reference.to_owned(), source }),
+            },
+        }
+    }
+
+    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<bool, DeployError> {
+        let error = |source| DeployError::CreateNetwork { name: name.to_owned(), source };
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(false),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_found() => {}
+                e => return Err(error(e)),
+            },
+        }
+        let mut labels: HashMap<String, String> = labels.clone().into_iter().collect();
+        labels.insert("com.docker.compose.network".to_owned(), name.to_owned());
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(true),
+            // Someone created it meanwhile.
+            Err(e) => match engine_error(e) {
+                e if e.is_conflict() => Ok(false),
+                e => Err(error(e)),
+            },
+        }
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<bool, DeployError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(true),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_found() => Ok(false),
+                source => Err(DeployError::RemoveNetwork { name: name.to_owned(), source }),
+            },
+        }
+    }
+
+    async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<bool, DeployError> {
+        if self.volume_exists(name).await? {
+            return Ok(false);
+        }
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| true)
+            .map_err(|e| DeployError::CreateVolume { name: name.to_owned(), source: engine_error(e) })
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<bool, DeployError> {
+        let options = RemoveVolumeOptionsBuilder::default().force(false).build();
+        match self.docker.remove_volume(name, Some(options)).await {
+            Ok(()) => Ok(true),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_found() => Ok(false),
+                source => Err(DeployError::RemoveVolume { name: name.to_owned(), source }),
+            },
+        }
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool, DeployError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_found() => Ok(false),
+                source => Err(DeployError::CreateVolume { name: name.to_owned(), source }),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Mount, PublishedPort};
+
+    #[test]
+    fn api_versions_compare_numerically() {
+        let check = |v: &str, ok: bool| assert_eq!(api_at_least(v, (1, 41)), ok, "{v}");
+        check("1.41", true);
+        check("1.50", true);
+        check("1.9", false);
+        check("1.40", false);
+        check("2.0", true);
+        check("garbage", false);
+    }
+
+    #[test]
+    fn restart_policies() {
+        let check = |text: &str, name: RestartPolicyNameEnum, count: Option<i64>| {
+            let p = restart_policy(text);
+            assert_eq!((p.name, p.maximum_retry_count), (Some(name), count), "{text}");
+        };
+        check("unless-stopped", RestartPolicyNameEnum::UNLESS_STOPPED, None);
+        check("always", RestartPolicyNameEnum::ALWAYS, None);
+        check("on-failure:3", RestartPolicyNameEnum::ON_FAILURE, Some(3));
+        check("no", RestartPolicyNameEnum::NO, None);
+    }
+
+    #[test]
+    fn the_create_body_carries_the_hash_and_mounts_files_read_only() {
+        let mut spec = crate::testing::spec("c", "img:1");
+        spec.ports.push(PublishedPort {
+            host_ip: Some("127.0.0.1".into()),
+            host_port: 3083,
+            container_port: 3080,
+            protocol: "tcp".into(),
+        });
+        spec.mounts.push(Mount {
+            source: "/etc/e/n.json".into(),
+            target: "/etc/naive/config.json".into(),
+            read_only: false,
+            kind: MountKind::File { digest: "d".into() },
+        });
+        let body = create_body(&spec);
+        assert_eq!(body.labels.as_ref().unwrap()[LABEL_SPEC_HASH], spec.spec_hash());
+        let host = body.host_config.unwrap();
+        assert_eq!(host.binds.unwrap(), ["/etc/e/n.json:/etc/naive/config.json:ro"]);
+        let binding = &host.port_bindings.unwrap()["3080/tcp"];
+        assert_eq!(binding.as_ref().unwrap()[0].host_port.as_deref(), Some("3083"));
+        assert_eq!(host.network_mode.as_deref(), Some("net"));
+        assert_eq!(host.log_config.unwrap().config.unwrap()["max-size"], "10m");
+        assert_eq!(body.exposed_ports.unwrap(), ["3080/tcp"]);
+    }
+}

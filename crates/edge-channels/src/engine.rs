@@ -1,0 +1,328 @@
+//! The container engine as the deployer sees it: a small trait and plain data.
+//!
+//! [`crate::docker::DockerEngine`] implements it on the Docker Engine API; unit
+//! tests of the planner and deployer use an in-memory fake. Every method's error
+//! already names its operation and object.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use edge_core::{Healthcheck, LogRotation};
+use serde::Serialize;
+
+use crate::DeployError;
+
+/// Label holding the hash of a container's full spec (including mounted file contents).
+pub const LABEL_SPEC_HASH: &str = "edge.spec-hash";
+/// Label naming the stack a container belongs to.
+pub const LABEL_STACK: &str = "edge.stack";
+/// Label naming the channel a container carries.
+pub const LABEL_CHANNEL: &str = "edge.channel";
+/// Compose's project label: `docker compose ps/logs` find containers by it.
+pub const LABEL_COMPOSE_PROJECT: &str = "com.docker.compose.project";
+/// Compose's service label.
+pub const LABEL_COMPOSE_SERVICE: &str = "com.docker.compose.service";
+
+/// Everything needed to create one container. Serialised (labels included, the hash label
+/// excluded) it is the input of [`ContainerSpec::spec_hash`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerSpec {
+    /// Container name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Command arguments (the image's entrypoint is kept).
+    pub command: Vec<String>,
+    /// Non-secret environment.
+    pub env: BTreeMap<String, String>,
+    /// Published ports.
+    pub ports: Vec<PublishedPort>,
+    /// Volumes, host paths and rendered files.
+    pub mounts: Vec<Mount>,
+    /// Which network the container joins.
+    pub network: NetworkAttachment,
+    /// User to run as.
+    pub user: Option<String>,
+    /// Health check.
+    pub healthcheck: Option<Healthcheck>,
+    /// Restart policy, e.g. `unless-stopped`.
+    pub restart: String,
+    /// json-file log rotation.
+    pub logging: LogRotation,
+    /// Labels (stack, channel, Compose project and service).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ContainerSpec {
+    /// The hex sha256 of the spec, the [`LABEL_SPEC_HASH`] label left out. File mounts carry
+    /// their content digest, so a changed rendered file changes the hash.
+    pub fn spec_hash(&self) -> String {
+        use sha2::Digest;
+        let mut spec = self.clone();
+        spec.labels.remove(LABEL_SPEC_HASH);
+        // Serialising plain data with string keys cannot fail.
+        let bytes = serde_json::to_vec(&spec).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(&bytes))
+    }
+
+    /// The names of the named volumes it mounts.
+    pub fn volume_names(&self) -> impl Iterator<Item = &str> {
+        self.mounts.iter().filter(|m| m.kind == MountKind::Volume).map(|m| m.source.as_str())
+    }
+
+    /// The stack network it joins, if any.
+    pub fn stack_network(&self) -> Option<&str> {
+        match &self.network {
+            NetworkAttachment::Stack { name, .. } => Some(name),
+            NetworkAttachment::Mode(_) => None,
+        }
+    }
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedPort {
+    /// Host address; all addresses when `None`.
+    pub host_ip: Option<String>,
+    /// Host port.
+    pub host_port: u16,
+    /// Container port.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// Something mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    /// Volume name or absolute host path.
+    pub source: String,
+    /// Path inside the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+    /// What the source is.
+    pub kind: MountKind,
+}
+
+/// What a mount's source is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    /// A named volume.
+    Volume,
+    /// A host path.
+    Bind,
+    /// A rendered file (bind-mounted read-only); its content digest is part of the spec.
+    File {
+        /// Hex sha256 of the file's contents.
+        digest: String,
+    },
+}
+
+/// The network a container joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkAttachment {
+    /// The stack's own bridge network, with aliases.
+    Stack {
+        /// Network name.
+        name: String,
+        /// Aliases on it.
+        aliases: Vec<String>,
+    },
+    /// A Docker network mode such as `host`.
+    Mode(String),
+}
+
+/// A container as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerInfo {
+    /// Full id.
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    /// The image reference it was created from.
+    pub image: String,
+    /// The image id it runs.
+    pub image_id: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Run state.
+    pub status: ContainerStatus,
+    /// Health as the engine's health check sees it.
+    pub health: HealthStatus,
+    /// Output of the last health check, if any.
+    pub last_health_output: Option<String>,
+    /// Exit code of the last run.
+    pub exit_code: Option<i64>,
+    /// How often the engine restarted it.
+    pub restart_count: i64,
+}
+
+impl ContainerInfo {
+    /// Its spec-hash label.
+    pub fn spec_hash(&self) -> Option<&str> {
+        self.labels.get(LABEL_SPEC_HASH).map(String::as_str)
+    }
+
+    /// The stack its labels name.
+    pub fn stack(&self) -> Option<&str> {
+        self.labels.get(LABEL_STACK).map(String::as_str)
+    }
+
+    /// Whether it is running and, if it has a health check, healthy.
+    pub fn is_ready(&self) -> bool {
+        self.status == ContainerStatus::Running && matches!(self.health, HealthStatus::Healthy | HealthStatus::None)
+    }
+}
+
+/// Run state of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerStatus {
+    /// Created, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Being restarted by its restart policy.
+    Restarting,
+    /// Being removed.
+    Removing,
+    /// Exited.
+    Exited,
+    /// Dead.
+    Dead,
+    /// Absent (no such container).
+    Missing,
+}
+
+impl ContainerStatus {
+    /// The engine's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Restarting => "restarting",
+            Self::Removing => "removing",
+            Self::Exited => "exited",
+            Self::Dead => "dead",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Health of a container as its engine health check reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// It has no health check.
+    None,
+    /// Checks have not passed yet.
+    Starting,
+    /// The last checks passed.
+    Healthy,
+    /// Checks failed `retries` times in a row.
+    Unhealthy,
+}
+
+impl HealthStatus {
+    /// The engine's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Starting => "starting",
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the engine says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EngineVersion {
+    /// Engine version, e.g. `20.10.24`.
+    pub version: String,
+    /// API version it speaks, e.g. `1.41`.
+    pub api_version: String,
+    /// Where it is.
+    pub endpoint: String,
+}
+
+/// The container engine operations the deployer needs.
+///
+/// Methods return [`DeployError`]s that already name the operation and its object.
+pub trait Engine: Send + Sync {
+    /// Version and API version of the engine.
+    fn version(&self) -> impl Future<Output = Result<EngineVersion, DeployError>> + Send;
+
+    /// All containers (running or not) carrying label `key=value`.
+    fn list_containers(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<Vec<ContainerInfo>, DeployError>> + Send;
+
+    /// A container by name; `None` if there is none.
+    fn inspect_container(&self, name: &str) -> impl Future<Output = Result<Option<ContainerInfo>, DeployError>> + Send;
+
+    /// Creates a container (not started); returns its id.
+    fn create_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, DeployError>> + Send;
+
+    /// Starts a container; starting a running one is not an error.
+    fn start_container(&self, name: &str) -> impl Future<Output = Result<(), DeployError>> + Send;
+
+    /// Stops a container, killing it after `grace`; stopping a stopped one is not an error.
+    fn stop_container(&self, name: &str, grace: Duration) -> impl Future<Output = Result<(), DeployError>> + Send;
+
+    /// Restarts a container.
+    fn restart_container(&self, name: &str, grace: Duration) -> impl Future<Output = Result<(), DeployError>> + Send;
+
+    /// Removes a container (forcibly) and its anonymous volumes; returns `false` if it did not exist.
+    fn remove_container(&self, name: &str) -> impl Future<Output = Result<bool, DeployError>> + Send;
+
+    /// Sends a signal to a container's main process.
+    fn kill_container(&self, name: &str, signal: &str) -> impl Future<Output = Result<(), DeployError>> + Send;
+
+    /// The id of an image; `None` if the engine does not have it.
+    fn image_id(&self, reference: &str) -> impl Future<Output = Result<Option<String>, DeployError>> + Send;
+
+    /// Creates a bridge network unless it exists; returns whether it was created.
+    fn ensure_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<bool, DeployError>> + Send;
+
+    /// Removes a network; returns `false` if it did not exist.
+    fn remove_network(&self, name: &str) -> impl Future<Output = Result<bool, DeployError>> + Send;
+
+    /// Creates a named volume unless it exists; returns whether it was created.
+    fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<bool, DeployError>> + Send;
+
+    /// Removes a named volume and its data; returns `false` if it did not exist.
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<bool, DeployError>> + Send;
+
+    /// Whether a named volume exists.
+    fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool, DeployError>> + Send;
+}

@@ -1,0 +1,205 @@
+//! Errors of the deploy side: one variant per engine operation, each naming its object.
+
+/// What the engine answered when an operation failed: its HTTP status (if it got that far)
+/// and its message. No engine-client type crosses the crate boundary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EngineError {
+    /// HTTP status of the engine's answer; `None` when the request never got one.
+    pub status: Option<u16>,
+    /// The engine's message, or the transport error.
+    pub message: String,
+}
+
+impl EngineError {
+    /// An error with a status and a message.
+    pub fn new(status: Option<u16>, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    /// Whether the engine said the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.status == Some(404)
+    }
+
+    /// Whether the engine said the object is in a conflicting state (name taken, in use).
+    pub fn is_conflict(&self) -> bool {
+        self.status == Some(409)
+    }
+
+    /// Whether the engine said the operation had nothing to do (already started or stopped).
+    pub fn is_not_modified(&self) -> bool {
+        self.status == Some(304)
+    }
+}
+
+/// Everything deploying a stack can fail at. Each variant names the operation and its object.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The engine did not answer.
+    #[error("cannot reach the docker engine at {endpoint}: {source}; is dockerd running and DOCKER_HOST right?")]
+    EngineUnreachable {
+        /// Where the engine was looked for (`unix:///var/run/docker.sock`, `DOCKER_HOST`).
+        endpoint: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// The engine's API is older than the driver supports.
+    #[error("the docker engine at {endpoint} speaks API {found}, older than the {required} edge needs; upgrade docker")]
+    ApiTooOld {
+        /// Where the engine is.
+        endpoint: String,
+        /// Its API version.
+        found: String,
+        /// The minimum.
+        required: String,
+    },
+    /// Listing containers failed.
+    #[error("cannot list the containers of {filter}: {source}")]
+    ListContainers {
+        /// The label filter used.
+        filter: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Inspecting a container failed.
+    #[error("cannot inspect container {name}: {source}")]
+    InspectContainer {
+        /// Container name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Creating a container failed.
+    #[error("cannot create container {name}: {source}")]
+    CreateContainer {
+        /// Container name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Starting a container failed.
+    #[error("cannot start container {name}: {source}")]
+    StartContainer {
+        /// Container name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Stopping a container failed.
+    #[error("cannot stop container {name}: {source}")]
+    StopContainer {
+        /// Container name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Restarting a container failed.
+    #[error("cannot restart container {name}: {source}")]
+    RestartContainer {
+        /// Container name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Removing a container failed.
+    #[error("cannot remove container {name}: {source}")]
+    RemoveContainer {
+        /// Container name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Sending a signal to a container failed.
+    #[error("cannot send {signal} to container {name}: {source}")]
+    KillContainer {
+        /// Container name.
+        name: String,
+        /// The signal, e.g. `SIGHUP`.
+        signal: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Looking an image up failed.
+    #[error("cannot inspect image {image}: {source}")]
+    InspectImage {
+        /// Image reference.
+        image: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// A service's image is not on the engine (nothing is pulled).
+    #[error(
+        "image {image} of service {service} is not on the docker engine; build or load it, or pass --images {service}=REF"
+    )]
+    ImageMissing {
+        /// Service name.
+        service: String,
+        /// Image reference.
+        image: String,
+    },
+    /// Creating or inspecting a network failed.
+    #[error("cannot create network {name}: {source}")]
+    CreateNetwork {
+        /// Network name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Removing a network failed.
+    #[error("cannot remove network {name}: {source}")]
+    RemoveNetwork {
+        /// Network name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Creating or inspecting a volume failed.
+    #[error("cannot create volume {name}: {source}")]
+    CreateVolume {
+        /// Volume name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Removing a volume failed.
+    #[error("cannot remove volume {name}: {source}")]
+    RemoveVolume {
+        /// Volume name.
+        name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// A service of the manifest cannot become a container spec (bad port, missing rendered file).
+    #[error("service {service}: {message}")]
+    InvalidSpec {
+        /// Service name.
+        service: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A container with a wanted name belongs to another stack; it is never taken over.
+    #[error(
+        "container {name} belongs to stack {owner}, not {stack}; remove it or give this stack other container names"
+    )]
+    NameConflict {
+        /// Container name.
+        name: String,
+        /// The stack its labels name.
+        owner: String,
+        /// The stack being deployed.
+        stack: String,
+    },
+    /// Services depend on each other in a cycle.
+    #[error("services depend on each other in a cycle: {services}")]
+    DependencyCycle {
+        /// The services left unordered.
+        services: String,
+    },
+    /// The HTTP client for health probes could not be built.
+    #[error("cannot build the http client for health probes: {message}")]
+    HttpClient {
+        /// The cause.
+        message: String,
+    },
+}

@@ -1,0 +1,239 @@
+//! From a manifest service (variables already resolved) to a [`ContainerSpec`].
+//!
+//! The rendered files a service mounts enter the spec with their content digest,
+//! so the spec hash changes exactly when the container would see different files.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use edge_core::{Service, StackMeta};
+
+use crate::DeployError;
+use crate::engine::{
+    ContainerSpec, LABEL_CHANNEL, LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_STACK, Mount, MountKind,
+    NetworkAttachment, PublishedPort,
+};
+
+/// A rendered file as a service mounts it: where it is on the host and what it holds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RenderedMount {
+    /// Absolute path of the file on the host.
+    pub host_path: PathBuf,
+    /// Its contents (may hold credentials: never logged).
+    pub contents: Vec<u8>,
+}
+
+impl std::fmt::Debug for RenderedMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenderedMount")
+            .field("host_path", &self.host_path)
+            .field("contents", &format_args!("<{} bytes>", self.contents.len()))
+            .finish()
+    }
+}
+
+/// The labels every object of a stack carries (containers, its network, its volumes).
+pub fn stack_labels(stack: &StackMeta) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_STACK.to_owned(), stack.name.clone()),
+        (LABEL_COMPOSE_PROJECT.to_owned(), stack.compose_project.clone()),
+    ])
+}
+
+/// The container spec of `service`, whose fields the renderer has resolved.
+///
+/// `files` maps template names to the rendered files; every file the service mounts must be
+/// there. Credentials only ever reach the container through these read-only file mounts.
+pub fn container_spec(
+    service: &Service,
+    stack: &StackMeta,
+    files: &BTreeMap<String, RenderedMount>,
+) -> Result<ContainerSpec, DeployError> {
+    let invalid = |message: String| DeployError::InvalidSpec { service: service.name.clone(), message };
+
+    let mut ports = Vec::new();
+    for p in &service.ports {
+        let port = |what: &str, text: &str| {
+            text.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| invalid(format!("{what} port {text:?} is not a port number (1-65535)")))
+        };
+        let protocol = p.protocol.to_ascii_lowercase();
+        if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") {
+            return Err(invalid(format!("port protocol {:?} must be tcp, udp or sctp", p.protocol)));
+        }
+        ports.push(PublishedPort {
+            host_ip: p.host_ip.clone().filter(|ip| !ip.trim().is_empty()),
+            host_port: port("host", &p.host)?,
+            container_port: port("container", &p.container)?,
+            protocol,
+        });
+    }
+
+    let mut mounts = Vec::new();
+    for v in &service.volumes {
+        if !v.target.starts_with('/') {
+            return Err(invalid(format!("volume target {:?} must be an absolute path", v.target)));
+        }
+        let kind = if v.source.starts_with('/') { MountKind::Bind } else { MountKind::Volume };
+        mounts.push(Mount { source: v.source.clone(), target: v.target.clone(), read_only: v.read_only, kind });
+    }
+    for f in &service.files {
+        let file = files
+            .get(&f.template)
+            .ok_or_else(|| invalid(format!("mounts template {:?}, which was not rendered", f.template)))?;
+        if !file.host_path.is_absolute() {
+            return Err(invalid(format!(
+                "rendered file {} must be an absolute path to be mounted",
+                file.host_path.display()
+            )));
+        }
+        if !f.target.starts_with('/') {
+            return Err(invalid(format!("file target {:?} must be an absolute path", f.target)));
+        }
+        mounts.push(Mount {
+            source: file.host_path.display().to_string(),
+            target: f.target.clone(),
+            read_only: true,
+            kind: MountKind::File { digest: digest(&file.contents) },
+        });
+    }
+
+    let network = match service.network_mode.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+        Some(mode) => {
+            if !service.aliases.is_empty() {
+                return Err(invalid(format!("network aliases need the stack network, not network_mode {mode:?}")));
+            }
+            NetworkAttachment::Mode(mode.to_owned())
+        }
+        None => NetworkAttachment::Stack { name: stack.network.clone(), aliases: service.aliases.clone() },
+    };
+    if matches!(&network, NetworkAttachment::Mode(m) if m == "host") && !ports.is_empty() {
+        return Err(invalid("publishes ports but shares the host's network (network_mode = \"host\")".to_owned()));
+    }
+
+    let mut labels = stack_labels(stack);
+    labels.insert(LABEL_COMPOSE_SERVICE.to_owned(), service.name.clone());
+    labels.insert("com.docker.compose.oneoff".to_owned(), "False".to_owned());
+    labels.insert("com.docker.compose.container-number".to_owned(), "1".to_owned());
+    if let Some(channel) = &service.channel {
+        labels.insert(LABEL_CHANNEL.to_owned(), channel.clone());
+    }
+
+    if service.image.trim().is_empty() {
+        return Err(invalid("has no image".to_owned()));
+    }
+    Ok(ContainerSpec {
+        name: service.container.clone(),
+        image: service.image.trim().to_owned(),
+        command: service.command.clone(),
+        env: service.env.clone(),
+        ports,
+        mounts,
+        network,
+        user: service.user.clone().filter(|u| !u.trim().is_empty()),
+        healthcheck: service.healthcheck.clone(),
+        restart: service.restart.clone(),
+        logging: service.logging.clone(),
+        labels,
+    })
+}
+
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_core::Stack;
+
+    fn files(entries: &[(&str, &str, &str)]) -> BTreeMap<String, RenderedMount> {
+        entries
+            .iter()
+            .map(|(t, p, c)| {
+                ((*t).to_owned(), RenderedMount { host_path: PathBuf::from(p), contents: c.as_bytes().to_vec() })
+            })
+            .collect()
+    }
+
+    fn naive() -> (Service, StackMeta) {
+        let stack = Stack::partner_edge();
+        let mut s = stack.service("naive").unwrap().clone();
+        for p in &mut s.ports {
+            p.host = p.host.replace("{{ NAIVE_SOCKS_PORT }}", "1080").replace("{{ NAIVE_HTTP_PORT }}", "3083");
+        }
+        (s, stack.stack)
+    }
+
+    #[test]
+    fn a_service_becomes_a_labelled_spec_with_read_only_file_mounts() {
+        let (svc, meta) = naive();
+        let spec = container_spec(&svc, &meta, &files(&[("naive", "/etc/e/naive-client.json", "{}")])).unwrap();
+        assert_eq!(spec.name, "oxpulse-partner-naive");
+        assert_eq!(spec.labels["com.docker.compose.project"], "oxpulse-partner");
+        assert_eq!(spec.labels["com.docker.compose.service"], "naive");
+        assert_eq!(spec.labels["edge.channel"], "naive");
+        assert_eq!(
+            spec.ports.iter().map(|p| (p.host_port, p.container_port)).collect::<Vec<_>>(),
+            [(1080, 1080), (3083, 3080)]
+        );
+        let m = &spec.mounts[0];
+        assert_eq!(
+            (m.source.as_str(), m.target.as_str(), m.read_only),
+            ("/etc/e/naive-client.json", "/etc/naive/config.json", true)
+        );
+        assert_eq!(spec.stack_network(), Some("oxpulse-partner"));
+    }
+
+    #[test]
+    fn the_hash_follows_mounted_file_contents_and_nothing_else() {
+        let (svc, meta) = naive();
+        let a = container_spec(&svc, &meta, &files(&[("naive", "/c/n.json", "{\"password\":\"a\"}")])).unwrap();
+        let b = container_spec(&svc, &meta, &files(&[("naive", "/c/n.json", "{\"password\":\"b\"}")])).unwrap();
+        let a2 = container_spec(&svc, &meta, &files(&[("naive", "/c/n.json", "{\"password\":\"a\"}")])).unwrap();
+        assert_ne!(a.spec_hash(), b.spec_hash());
+        assert_eq!(a.spec_hash(), a2.spec_hash());
+        let mut labelled = a.clone();
+        labelled.labels.insert(crate::LABEL_SPEC_HASH.into(), a.spec_hash());
+        assert_eq!(labelled.spec_hash(), a.spec_hash(), "the hash label does not feed the hash");
+        // The secret itself appears nowhere in the spec.
+        assert!(!serde_json::to_string(&a).unwrap().contains("password"));
+    }
+
+    #[test]
+    fn invalid_services_are_errors_naming_the_service() {
+        let check = |edit: &dyn Fn(&mut Service), expected: &str| {
+            let (mut svc, meta) = naive();
+            edit(&mut svc);
+            let err = container_spec(&svc, &meta, &files(&[("naive", "/c/n.json", "")])).unwrap_err().to_string();
+            assert_eq!(err, expected);
+        };
+        check(
+            &|s| s.ports[0].host = "70000".into(),
+            "service naive: host port \"70000\" is not a port number (1-65535)",
+        );
+        check(
+            &|s| s.ports[0].protocol = "icmp".into(),
+            "service naive: port protocol \"icmp\" must be tcp, udp or sctp",
+        );
+        check(
+            &|s| s.files[0].template = "other".into(),
+            "service naive: mounts template \"other\", which was not rendered",
+        );
+        check(
+            &|s| s.network_mode = Some("host".into()),
+            "service naive: network aliases need the stack network, not network_mode \"host\"",
+        );
+        check(
+            &|s| {
+                s.network_mode = Some("host".into());
+                s.aliases.clear();
+            },
+            "service naive: publishes ports but shares the host's network (network_mode = \"host\")",
+        );
+    }
+}
