@@ -1,0 +1,876 @@
+//! Template source → tera source, line for line.
+//!
+//! Three passes over the template's segments (text, `{{ }}`, `{% %}`, `{# #}`):
+//! 1. legacy mustache blocks become tera tags (`{{#if X}}` → `{% if X %}`,
+//!    `{{else}}`, `{{/if}}`, `{{#unless X}}`, `{{^X}}`, `{{! comment }}`);
+//! 2. a line holding only block tags produces no output line (like Jinja's
+//!    `trim_blocks` + `lstrip_blocks`): its newline moves inside the last tag;
+//! 3. every `{{ expr }}` is wrapped in a filter section that escapes the value
+//!    for the lexical context it stands in: inside a JSON string or outside,
+//!    a whole YAML scalar or part of one, a bare or quoted Caddyfile token...
+//!    A placeholder that is part of a bare token (`image: repo:{{ TAG }}`)
+//!    turns that whole token into a quoted one.
+//!
+//! No pass adds or removes a line, so tera's line numbers are the template's.
+
+use edge_core::TemplateFormat;
+
+/// Filters the renderer registers; an expression whose last filter is one of these is left alone.
+pub(crate) const EXPLICIT_FILTERS: &[&str] = &["safe", "json", "yaml", "caddy", "systemd", "env"];
+
+/// Translates a template source for tera.
+pub(crate) fn translate(source: &str, format: TemplateFormat) -> String {
+    let segments = trim_block_lines(legacy(scan(source)));
+    match format {
+        TemplateFormat::Json => Json::default().run(&segments),
+        TemplateFormat::Yaml => Yaml::default().run(&segments),
+        TemplateFormat::Caddyfile => Caddy::default().run(&segments),
+        TemplateFormat::Env => Env::default().run(&segments),
+        TemplateFormat::Systemd => wrap_all(&segments, "escape_systemd_word"),
+        TemplateFormat::Text => segments.iter().map(Seg::text).collect(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    /// Literal text.
+    Text(String),
+    /// `{{ expr }}`: the expression, its whitespace-control dashes and its 1-based line.
+    Expr { expr: String, trim_left: bool, trim_right: bool, line: usize },
+    /// A block tag, a comment or a raw block, copied as is.
+    Tag(String),
+}
+
+impl Seg {
+    fn text(&self) -> String {
+        match self {
+            Seg::Text(t) | Seg::Tag(t) => t.clone(),
+            Seg::Expr { expr, trim_left, trim_right, .. } => {
+                format!("{{{{{} {expr} {}}}}}", if *trim_left { "-" } else { "" }, if *trim_right { "-" } else { "" })
+            }
+        }
+    }
+}
+
+/// Splits a source into segments. An unclosed tag stays text: tera reports it.
+fn scan(source: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    let mut line = 1;
+    while let Some(start) = find_open(rest) {
+        let (text, tail) = rest.split_at(start);
+        if !text.is_empty() {
+            out.push(Seg::Text(text.to_owned()));
+        }
+        line += text.matches('\n').count();
+        let Some((seg, len)) = read_tag(tail, line) else {
+            out.push(Seg::Text(tail.to_owned()));
+            return out;
+        };
+        line += tail[..len].matches('\n').count();
+        out.push(seg);
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() {
+        out.push(Seg::Text(rest.to_owned()));
+    }
+    out
+}
+
+fn find_open(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(1)).find(|&i| bytes[i] == b'{' && matches!(bytes[i + 1], b'{' | b'%' | b'#'))
+}
+
+/// Reads the tag at the start of `text`: the segment and its length.
+fn read_tag(text: &str, line: usize) -> Option<(Seg, usize)> {
+    if let Some(body) = text.strip_prefix("{#") {
+        let end = body.find("#}")?;
+        return Some((Seg::Tag(text[..end + 4].to_owned()), end + 4));
+    }
+    if text.starts_with("{{{") {
+        // Mustache's unescaped variable: escaped like any other here.
+        let end = text[3..].find("}}}")?;
+        let expr = text[3..3 + end].trim().to_owned();
+        return Some((Seg::Expr { expr, trim_left: false, trim_right: false, line }, end + 6));
+    }
+    let close = if text.starts_with("{{") { "}}" } else { "%}" };
+    let end = 2 + find_close(&text[2..], close)?;
+    let len = end + 2;
+    if close == "%}" {
+        let inner = text[2..end].trim_matches(|c: char| c == '-' || c.is_whitespace());
+        if inner == "raw" {
+            // Raw blocks are opaque up to their end tag.
+            let after = &text[len..];
+            let mut pos = 0;
+            while let Some(i) = after[pos..].find("{%") {
+                let at = pos + i;
+                let tag_end = at + 2 + find_close(&after[at + 2..], "%}")?;
+                if after[at + 2..tag_end].trim_matches(|c: char| c == '-' || c.is_whitespace()) == "endraw" {
+                    let total = len + tag_end + 2;
+                    return Some((Seg::Tag(text[..total].to_owned()), total));
+                }
+                pos = tag_end + 2;
+            }
+            return None;
+        }
+        return Some((Seg::Tag(text[..len].to_owned()), len));
+    }
+    let mut inner = &text[2..end];
+    let trim_left = inner.starts_with('-');
+    if trim_left {
+        inner = &inner[1..];
+    }
+    let trim_right = inner.ends_with('-');
+    if trim_right {
+        inner = &inner[..inner.len() - 1];
+    }
+    Some((Seg::Expr { expr: inner.trim().to_owned(), trim_left, trim_right, line }, len))
+}
+
+/// Position of `close` in a tag body, skipping string literals.
+fn find_close(body: &str, close: &str) -> Option<usize> {
+    let bytes = body.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if matches!(b, b'"' | b'\'' | b'`') => quote = Some(b),
+            None if body[i..].starts_with(close) => return Some(i),
+            None => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Pass 1: mustache blocks to tera tags, keeping each segment's newlines.
+fn legacy(segments: Vec<Seg>) -> Vec<Seg> {
+    segments
+        .into_iter()
+        .map(|seg| {
+            let Seg::Expr { expr, .. } = &seg else { return seg };
+            let newlines = "\n".repeat(expr.matches('\n').count());
+            let words: Vec<&str> = expr.split_whitespace().collect();
+            let tag = |body: String| Seg::Tag(format!("{{% {body} {newlines}%}}"));
+            match words.as_slice() {
+                ["else"] => tag("else".to_owned()),
+                ["#if", cond @ ..] if !cond.is_empty() => tag(format!("if {}", cond.join(" "))),
+                ["#unless", cond @ ..] if !cond.is_empty() => tag(format!("if not ({})", cond.join(" "))),
+                [w] if w.starts_with('/') && w.len() > 1 => tag("endif".to_owned()),
+                [w] if (w.starts_with('#') || w.starts_with('^')) && is_path(&w[1..]) => {
+                    let not = if w.starts_with('^') { "not " } else { "" };
+                    tag(format!("if {not}{}", &w[1..]))
+                }
+                _ if expr.starts_with('!') => Seg::Tag(format!("{{# legacy comment {newlines}#}}")),
+                _ => seg,
+            }
+        })
+        .collect()
+}
+
+fn is_path(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(crate::variables::is_var_name)
+}
+
+/// Pass 2: lines holding only block tags (and blanks) produce no output line.
+fn trim_block_lines(segments: Vec<Seg>) -> Vec<Seg> {
+    // Split text so that a newline only ever ends a text segment.
+    let mut flat = Vec::new();
+    for seg in segments {
+        match seg {
+            Seg::Text(t) => {
+                for piece in t.split_inclusive('\n') {
+                    flat.push(Seg::Text(piece.to_owned()));
+                }
+            }
+            other => flat.push(other),
+        }
+    }
+    let mut out = Vec::with_capacity(flat.len());
+    let mut line = Vec::new();
+    for seg in flat {
+        let ends_line = matches!(&seg, Seg::Text(t) if t.ends_with('\n'));
+        line.push(seg);
+        if ends_line {
+            flush_line(&mut out, std::mem::take(&mut line));
+        }
+    }
+    flush_line(&mut out, line);
+    out
+}
+
+fn flush_line(out: &mut Vec<Seg>, line: Vec<Seg>) {
+    let is_block_tag =
+        |s: &Seg| matches!(s, Seg::Tag(t) if !t.contains('\n') && !t.contains("{% raw") && !t.contains("{%- raw"));
+    let blank = |s: &Seg| matches!(s, Seg::Text(t) if t.trim().is_empty());
+    let standalone =
+        line.iter().any(is_block_tag) && line.iter().all(|s| is_block_tag(s) || blank(s)) && !line.is_empty();
+    if !standalone {
+        out.extend(line);
+        return;
+    }
+    let newline = matches!(line.last(), Some(Seg::Text(t)) if t.ends_with('\n'));
+    let mut tags: Vec<String> =
+        line.into_iter().filter_map(|s| if let Seg::Tag(t) = s { Some(t) } else { None }).collect();
+    if newline && let Some(last) = tags.last_mut() {
+        // `{% endif %}` → `{% endif \n%}`: the newline is consumed as tag whitespace.
+        let at = last.len() - 2;
+        last.insert(at, '\n');
+    }
+    out.extend(tags.into_iter().map(Seg::Tag));
+}
+
+/// Whether an expression already ends with an escaping (or `safe`) filter.
+fn explicitly_filtered(expr: &str) -> bool {
+    let Some((_, last)) = expr.rsplit_once('|') else { return false };
+    let name = last.trim().split(|c: char| c == '(' || c.is_whitespace()).next().unwrap_or("");
+    EXPLICIT_FILTERS.contains(&name)
+}
+
+/// `{{ expr }}` wrapped in the escaping filter section for its context.
+fn wrapped(seg: &Seg, filter: &str) -> String {
+    let Seg::Expr { expr, trim_left, trim_right, line } = seg else { return seg.text() };
+    if explicitly_filtered(expr) {
+        return seg.text();
+    }
+    let l = if *trim_left { "-" } else { "" };
+    let r = if *trim_right { "-" } else { "" };
+    format!("{{%{l} filter {filter}(line={line}) %}}{{{{ {expr} }}}}{{% endfilter {r}%}}")
+}
+
+fn wrap_all(segments: &[Seg], filter: &str) -> String {
+    segments.iter().map(|s| if matches!(s, Seg::Expr { .. }) { wrapped(s, filter) } else { s.text() }).collect()
+}
+
+/// The first character of literal text after segment `i`, skipping block tags;
+/// a placeholder counts as `x` (a token character); `None` at the end.
+fn next_char(segments: &[Seg], i: usize) -> Option<char> {
+    for seg in &segments[i + 1..] {
+        match seg {
+            Seg::Text(t) => {
+                if let Some(c) = t.chars().next() {
+                    return Some(c);
+                }
+            }
+            Seg::Expr { .. } => return Some('x'),
+            Seg::Tag(t) if t.contains('\n') => return Some('\n'),
+            Seg::Tag(_) => {}
+        }
+    }
+    None
+}
+
+/// The output being built: text pieces can be re-quoted after the fact.
+#[derive(Default)]
+struct Out {
+    pieces: Vec<(bool, String)>,
+}
+
+impl Out {
+    /// Appends template text (true) or generated tera (false).
+    fn push(&mut self, literal: bool, s: &str) {
+        match self.pieces.last_mut() {
+            Some((l, last)) if *l == literal => last.push_str(s),
+            _ => self.pieces.push((literal, s.to_owned())),
+        }
+    }
+    /// Starts a new piece so that a later re-quote can begin here; returns its index.
+    fn mark(&mut self) -> usize {
+        self.pieces.push((true, String::new()));
+        self.pieces.len() - 1
+    }
+    /// Re-quotes the literal text from piece `from` on: inserts an opening quote and escapes it.
+    fn requote(&mut self, from: usize, escape: impl Fn(&str) -> String) {
+        for (literal, text) in &mut self.pieces[from..] {
+            if *literal {
+                *text = escape(text);
+            }
+        }
+        self.pieces.insert(from, (false, "\"".to_owned()));
+    }
+    fn finish(self) -> String {
+        self.pieces.into_iter().map(|(_, s)| s).collect()
+    }
+}
+
+fn backslash_quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[derive(Default)]
+struct Json {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Json {
+    fn run(mut self, segments: &[Seg]) -> String {
+        let mut out = String::new();
+        for seg in segments {
+            match seg {
+                Seg::Text(t) => {
+                    for c in t.chars() {
+                        if self.escaped {
+                            self.escaped = false;
+                        } else if self.in_string && c == '\\' {
+                            self.escaped = true;
+                        } else if c == '"' {
+                            self.in_string = !self.in_string;
+                        }
+                    }
+                    out.push_str(t);
+                }
+                Seg::Expr { .. } => out
+                    .push_str(&wrapped(seg, if self.in_string { "escape_json_content" } else { "escape_json_value" })),
+                Seg::Tag(t) => out.push_str(t),
+            }
+        }
+        out
+    }
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum YamlState {
+    /// Outside quotes; `start` is where the current plain scalar began (None: between scalars).
+    #[default]
+    Plain,
+    Double,
+    Single,
+    Comment,
+    /// A plain scalar being re-quoted as a double-quoted one.
+    Requoted,
+}
+
+#[derive(Default)]
+struct Yaml {
+    state: YamlState,
+    /// Piece where the current plain scalar starts; None between scalars.
+    start: Option<usize>,
+    /// Nesting of `[` / `{` flow collections.
+    flow: usize,
+    prev: Option<char>,
+    escaped: bool,
+    /// Whitespace held back while re-quoting: a plain scalar does not end with it.
+    pending_ws: String,
+}
+
+impl Yaml {
+    fn run(mut self, segments: &[Seg]) -> String {
+        let mut out = Out::default();
+        for (i, seg) in segments.iter().enumerate() {
+            match seg {
+                Seg::Text(t) => {
+                    let chars: Vec<char> = t.chars().collect();
+                    for (j, &c) in chars.iter().enumerate() {
+                        let next = chars.get(j + 1).copied().or_else(|| next_char(segments, i));
+                        self.text_char(&mut out, c, next);
+                    }
+                }
+                Seg::Tag(t) => {
+                    if t.contains('\n') {
+                        self.end_requote(&mut out);
+                        self.newline();
+                    }
+                    out.push(false, t);
+                }
+                Seg::Expr { .. } => {
+                    let ends = yaml_scalar_ends_after(segments, i, self.flow);
+                    self.expr(&mut out, seg, ends)
+                }
+            }
+        }
+        self.end_requote(&mut out);
+        out.finish()
+    }
+
+    fn newline(&mut self) {
+        self.state = YamlState::Plain;
+        self.start = None;
+        self.prev = Some('\n');
+    }
+
+    fn end_requote(&mut self, out: &mut Out) {
+        if self.state == YamlState::Requoted {
+            out.push(false, "\"");
+            out.push(true, &std::mem::take(&mut self.pending_ws));
+            self.state = YamlState::Plain;
+            self.start = None;
+        }
+    }
+
+    fn text_char(&mut self, out: &mut Out, c: char, next: Option<char>) {
+        let ws_or_end = |n: Option<char>| n.is_none_or(char::is_whitespace);
+        match self.state {
+            YamlState::Comment => {
+                out.push(true, &c.to_string());
+                if c == '\n' {
+                    self.newline();
+                }
+                return;
+            }
+            YamlState::Double => {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' {
+                    self.escaped = true;
+                } else if c == '"' {
+                    self.state = YamlState::Plain;
+                }
+                out.push(true, &c.to_string());
+                self.prev = Some(c);
+                return;
+            }
+            YamlState::Single => {
+                // `''` inside is a quote: the second one reopens the scalar.
+                if c == '\'' {
+                    self.state = YamlState::Plain;
+                }
+                out.push(true, &c.to_string());
+                self.prev = Some(c);
+                return;
+            }
+            YamlState::Requoted => {
+                let ends = c == '\n'
+                    || (c == '#' && self.prev.is_some_and(char::is_whitespace))
+                    || (c == ':' && ws_or_end(next))
+                    || (self.flow > 0 && matches!(c, ',' | ']' | '}'));
+                if !ends {
+                    if c == ' ' || c == '\t' {
+                        self.pending_ws.push(c);
+                    } else {
+                        let ws = std::mem::take(&mut self.pending_ws);
+                        out.push(true, &ws);
+                        out.push(true, &backslash_quote(&c.to_string()));
+                    }
+                    self.prev = Some(c);
+                    return;
+                }
+                self.end_requote(out);
+            }
+            YamlState::Plain => {}
+        }
+        // Plain context.
+        let at_boundary = self.start.is_none();
+        match c {
+            '\n' => {
+                out.push(true, "\n");
+                self.newline();
+                return;
+            }
+            '#' if self.prev.is_none_or(char::is_whitespace) => self.state = YamlState::Comment,
+            ':' if ws_or_end(next) => self.start = None,
+            ',' if self.flow > 0 => self.start = None,
+            '[' | '{' if at_boundary => self.flow += 1,
+            ']' | '}' if self.flow > 0 => {
+                self.flow -= 1;
+                self.start = None;
+            }
+            '"' if at_boundary => self.state = YamlState::Double,
+            '\'' if at_boundary => self.state = YamlState::Single,
+            '-' | '?' if at_boundary && ws_or_end(next) => {}
+            ' ' | '\t' => {}
+            _ if at_boundary => {
+                self.start = Some(out.mark());
+            }
+            _ => {}
+        }
+        out.push(true, &c.to_string());
+        self.prev = Some(c);
+    }
+
+    fn expr(&mut self, out: &mut Out, seg: &Seg, ends_scalar: bool) {
+        if explicitly_filtered_seg(seg) {
+            out.push(false, &seg.text());
+            self.after_value();
+            return;
+        }
+        let filter = match self.state {
+            YamlState::Double | YamlState::Requoted | YamlState::Comment => "escape_yaml_dq_content",
+            YamlState::Single => "escape_yaml_sq_content",
+            YamlState::Plain => {
+                match self.start {
+                    None if ends_scalar => {
+                        out.push(false, &wrapped(seg, "escape_yaml_value"));
+                        self.after_value();
+                        return;
+                    }
+                    None => out.push(false, "\""),
+                    Some(from) => out.requote(from, backslash_quote),
+                }
+                self.state = YamlState::Requoted;
+                "escape_yaml_dq_content"
+            }
+        };
+        out.push(false, &wrapped(seg, filter));
+        self.prev = Some('x');
+    }
+
+    fn after_value(&mut self) {
+        // A whole scalar was written: what follows is outside it.
+        self.start = None;
+        self.prev = Some('x');
+    }
+}
+
+fn explicitly_filtered_seg(seg: &Seg) -> bool {
+    matches!(seg, Seg::Expr { expr, .. } if explicitly_filtered(expr))
+}
+
+/// The literal characters after segment `i`: block tags are skipped, a
+/// placeholder reads as `x` and a tag holding a line break as `\n`.
+fn following_chars(segments: &[Seg], i: usize) -> impl Iterator<Item = char> + '_ {
+    segments[i + 1..].iter().flat_map(|seg| -> Box<dyn Iterator<Item = char> + '_> {
+        match seg {
+            Seg::Text(t) => Box::new(t.chars()),
+            Seg::Expr { .. } => Box::new(std::iter::once('x')),
+            Seg::Tag(t) if t.contains('\n') => Box::new(std::iter::once('\n')),
+            Seg::Tag(_) => Box::new(std::iter::empty()),
+        }
+    })
+}
+
+/// Whether a YAML plain scalar ends right after segment `i` (so a placeholder there is a whole scalar).
+fn yaml_scalar_ends_after(segments: &[Seg], i: usize, flow: usize) -> bool {
+    let mut chars = following_chars(segments, i).peekable();
+    let mut saw_space = false;
+    while let Some(&c) = chars.peek() {
+        if c == ' ' || c == '\t' {
+            saw_space = true;
+            chars.next();
+        } else {
+            break;
+        }
+    }
+    match chars.next() {
+        None | Some('\n' | '\r') => true,
+        Some('#') => saw_space,
+        Some(':') => chars.next().is_none_or(char::is_whitespace),
+        Some(',' | ']' | '}') => flow > 0,
+        Some(_) => false,
+    }
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum CaddyState {
+    #[default]
+    Between,
+    Bare,
+    Double,
+    Back,
+    Comment,
+    Requoted,
+}
+
+#[derive(Default)]
+struct Caddy {
+    state: CaddyState,
+    start: usize,
+    escaped: bool,
+}
+
+impl Caddy {
+    fn run(mut self, segments: &[Seg]) -> String {
+        let mut out = Out::default();
+        for (i, seg) in segments.iter().enumerate() {
+            match seg {
+                Seg::Text(t) => {
+                    for c in t.chars() {
+                        self.text_char(&mut out, c);
+                    }
+                }
+                Seg::Tag(t) => {
+                    if t.contains('\n') {
+                        self.text_char_ws(&mut out);
+                    }
+                    out.push(false, t);
+                }
+                Seg::Expr { .. } => self.expr(&mut out, seg, next_char(segments, i)),
+            }
+        }
+        if self.state == CaddyState::Requoted {
+            out.push(false, "\"");
+        }
+        out.finish()
+    }
+
+    /// A line break hidden in a tag ends a bare token.
+    fn text_char_ws(&mut self, out: &mut Out) {
+        match self.state {
+            CaddyState::Requoted => {
+                out.push(false, "\"");
+                self.state = CaddyState::Between;
+            }
+            CaddyState::Bare | CaddyState::Comment => self.state = CaddyState::Between,
+            _ => {}
+        }
+    }
+
+    fn text_char(&mut self, out: &mut Out, c: char) {
+        let mut literal = c.to_string();
+        match self.state {
+            CaddyState::Between => match c {
+                '#' => self.state = CaddyState::Comment,
+                '"' => self.state = CaddyState::Double,
+                '`' => self.state = CaddyState::Back,
+                c if c.is_whitespace() => {}
+                _ => {
+                    self.start = out.mark();
+                    self.state = CaddyState::Bare;
+                }
+            },
+            CaddyState::Bare => {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' {
+                    self.escaped = true;
+                } else if c.is_whitespace() {
+                    self.state = CaddyState::Between;
+                }
+            }
+            CaddyState::Double => {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' {
+                    self.escaped = true;
+                } else if c == '"' {
+                    self.state = CaddyState::Between;
+                }
+            }
+            CaddyState::Back => {
+                if c == '`' {
+                    self.state = CaddyState::Between;
+                }
+            }
+            CaddyState::Comment => {
+                if c == '\n' {
+                    self.state = CaddyState::Between;
+                }
+            }
+            CaddyState::Requoted => {
+                if c.is_whitespace() {
+                    out.push(false, "\"");
+                    self.state = CaddyState::Between;
+                } else if c == '"' {
+                    literal = "\\\"".to_owned();
+                }
+            }
+        }
+        out.push(true, &literal);
+    }
+
+    fn expr(&mut self, out: &mut Out, seg: &Seg, next: Option<char>) {
+        if explicitly_filtered_seg(seg) {
+            out.push(false, &seg.text());
+            if self.state == CaddyState::Between {
+                self.state = CaddyState::Bare;
+                self.start = out.mark();
+            }
+            return;
+        }
+        let filter = match self.state {
+            CaddyState::Double | CaddyState::Requoted => "escape_caddy_dq_content",
+            CaddyState::Back => "escape_caddy_bq_content",
+            CaddyState::Comment => "escape_caddy_comment",
+            CaddyState::Between if next.is_none_or(char::is_whitespace) => {
+                out.push(false, &wrapped(seg, "escape_caddy_token"));
+                // The token ends here: the next character is a space.
+                return;
+            }
+            CaddyState::Between => {
+                out.push(false, "\"");
+                self.state = CaddyState::Requoted;
+                "escape_caddy_dq_content"
+            }
+            CaddyState::Bare => {
+                out.requote(self.start, |s| s.replace('"', "\\\""));
+                self.state = CaddyState::Requoted;
+                "escape_caddy_dq_content"
+            }
+        };
+        out.push(false, &wrapped(seg, filter));
+    }
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum EnvState {
+    #[default]
+    Bare,
+    Single,
+    Double,
+    Comment,
+}
+
+#[derive(Default)]
+struct Env {
+    state: EnvState,
+    escaped: bool,
+    line_start: bool,
+}
+
+impl Env {
+    fn run(mut self, segments: &[Seg]) -> String {
+        let mut out = String::new();
+        self.line_start = true;
+        for seg in segments {
+            match seg {
+                Seg::Text(t) => {
+                    for c in t.chars() {
+                        self.text_char(c);
+                    }
+                    out.push_str(t);
+                }
+                Seg::Tag(t) => out.push_str(t),
+                Seg::Expr { .. } => {
+                    let filter = match self.state {
+                        EnvState::Bare => "escape_env_word",
+                        EnvState::Single => "escape_env_sq_content",
+                        EnvState::Double => "escape_env_dq_content",
+                        EnvState::Comment => "escape_line",
+                    };
+                    out.push_str(&wrapped(seg, filter));
+                    self.line_start = false;
+                }
+            }
+        }
+        out
+    }
+
+    fn text_char(&mut self, c: char) {
+        match self.state {
+            EnvState::Bare => match c {
+                '#' if self.line_start => self.state = EnvState::Comment,
+                '\'' => self.state = EnvState::Single,
+                '"' => self.state = EnvState::Double,
+                _ => {}
+            },
+            EnvState::Single => {
+                if c == '\'' {
+                    self.state = EnvState::Bare;
+                }
+            }
+            EnvState::Double => {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' {
+                    self.escaped = true;
+                } else if c == '"' {
+                    self.state = EnvState::Bare;
+                }
+            }
+            EnvState::Comment => {
+                if c == '\n' {
+                    self.state = EnvState::Bare;
+                }
+            }
+        }
+        self.line_start = c == '\n' || (self.line_start && c.is_whitespace());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(format: TemplateFormat, input: &str, expected: &str) {
+        let got = translate(input, format);
+        assert_eq!(got, expected, "input {input:?}");
+        assert_eq!(got.matches('\n').count(), input.matches('\n').count(), "line count changed for {input:?}");
+    }
+
+    const J: TemplateFormat = TemplateFormat::Json;
+    const Y: TemplateFormat = TemplateFormat::Yaml;
+    const C: TemplateFormat = TemplateFormat::Caddyfile;
+    const T: TemplateFormat = TemplateFormat::Text;
+
+    #[test]
+    fn legacy_blocks_become_tera() {
+        check(T, "a{{#if X}}b{{else}}c{{/if}}", "a{% if X %}b{% else %}c{% endif %}");
+        check(T, "{{#unless X}}b{{/unless}}", "{% if not (X) %}b{% endif %}");
+        check(T, "{{^X}}b{{/X}}{{#Y}}c{{/Y}}", "{% if not X %}b{% endif %}{% if Y %}c{% endif %}");
+        check(T, "{{! note }}x", "{# legacy comment #}x");
+        check(T, "{{VAR}} {{{RAW}}}", "{{ VAR }} {{ RAW }}");
+    }
+
+    #[test]
+    fn block_lines_leave_no_line() {
+        check(T, "a\n  {{#if X}}\n  b\n  {{/if}}\nc\n", "a\n{% if X \n%}  b\n{% endif \n%}c\n");
+        check(T, "{% for s in l %} {# c #}\nx\n", "{% for s in l %}{# c \n#}x\n");
+        check(T, "a {% if x %}\n", "a {% if x %}\n");
+    }
+
+    #[test]
+    fn json_contexts() {
+        check(
+            J,
+            r#"{"a": {{ A }}, "b": "x{{B}}"}"#,
+            r#"{"a": {% filter escape_json_value(line=1) %}{{ A }}{% endfilter %}, "b": "x{% filter escape_json_content(line=1) %}{{ B }}{% endfilter %}"}"#,
+        );
+        check(
+            J,
+            r#"{"a": "\"{{ A }}"}"#,
+            r#"{"a": "\"{% filter escape_json_content(line=1) %}{{ A }}{% endfilter %}"}"#,
+        );
+        check(J, "{{ A | json }}\n{{ B | safe }}", "{{ A | json }}\n{{ B | safe }}");
+    }
+
+    #[test]
+    fn yaml_contexts() {
+        let f = |name: &str, expr: &str, line: usize| {
+            format!("{{% filter {name}(line={line}) %}}{{{{ {expr} }}}}{{% endfilter %}}")
+        };
+        check(Y, "a: {{ A }}\n", &format!("a: {}\n", f("escape_yaml_value", "A", 1)));
+        check(
+            Y,
+            "- {{ A }} # c {{ B }}\n",
+            &format!("- {} # c {}\n", f("escape_yaml_value", "A", 1), f("escape_yaml_dq_content", "B", 1)),
+        );
+        check(Y, "{{ K }}: v\n", &format!("{}: v\n", f("escape_yaml_value", "K", 1)));
+        check(
+            Y,
+            "a: \"x{{ A }}\"\nb: 'y{{ B }}'\n",
+            &format!(
+                "a: \"x{}\"\nb: 'y{}'\n",
+                f("escape_yaml_dq_content", "A", 1),
+                f("escape_yaml_sq_content", "B", 2)
+            ),
+        );
+        // A placeholder inside a plain scalar turns it into a double-quoted one.
+        check(
+            Y,
+            "image: re\"po:{{ TAG }}-x  # c\n",
+            &format!("image: \"re\\\"po:{}-x\"  # c\n", f("escape_yaml_dq_content", "TAG", 1)),
+        );
+        check(
+            Y,
+            "a: {{ H }}:{{ P }}\n",
+            &format!("a: \"{}:{}\"\n", f("escape_yaml_dq_content", "H", 1), f("escape_yaml_dq_content", "P", 1)),
+        );
+        check(
+            Y,
+            "a: [{{ A }}, x{{ B }}]\n",
+            &format!("a: [{}, \"x{}\"]\n", f("escape_yaml_value", "A", 1), f("escape_yaml_dq_content", "B", 1)),
+        );
+    }
+
+    #[test]
+    fn caddy_contexts() {
+        let f = |name: &str, expr: &str| format!("{{% filter {name}(line=1) %}}{{{{ {expr} }}}}{{% endfilter %}}");
+        check(C, "{{ SITE }} {", &format!("{} {{", f("escape_caddy_token", "SITE")));
+        check(C, "to http://{{ H }}:80 x", &format!("to \"http://{}:80\" x", f("escape_caddy_dq_content", "H")));
+        check(C, "to {{ H }}:80", &format!("to \"{}:80\"", f("escape_caddy_dq_content", "H")));
+        check(
+            C,
+            "respond \"a {{ B }}\" `{{ C }}` # {{ D }}",
+            &format!(
+                "respond \"a {}\" `{}` # {}",
+                f("escape_caddy_dq_content", "B"),
+                f("escape_caddy_bq_content", "C"),
+                f("escape_caddy_comment", "D")
+            ),
+        );
+    }
+}
