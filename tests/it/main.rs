@@ -1,1 +1,3 @@
 //! Workspace integration tests: one binary, one module per capability.
+
+mod alerts;

@@ -1,1 +1,4 @@
 //! Test helpers shared by the workspace integration tests: loopback servers, and provisioning of Caddy and the Docker engine.
+
+pub mod alertmanager;
+pub mod telegram;

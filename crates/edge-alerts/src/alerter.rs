@@ -368,3 +368,240 @@ async fn fetch(client: &reqwest::Client, url: &str, timeout: std::time::Duration
     }
     Ok(page)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::deliver::{SendFuture, Transport};
+
+    /// Records what it is given; fails while `down` is set. A unit-test stand-in:
+    /// the real transports are tested against loopback servers in edge-tests.
+    #[derive(Clone, Default)]
+    struct Fake {
+        sent: Arc<Mutex<Vec<String>>>,
+        down: Arc<AtomicBool>,
+    }
+
+    impl Transport for Fake {
+        fn kind(&self) -> TransportKind {
+            TransportKind::Webhook
+        }
+        fn send<'a>(&'a self, text: &'a str) -> SendFuture<'a> {
+            Box::pin(async move {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(AlertError::Webhook {
+                        url: "fake".into(),
+                        source: SendError::Http { reason: "down".into() },
+                    });
+                }
+                self.sent.lock().unwrap().push(text.to_owned());
+                Ok(())
+            })
+        }
+    }
+
+    impl Fake {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.sent.lock().unwrap())
+        }
+    }
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        fake: Fake,
+        alerter: Alerter,
+    }
+
+    fn setup(min_interval: u64, breaker_ticks: u32) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = AlertConfig::new("h", dir.path().join("telegram"), dir.path().join("upstream-state.env"));
+        config.min_interval = Duration::from_secs(min_interval);
+        config.breaker_ticks = breaker_ticks;
+        let fake = Fake::default();
+        let alerter = Alerter::with_chain(config, Chain::new(vec![Box::new(fake.clone())])).unwrap();
+        Setup { dir, fake, alerter }
+    }
+
+    fn page(pairs: &[(&str, u8)]) -> Observation {
+        let text: String = pairs
+            .iter()
+            .map(|(u, v)| format!("caddy_reverse_proxy_upstreams_healthy{{upstream=\"{u}\"}} {v}\n"))
+            .collect();
+        Observation::Metrics { source: "m".into(), metrics: UpstreamMetrics::parse(&text) }
+    }
+
+    fn pool(ids: &[&str]) -> Vec<PoolMember> {
+        ids.iter().map(|u| PoolMember::new(*u, "ch")).collect()
+    }
+
+    impl Setup {
+        async fn tick(&self, pairs: &[(&str, u8)], pool_ids: &[&str]) -> Report {
+            self.alerter.process(page(pairs), &pool(pool_ids)).await.unwrap()
+        }
+        fn file(&self, name: &str) -> String {
+            std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+        }
+    }
+
+    #[tokio::test]
+    async fn inside_the_window_events_are_coalesced_not_dropped() {
+        let s = setup(600, 0);
+        let p = ["a", "b", "c"];
+        s.tick(&[("a", 1), ("b", 1), ("c", 1)], &p).await;
+        assert!(s.fake.take().is_empty(), "first sight of healthy upstreams is not news");
+        let r = s.tick(&[("a", 0), ("b", 1), ("c", 1)], &p).await;
+        assert_eq!((r.status(), r.delivered_events()), (TickStatus::Delivered, 1));
+        assert_eq!(s.fake.take(), ["[h] TRANSITION upstream=a healthy -> unhealthy"]);
+        // Inside the window: held.
+        let r = s.tick(&[("a", 0), ("b", 0), ("c", 1)], &p).await;
+        assert_eq!((r.status(), r.held), (TickStatus::Held, 1));
+        let r = s.tick(&[("a", 1), ("b", 0), ("c", 1)], &p).await;
+        assert_eq!(r.held, 2);
+        assert!(s.fake.take().is_empty());
+        // The window opens: one digest, oldest first.
+        std::fs::write(s.dir.path().join("telegram/last-alert-ts"), "1\n").unwrap();
+        let r = s.alerter.flush().await.unwrap();
+        assert_eq!((r.delivered_events(), r.held), (2, 0));
+        let sent = s.fake.take();
+        assert_eq!(sent.len(), 1);
+        let lines: Vec<&str> = sent[0].lines().collect();
+        assert_eq!(lines[0], "[h] 2 alerts, oldest first:");
+        assert!(lines[1].ends_with("[h] TRANSITION upstream=b healthy -> unhealthy"), "{sent:?}");
+        assert!(lines[2].ends_with("[h] TRANSITION upstream=a unhealthy -> healthy"), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn critical_bypasses_the_window_and_carries_what_waited() {
+        let s = setup(600, 0);
+        let p = ["a", "b"];
+        s.tick(&[("a", 1), ("b", 1)], &p).await;
+        std::fs::write(s.dir.path().join("telegram/last-alert-ts"), format!("{}\n", time::now())).unwrap();
+        let r = s.tick(&[("a", 0), ("b", 0)], &p).await;
+        assert_eq!(r.delivered_events(), 3);
+        let sent = s.fake.take();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].starts_with("CRITICAL: all upstreams unhealthy on h\n[h] 3 alerts"), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_stays_in_the_outbox_and_goes_once_later() {
+        let s = setup(600, 0);
+        s.tick(&[("a", 1), ("b", 1)], &["a", "b"]).await;
+        s.fake.down.store(true, Ordering::SeqCst);
+        let r = s.tick(&[("a", 0), ("b", 1)], &["a", "b"]).await;
+        assert_eq!((r.status(), r.undelivered, r.errors.len()), (TickStatus::Undelivered, 1, 1));
+        assert_eq!(s.file("telegram/last-alert-ts"), "", "the clock is stamped only after a delivery");
+        let r = s.tick(&[("a", 0), ("b", 1)], &["a", "b"]).await;
+        assert_eq!(r.undelivered, 1);
+        s.fake.down.store(false, Ordering::SeqCst);
+        let r = s.tick(&[("a", 0), ("b", 1)], &["a", "b"]).await;
+        assert_eq!(r.delivered_events(), 1);
+        assert_eq!(s.fake.take(), ["[h] TRANSITION upstream=a healthy -> unhealthy"]);
+        s.alerter.flush().await.unwrap();
+        assert!(s.fake.take().is_empty());
+        assert!(!s.file("telegram/last-alert-ts").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_run_killed_after_journaling_is_rolled_forward_without_duplicates() {
+        let s = setup(0, 0);
+        s.tick(&[("a", 1)], &["a"]).await;
+        // What a run leaves when killed right after saving the outbox: a journaled commit, old state files.
+        let outbox_path = s.alerter.config().outbox_file();
+        let mut outbox = Outbox::load(&outbox_path, 0).unwrap();
+        outbox.push(
+            Event::new(5, EventKind::Transition { upstream: "a".into(), from: Health::Healthy, to: Health::Unhealthy }),
+            false,
+        );
+        outbox.commit =
+            Some(Commit { upstream_state: "a=unhealthy:5\n".into(), breaker: Breaker::default().to_string() });
+        outbox.save(&outbox_path).unwrap();
+        let r = s.tick(&[("a", 0)], &["a"]).await;
+        assert!(r.events.is_empty(), "{:?}", r.events);
+        assert_eq!(s.fake.take(), ["[h] TRANSITION upstream=a healthy -> unhealthy"]);
+        assert_eq!(s.file("upstream-state.env"), "a=unhealthy:5\n");
+    }
+
+    use crate::event::Health;
+
+    #[tokio::test]
+    async fn the_breaker_parks_a_cascade_once_and_a_recovery_releases_it() {
+        let s = setup(0, 2);
+        let p = ["a", "b", "c", "d"];
+        s.tick(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)], &p).await;
+        s.tick(&[("a", 0), ("b", 1), ("c", 1), ("d", 1)], &p).await;
+        let r = s.tick(&[("a", 0), ("b", 0), ("c", 1), ("d", 1)], &p).await;
+        assert_eq!(r.breaker, Some(BreakerStep::Parked));
+        let sent = s.fake.take();
+        assert_eq!(sent.len(), 2);
+        assert!(sent[1].contains("PARKED after 2 consecutive ticks"), "{sent:?}");
+        assert!(sent[1].contains("unhealthy: a, b"), "{sent:?}");
+        assert!(s.file("telegram/circuit-breaker.state").contains("PARKED_SINCE=1"));
+        let r = s.tick(&[("a", 0), ("b", 0), ("c", 0), ("d", 1)], &p).await;
+        assert_eq!((r.breaker, r.held), (Some(BreakerStep::StillParked), 1));
+        assert!(s.fake.take().is_empty());
+        let r = s.tick(&[("a", 1), ("b", 0), ("c", 0), ("d", 1)], &p).await;
+        assert_eq!(r.breaker, Some(BreakerStep::Unparked));
+        let sent = s.fake.take();
+        assert_eq!(sent.len(), 1);
+        assert!(
+            sent[0].contains("upstream=c healthy -> unhealthy") && sent[0].contains("upstream=a unhealthy -> healthy")
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_chat_transport_events_are_not_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AlertConfig::new("h", dir.path().join("tg"), dir.path().join("upstream-state.env"));
+        let alerter = Alerter::new(config).unwrap();
+        alerter.process(page(&[("a", 1)]), &[]).await.unwrap();
+        let r = alerter.process(page(&[("a", 0)]), &[]).await.unwrap();
+        assert_eq!(r.status(), TickStatus::NoTransport);
+        assert!(Outbox::load(&dir.path().join("tg/outbox.json"), 0).unwrap().entries.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("upstream-state.env")).unwrap().split(':').next(),
+            Some("a=unhealthy")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_state_file_is_reported_and_replaced() {
+        let s = setup(0, 0);
+        std::fs::write(s.dir.path().join("upstream-state.env"), "garbage\n").unwrap();
+        let r = s.tick(&[("a", 0)], &["a"]).await;
+        let sent = s.fake.take();
+        assert_eq!(r.delivered_events(), 3, "{sent:?}");
+        assert!(sent[0].contains("upstream-state.env was unreadable (line 1: expected key=value"), "{sent:?}");
+        assert!(s.file("upstream-state.env").starts_with("a=unhealthy:"));
+    }
+
+    #[tokio::test]
+    async fn notices_share_the_limiter() {
+        let s = setup(600, 0);
+        let r = s.alerter.notify(Severity::Warning, "container oxpulse-partner-naive died").await.unwrap();
+        assert_eq!(r.delivered_events(), 1);
+        let r = s.alerter.notify(Severity::Warning, "again").await.unwrap();
+        assert_eq!(r.held, 1);
+        assert_eq!(s.fake.take(), ["[h] container oxpulse-partner-naive died"]);
+    }
+
+    #[tokio::test]
+    async fn unreachable_metrics_are_an_alert() {
+        let s = setup(0, 0);
+        let down = Observation::Unreachable { source: "http://127.0.0.1:1/metrics".into(), reason: "refused".into() };
+        s.alerter.process(down.clone(), &[]).await.unwrap();
+        s.alerter.process(down, &[]).await.unwrap();
+        s.tick(&[], &[]).await;
+        assert_eq!(
+            s.fake.take(),
+            [
+                "[h] METRICS UNREACHABLE source=http://127.0.0.1:1/metrics: refused",
+                "[h] METRICS REACHABLE again source=m"
+            ]
+        );
+    }
+}
