@@ -82,7 +82,9 @@ fn is_json_number(text: &str) -> bool {
 }
 
 /// A YAML value for a placeholder that is a whole scalar: a decimal integer
-/// or `true`/`false` stays bare, anything else becomes a double-quoted scalar.
+/// or `true`/`false` stays bare, so does a word both YAML 1.1 and 1.2 read
+/// as that same string (`unless-stopped`, `/etc/caddy`); anything else
+/// becomes a double-quoted scalar.
 pub fn yaml_value(value: &str) -> String {
     let integer = {
         let digits = value.strip_prefix('-').unwrap_or(value);
@@ -90,8 +92,23 @@ pub fn yaml_value(value: &str) -> String {
             && digits.bytes().all(|b| b.is_ascii_digit())
             && (digits == "0" || !digits.starts_with('0'))
             && digits.len() <= 18
+            && value != "-0"
     };
-    if integer || value == "true" || value == "false" { value.to_owned() } else { yaml_double_quoted(value) }
+    if integer || value == "true" || value == "false" || yaml_plain_word(value) {
+        value.to_owned()
+    } else {
+        yaml_double_quoted(value)
+    }
+}
+
+/// Starts with a letter, `_` or `/`, then letters, digits, `_./-` only, and is
+/// not one of YAML 1.1's boolean or null words: no reader types it otherwise.
+fn yaml_plain_word(value: &str) -> bool {
+    const WORDS: &[&str] = &["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
+    let mut bytes = value.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b'/')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_./-".contains(&b))
+        && !WORDS.contains(&value.to_ascii_lowercase().as_str())
 }
 
 /// A complete double-quoted YAML scalar, quotes included.
@@ -287,6 +304,11 @@ mod tests {
         check(yaml_value, "1080", "1080");
         check(yaml_value, "010", "\"010\"");
         check(yaml_value, "yes", "\"yes\"");
+        check(yaml_value, "Off", "\"Off\"");
+        check(yaml_value, "unless-stopped", "unless-stopped");
+        check(yaml_value, "/etc/caddy/Caddyfile", "/etc/caddy/Caddyfile");
+        check(yaml_value, "3478:3478", "\"3478:3478\"");
+        check(yaml_value, "caddy:2.6", "\"caddy:2.6\"");
         check(yaml_value, "a: b\n- c", r#""a: b\n- c""#);
         check(yaml_double_content, "\u{85}\u{2028}\u{feff}\u{7f}", r"\x85\u2028\ufeff\x7f");
         assert_eq!(yaml_single_content("it's").unwrap(), "it''s");
@@ -368,6 +390,17 @@ mod tests {
             match parsed {
                 serde_json::Value::String(s) => prop_assert_eq!(s, v),
                 other => prop_assert_eq!(other.to_string(), v),
+            }
+        }
+
+        #[test]
+        fn yaml_values_parse_back_to_the_value(v in "\\PC{0,12}|[a-z/_][a-z0-9_./-]{0,8}|-?[0-9]{1,4}") {
+            let parsed: serde_yaml::Value = serde_yaml::from_str(&format!("k: {}\n", yaml_value(&v))).unwrap();
+            match &parsed["k"] {
+                serde_yaml::Value::String(s) => prop_assert_eq!(s, &v),
+                serde_yaml::Value::Number(n) => prop_assert_eq!(n.to_string(), v),
+                serde_yaml::Value::Bool(b) => prop_assert_eq!(b.to_string(), v),
+                other => prop_assert!(false, "{:?} parsed as {:?}", v, other),
             }
         }
 

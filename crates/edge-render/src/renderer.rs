@@ -479,7 +479,7 @@ fn render_source(
     let mut tera = Tera::default();
     tera.autoescape_on(vec![]);
     register_filters(&mut tera);
-    tera.add_raw_template(label, &translated).map_err(|e| syntax_error(label, &e))?;
+    tera.add_raw_template(label, &translated).map_err(|e| syntax_error(label, &translated, &e))?;
     tera.render(label, context).map_err(|e| runtime_error(label, source, &e, vars))
 }
 
@@ -558,14 +558,20 @@ fn error_chain(e: &tera::Error) -> Vec<String> {
     out
 }
 
-fn syntax_error(label: &str, e: &tera::Error) -> RenderError {
+fn syntax_error(label: &str, translated: &str, e: &tera::Error) -> RenderError {
     let chain = error_chain(e);
     let text = chain.join("\n");
     // pest reports ` --> LINE:COL` and a `= expected ...` line.
-    let line = text
+    let mut line = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("--> ").and_then(|p| p.split(':').next()?.parse().ok()))
         .unwrap_or(1);
+    // A tag alone on its line got that line's newline before its closing `%}`: report the tag's own line.
+    if line > 1
+        && translated.lines().nth(line - 1).is_some_and(|l| ["%}", "-%}", "#}"].iter().any(|c| l.starts_with(c)))
+    {
+        line -= 1;
+    }
     let message = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("= ").map(str::to_owned))

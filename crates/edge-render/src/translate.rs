@@ -88,10 +88,10 @@ fn read_tag(text: &str, line: usize) -> Option<(Seg, usize)> {
         let end = body.find("#}")?;
         return Some((Seg::Tag(text[..end + 4].to_owned()), end + 4));
     }
-    if text.starts_with("{{{") {
+    if let Some(body) = text.strip_prefix("{{{") {
         // Mustache's unescaped variable: escaped like any other here.
-        let end = text[3..].find("}}}")?;
-        let expr = text[3..3 + end].trim().to_owned();
+        let end = body.find("}}}")?;
+        let expr = body[..end].trim().to_owned();
         return Some((Seg::Expr { expr, trim_left: false, trim_right: false, line }, end + 6));
     }
     let close = if text.starts_with("{{") { "}}" } else { "%}" };
@@ -246,25 +246,7 @@ fn wrap_all(segments: &[Seg], filter: &str) -> String {
     segments.iter().map(|s| if matches!(s, Seg::Expr { .. }) { wrapped(s, filter) } else { s.text() }).collect()
 }
 
-/// The first character of literal text after segment `i`, skipping block tags;
-/// a placeholder counts as `x` (a token character); `None` at the end.
-fn next_char(segments: &[Seg], i: usize) -> Option<char> {
-    for seg in &segments[i + 1..] {
-        match seg {
-            Seg::Text(t) => {
-                if let Some(c) = t.chars().next() {
-                    return Some(c);
-                }
-            }
-            Seg::Expr { .. } => return Some('x'),
-            Seg::Tag(t) if t.contains('\n') => return Some('\n'),
-            Seg::Tag(_) => {}
-        }
-    }
-    None
-}
-
-/// The output being built: text pieces can be re-quoted after the fact.
+/// The output being built: a filter section can be opened where a token began, after the fact.
 #[derive(Default)]
 struct Out {
     pieces: Vec<(bool, String)>,
@@ -283,23 +265,22 @@ impl Out {
         self.pieces.push((true, String::new()));
         self.pieces.len() - 1
     }
-    /// Re-quotes the literal text from piece `from` on: inserts an opening quote and escapes it.
-    fn requote(&mut self, from: usize, escape: impl Fn(&str) -> String) {
-        for (literal, text) in &mut self.pieces[from..] {
-            if *literal {
-                *text = escape(text);
-            }
-        }
-        self.pieces.insert(from, (false, "\"".to_owned()));
+    /// Opens a filter section at piece `from`, so the token from there on is escaped as a whole.
+    fn open_section_at(&mut self, from: usize, open: String) {
+        self.pieces.insert(from, (false, open));
     }
     fn finish(self) -> String {
         self.pieces.into_iter().map(|(_, s)| s).collect()
     }
 }
 
-fn backslash_quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+/// The opening tag of a filter section escaping a whole token or scalar.
+fn section_open(filter: &str, seg: &Seg) -> String {
+    let line = if let Seg::Expr { line, .. } = seg { *line } else { 0 };
+    format!("{{% filter {filter}(line={line}) %}}")
 }
+
+const SECTION_CLOSE: &str = "{% endfilter %}";
 
 #[derive(Default)]
 struct Json {
@@ -341,8 +322,8 @@ enum YamlState {
     Double,
     Single,
     Comment,
-    /// A plain scalar being re-quoted as a double-quoted one.
-    Requoted,
+    /// A plain scalar holding a placeholder, inside a filter section that escapes it whole.
+    Section,
 }
 
 #[derive(Default)]
@@ -354,7 +335,7 @@ struct Yaml {
     flow: usize,
     prev: Option<char>,
     escaped: bool,
-    /// Whitespace held back while re-quoting: a plain scalar does not end with it.
+    /// Whitespace held back inside a section: a plain scalar does not end with it.
     pending_ws: String,
 }
 
@@ -366,13 +347,13 @@ impl Yaml {
                 Seg::Text(t) => {
                     let chars: Vec<char> = t.chars().collect();
                     for (j, &c) in chars.iter().enumerate() {
-                        let next = chars.get(j + 1).copied().or_else(|| next_char(segments, i));
+                        let next = chars.get(j + 1).copied().or_else(|| following_chars(segments, i).next());
                         self.text_char(&mut out, c, next);
                     }
                 }
                 Seg::Tag(t) => {
                     if t.contains('\n') {
-                        self.end_requote(&mut out);
+                        self.close_section(&mut out);
                         self.newline();
                     }
                     out.push(false, t);
@@ -383,7 +364,7 @@ impl Yaml {
                 }
             }
         }
-        self.end_requote(&mut out);
+        self.close_section(&mut out);
         out.finish()
     }
 
@@ -393,9 +374,9 @@ impl Yaml {
         self.prev = Some('\n');
     }
 
-    fn end_requote(&mut self, out: &mut Out) {
-        if self.state == YamlState::Requoted {
-            out.push(false, "\"");
+    fn close_section(&mut self, out: &mut Out) {
+        if self.state == YamlState::Section {
+            out.push(false, SECTION_CLOSE);
             out.push(true, &std::mem::take(&mut self.pending_ws));
             self.state = YamlState::Plain;
             self.start = None;
@@ -433,7 +414,7 @@ impl Yaml {
                 self.prev = Some(c);
                 return;
             }
-            YamlState::Requoted => {
+            YamlState::Section => {
                 let ends = c == '\n'
                     || (c == '#' && self.prev.is_some_and(char::is_whitespace))
                     || (c == ':' && ws_or_end(next))
@@ -444,12 +425,12 @@ impl Yaml {
                     } else {
                         let ws = std::mem::take(&mut self.pending_ws);
                         out.push(true, &ws);
-                        out.push(true, &backslash_quote(&c.to_string()));
+                        out.push(true, &c.to_string());
                     }
                     self.prev = Some(c);
                     return;
                 }
-                self.end_requote(out);
+                self.close_section(out);
             }
             YamlState::Plain => {}
         }
@@ -489,20 +470,30 @@ impl Yaml {
             return;
         }
         let filter = match self.state {
-            YamlState::Double | YamlState::Requoted | YamlState::Comment => "escape_yaml_dq_content",
+            YamlState::Double | YamlState::Comment => "escape_yaml_dq_content",
             YamlState::Single => "escape_yaml_sq_content",
+            YamlState::Section => {
+                // Already inside the scalar's section: the value goes in raw and is escaped with the rest.
+                out.push(false, &seg.text());
+                self.prev = Some('x');
+                return;
+            }
             YamlState::Plain => {
-                match self.start {
-                    None if ends_scalar => {
-                        out.push(false, &wrapped(seg, "escape_yaml_value"));
-                        self.after_value();
-                        return;
-                    }
-                    None => out.push(false, "\""),
-                    Some(from) => out.requote(from, backslash_quote),
+                if self.start.is_none() && ends_scalar {
+                    out.push(false, &wrapped(seg, "escape_yaml_value"));
+                    self.after_value();
+                    return;
                 }
-                self.state = YamlState::Requoted;
-                "escape_yaml_dq_content"
+                // Part of a plain scalar: the whole scalar is escaped as one value.
+                let open = section_open("escape_yaml_value", seg);
+                match self.start {
+                    Some(from) => out.open_section_at(from, open),
+                    None => out.push(false, &open),
+                }
+                out.push(false, &seg.text());
+                self.state = YamlState::Section;
+                self.prev = Some('x');
+                return;
             }
         };
         out.push(false, &wrapped(seg, filter));
@@ -562,12 +553,14 @@ enum CaddyState {
     Double,
     Back,
     Comment,
-    Requoted,
+    /// A bare token holding a placeholder, inside a filter section that escapes it whole.
+    Section,
 }
 
 #[derive(Default)]
 struct Caddy {
     state: CaddyState,
+    /// Piece where the current bare token starts.
     start: usize,
     escaped: bool,
 }
@@ -584,24 +577,24 @@ impl Caddy {
                 }
                 Seg::Tag(t) => {
                     if t.contains('\n') {
-                        self.text_char_ws(&mut out);
+                        self.line_break_in_tag(&mut out);
                     }
                     out.push(false, t);
                 }
-                Seg::Expr { .. } => self.expr(&mut out, seg, next_char(segments, i)),
+                Seg::Expr { .. } => self.expr(&mut out, seg, following_chars(segments, i).next()),
             }
         }
-        if self.state == CaddyState::Requoted {
-            out.push(false, "\"");
+        if self.state == CaddyState::Section {
+            out.push(false, SECTION_CLOSE);
         }
         out.finish()
     }
 
-    /// A line break hidden in a tag ends a bare token.
-    fn text_char_ws(&mut self, out: &mut Out) {
+    /// A line break hidden in a tag ends a bare token and a comment.
+    fn line_break_in_tag(&mut self, out: &mut Out) {
         match self.state {
-            CaddyState::Requoted => {
-                out.push(false, "\"");
+            CaddyState::Section => {
+                out.push(false, SECTION_CLOSE);
                 self.state = CaddyState::Between;
             }
             CaddyState::Bare | CaddyState::Comment => self.state = CaddyState::Between,
@@ -610,7 +603,6 @@ impl Caddy {
     }
 
     fn text_char(&mut self, out: &mut Out, c: char) {
-        let mut literal = c.to_string();
         match self.state {
             CaddyState::Between => match c {
                 '#' => self.state = CaddyState::Comment,
@@ -650,45 +642,46 @@ impl Caddy {
                     self.state = CaddyState::Between;
                 }
             }
-            CaddyState::Requoted => {
+            CaddyState::Section => {
                 if c.is_whitespace() {
-                    out.push(false, "\"");
+                    out.push(false, SECTION_CLOSE);
                     self.state = CaddyState::Between;
-                } else if c == '"' {
-                    literal = "\\\"".to_owned();
                 }
             }
         }
-        out.push(true, &literal);
+        out.push(true, &c.to_string());
     }
 
     fn expr(&mut self, out: &mut Out, seg: &Seg, next: Option<char>) {
         if explicitly_filtered_seg(seg) {
             out.push(false, &seg.text());
             if self.state == CaddyState::Between {
-                self.state = CaddyState::Bare;
                 self.start = out.mark();
+                self.state = CaddyState::Bare;
             }
             return;
         }
         let filter = match self.state {
-            CaddyState::Double | CaddyState::Requoted => "escape_caddy_dq_content",
+            CaddyState::Double => "escape_caddy_dq_content",
             CaddyState::Back => "escape_caddy_bq_content",
             CaddyState::Comment => "escape_caddy_comment",
-            CaddyState::Between if next.is_none_or(char::is_whitespace) => {
-                out.push(false, &wrapped(seg, "escape_caddy_token"));
-                // The token ends here: the next character is a space.
+            CaddyState::Section => {
+                // Already inside the token's section: the value goes in raw and is escaped with the rest.
+                out.push(false, &seg.text());
                 return;
             }
-            CaddyState::Between => {
-                out.push(false, "\"");
-                self.state = CaddyState::Requoted;
-                "escape_caddy_dq_content"
-            }
-            CaddyState::Bare => {
-                out.requote(self.start, |s| s.replace('"', "\\\""));
-                self.state = CaddyState::Requoted;
-                "escape_caddy_dq_content"
+            CaddyState::Between if next.is_none_or(char::is_whitespace) => "escape_caddy_token",
+            CaddyState::Between | CaddyState::Bare => {
+                // Part of a bare token: the whole token is escaped as one value.
+                let open = section_open("escape_caddy_token", seg);
+                if self.state == CaddyState::Bare {
+                    out.open_section_at(self.start, open);
+                } else {
+                    out.push(false, &open);
+                }
+                out.push(false, &seg.text());
+                self.state = CaddyState::Section;
+                return;
             }
         };
         out.push(false, &wrapped(seg, filter));
@@ -838,30 +831,22 @@ mod tests {
                 f("escape_yaml_sq_content", "B", 2)
             ),
         );
-        // A placeholder inside a plain scalar turns it into a double-quoted one.
-        check(
-            Y,
-            "image: re\"po:{{ TAG }}-x  # c\n",
-            &format!("image: \"re\\\"po:{}-x\"  # c\n", f("escape_yaml_dq_content", "TAG", 1)),
-        );
-        check(
-            Y,
-            "a: {{ H }}:{{ P }}\n",
-            &format!("a: \"{}:{}\"\n", f("escape_yaml_dq_content", "H", 1), f("escape_yaml_dq_content", "P", 1)),
-        );
-        check(
-            Y,
-            "a: [{{ A }}, x{{ B }}]\n",
-            &format!("a: [{}, \"x{}\"]\n", f("escape_yaml_value", "A", 1), f("escape_yaml_dq_content", "B", 1)),
-        );
+        // A placeholder inside a plain scalar: the whole scalar is escaped as one value.
+        let s = "{% filter escape_yaml_value(line=1) %}";
+        let e = "{% endfilter %}";
+        check(Y, "image: re\"po:{{ TAG }}-x  # c\n", &format!("image: {s}re\"po:{{{{ TAG }}}}-x{e}  # c\n"));
+        check(Y, "a: {{ H }}:{{ P }}\n", &format!("a: {s}{{{{ H }}}}:{{{{ P }}}}{e}\n"));
+        let a = f("escape_yaml_value", "A", 1);
+        check(Y, "a: [{{ A }}, x{{ B }}]\n", &format!("a: [{a}, {s}x{{{{ B }}}}{e}]\n"));
     }
 
     #[test]
     fn caddy_contexts() {
         let f = |name: &str, expr: &str| format!("{{% filter {name}(line=1) %}}{{{{ {expr} }}}}{{% endfilter %}}");
         check(C, "{{ SITE }} {", &format!("{} {{", f("escape_caddy_token", "SITE")));
-        check(C, "to http://{{ H }}:80 x", &format!("to \"http://{}:80\" x", f("escape_caddy_dq_content", "H")));
-        check(C, "to {{ H }}:80", &format!("to \"{}:80\"", f("escape_caddy_dq_content", "H")));
+        let s = "{% filter escape_caddy_token(line=1) %}";
+        check(C, "to http://{{ H }}:80 x", &format!("to {s}http://{{{{ H }}}}:80{{% endfilter %}} x"));
+        check(C, "to {{ H }}:80", &format!("to {s}{{{{ H }}}}:80{{% endfilter %}}"));
         check(
             C,
             "respond \"a {{ B }}\" `{{ C }}` # {{ D }}",

@@ -1,0 +1,7 @@
+//! edge-render's integration tests: one binary, one module per feature.
+
+mod channels;
+mod errors;
+mod escaping;
+mod snapshots;
+mod support;
