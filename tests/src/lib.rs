@@ -2,3 +2,4 @@
 
 pub mod alertmanager;
 pub mod telegram;
+pub mod docker;

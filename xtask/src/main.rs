@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod release;
 mod test;
 mod tidy;
@@ -20,6 +21,8 @@ struct Cli {
 /// The tasks; adding one is a variant here and a file beside this one.
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Build the local images and bring up the embedded partner edge in target/demo-root (--down removes it).
+    Demo(demo::DemoArgs),
     /// Build the release: static binaries, templates, installer, checksums and the naive image.
     Release(release::ReleaseArgs),
     /// Provision the test dependencies, then run every check CI runs.
@@ -37,6 +40,7 @@ fn workspace_root() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
+        Task::Demo(args) => demo::run(args),
         Task::Release(args) => release::run(args),
         Task::Test(args) => test::run(args),
         Task::Tidy => tidy::check(&workspace_root()),

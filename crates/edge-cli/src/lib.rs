@@ -7,6 +7,10 @@
 pub mod args;
 mod cmd;
 mod exit;
+mod identity;
+mod observe;
+mod progress;
+mod rt;
 pub mod settings;
 
 use std::process::ExitCode;

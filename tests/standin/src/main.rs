@@ -44,7 +44,10 @@ fn serve() -> ExitCode {
         let Ok(stream) = stream else { continue };
         let name = name.clone();
         std::thread::spawn(move || {
-            if let Err(e) = handle(stream, healthy, &name) {
+            // A client that hangs up early (a health checker, a port probe) is not news.
+            if let Err(e) = handle(stream, healthy, &name)
+                && !matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
+            {
                 eprintln!("edge-standin: {e}");
             }
         });

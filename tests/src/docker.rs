@@ -1,0 +1,320 @@
+//! Docker provisioning for tests and the demo: the local images (the static stand-in channel
+//! server, Caddy from Debian's binary) built once and cached by a content hash, and test
+//! copies of the partner-edge stack with their own names and free ports so that deploy tests
+//! run side by side; each copy removes its containers, network and volumes when dropped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use edge_channels::image::{BuildContext, BuildRequest, Images};
+use edge_core::StackBundle;
+use sha2::Digest;
+
+/// The stand-in channel server image.
+pub const STANDIN_IMAGE: &str = "edge-standin:dev";
+/// The stand-in whose `/api/health` always answers 503.
+pub const STANDIN_UNHEALTHY_IMAGE: &str = "edge-standin:unhealthy";
+/// Caddy, packaged from the host's `/usr/bin/caddy`.
+pub const CADDY_IMAGE: &str = "edge-caddy:dev";
+/// Label holding the hash of an image's build context: an image whose label matches is reused.
+pub const CONTEXT_HASH_LABEL: &str = "edge.test.context-hash";
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The engine's version, or why `docker info` failed.
+pub fn docker_version() -> Result<String, String> {
+    match Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output() {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+        Ok(o) => Err(format!("`docker info` failed: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("the docker CLI cannot run: {e}")),
+    }
+}
+
+/// Panics with a clear message unless the Docker engine answers: tests that need it must fail
+/// loudly, never skip.
+pub fn require_docker() {
+    if let Err(e) = docker_version() {
+        panic!("this test needs the Docker engine and {e}; start dockerd (cargo xtask test does)");
+    }
+}
+
+/// Builds the static stand-in binary (`x86_64-unknown-linux-gnu`, crt-static) and returns its path.
+pub fn build_standin_binary() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let root = workspace_root();
+    let out = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--quiet", "--target", "x86_64-unknown-linux-gnu", "-p", "edge-standin"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static -C strip=symbols")
+        .output()
+        .context("cannot run cargo")?;
+    if !out.status.success() {
+        bail!("building the stand-in failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    Ok(target_dir.join("x86_64-unknown-linux-gnu/debug/edge-standin"))
+}
+
+/// Builds an image from `context` unless one tagged `tag` already carries the context's hash.
+/// Returns whether it built.
+pub async fn ensure_image(images: &Images, tag: &str, context: &BuildContext) -> anyhow::Result<bool> {
+    let hash = hex::encode(sha2::Sha256::digest(context.to_tar()?));
+    if let Ok(info) = images.inspect(tag).await
+        && info.labels.get(CONTEXT_HASH_LABEL) == Some(&hash)
+    {
+        return Ok(false);
+    }
+    let mut request = BuildRequest::new(tag);
+    request.labels.insert(CONTEXT_HASH_LABEL.to_owned(), hash);
+    images.build_image(context, &request).await.with_context(|| format!("building {tag}"))?;
+    Ok(true)
+}
+
+/// The stand-in's build context: the binary, a copy at `/usr/bin/wget` for health checks,
+/// killed at once on stop (it has no signal handling as PID 1).
+pub fn standin_context(binary: &Path, healthy: bool) -> anyhow::Result<BuildContext> {
+    let mut context = BuildContext::new();
+    let bytes = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    context.add_file("edge-standin", bytes, 0o755)?;
+    let env = if healthy { "" } else { "ENV STANDIN_HEALTH=fail\n" };
+    let dockerfile = format!(
+        "FROM scratch\nCOPY edge-standin /usr/bin/edge-standin\nCOPY edge-standin /usr/bin/wget\n{env}STOPSIGNAL SIGKILL\nEXPOSE 3080\nENTRYPOINT [\"/usr/bin/edge-standin\"]\n"
+    );
+    context.add_file("Dockerfile", dockerfile.into_bytes(), 0o644)?;
+    Ok(context)
+}
+
+/// Caddy's build context: the host's binary and the shared libraries `ldd` lists for it, at
+/// the same paths, `FROM scratch`.
+pub fn caddy_context(caddy: &Path) -> anyhow::Result<BuildContext> {
+    let mut context = BuildContext::new();
+    let mut dockerfile = String::from("FROM scratch\n");
+    context.add_file(
+        "caddy",
+        std::fs::read(caddy).with_context(|| format!("cannot read {}", caddy.display()))?,
+        0o755,
+    )?;
+    dockerfile.push_str("COPY caddy /usr/bin/caddy\n");
+    for (i, lib) in shared_libraries(caddy)?.iter().enumerate() {
+        // Symlinks are resolved: the image holds the library under the name the loader asks for.
+        let bytes = std::fs::read(lib).with_context(|| format!("cannot read {}", lib.display()))?;
+        let name = format!("lib{i}");
+        context.add_file(&name, bytes, 0o755)?;
+        dockerfile.push_str(&format!("COPY {name} {}\n", lib.display()));
+    }
+    context.add_file("empty", Vec::new(), 0o644)?;
+    for dir in ["/config", "/data", "/tmp", "/etc/caddy"] {
+        dockerfile.push_str(&format!("COPY empty {dir}/.keep\n"));
+    }
+    dockerfile.push_str("ENV XDG_CONFIG_HOME=/config XDG_DATA_HOME=/data HOME=/tmp\n");
+    dockerfile
+        .push_str("CMD [\"caddy\", \"run\", \"--config\", \"/etc/caddy/Caddyfile\", \"--adapter\", \"caddyfile\"]\n");
+    context.add_file("Dockerfile", dockerfile.into_bytes(), 0o644)?;
+    Ok(context)
+}
+
+/// The absolute library paths (and loader) `ldd` lists for a binary; empty for a static one.
+pub fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(binary).output().context("cannot run ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux-x86-64.so.2 (0x…)`.
+        let path = match line.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    Ok(libs)
+}
+
+/// Builds (or finds up to date) the stand-in images and the Caddy image.
+pub async fn ensure_local_images() -> anyhow::Result<()> {
+    let binary = tokio::task::spawn_blocking(build_standin_binary).await.context("building the stand-in")??;
+    let images = Images::connect().await?;
+    ensure_image(&images, STANDIN_IMAGE, &standin_context(&binary, true)?).await?;
+    ensure_image(&images, STANDIN_UNHEALTHY_IMAGE, &standin_context(&binary, false)?).await?;
+    ensure_image(&images, CADDY_IMAGE, &caddy_context(Path::new("/usr/bin/caddy"))?).await?;
+    Ok(())
+}
+
+/// `--images` overrides that run the partner edge on the local images.
+pub fn partner_edge_images() -> String {
+    let mut items = vec![format!("caddy={CADDY_IMAGE}")];
+    for service in ["xray", "hysteria2", "naive", "coturn", "sfu"] {
+        items.push(format!("{service}={STANDIN_IMAGE}"));
+    }
+    items.join(",")
+}
+
+/// A free loopback port (TCP), by binding port 0.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// The ports a test stack uses, all on loopback.
+#[derive(Debug, Clone, Copy)]
+pub struct StackPorts {
+    /// Caddy's admin and metrics endpoint.
+    pub admin: u16,
+    /// Caddy's site (plain HTTP).
+    pub site: u16,
+    /// xray's HTTP tunnel port.
+    pub xray: u16,
+    /// hysteria2's HTTP tunnel port.
+    pub hysteria2: u16,
+    /// naive's HTTP tunnel port.
+    pub naive: u16,
+    /// naive's SOCKS port.
+    pub naive_socks: u16,
+    /// coturn's UDP port.
+    pub coturn: u16,
+}
+
+/// A copy of the partner edge with its own stack name, container names, network, volumes and
+/// loopback ports, fast health checks (1 s), and a root dir. Dropping it removes everything
+/// it may have created on the engine.
+pub struct TestStack {
+    /// Stack name, Compose project, network and container-name prefix.
+    pub name: String,
+    /// Its ports.
+    pub ports: StackPorts,
+    dir: tempfile::TempDir,
+    root: tempfile::TempDir,
+}
+
+impl TestStack {
+    /// A partner-edge copy named `edge-it-TAG-PID`.
+    pub fn partner_edge(tag: &str) -> anyhow::Result<Self> {
+        let name = format!("edge-it-{tag}-{}", std::process::id());
+        let ports = StackPorts {
+            admin: free_port(),
+            site: free_port(),
+            xray: free_port(),
+            hysteria2: free_port(),
+            naive: free_port(),
+            naive_socks: free_port(),
+            coturn: free_port(),
+        };
+        let bundle = StackBundle::partner_edge();
+        let mut stack = bundle.stack.clone();
+        stack.stack.name = name.clone();
+        stack.stack.compose_project = name.clone();
+        stack.stack.network = name.clone();
+        let rename = |s: &str| s.replace("oxpulse-partner", &name);
+        stack.volumes = stack.volumes.iter().map(|v| rename(v)).collect();
+        for s in &mut stack.services {
+            s.container = rename(&s.container);
+            for v in &mut s.volumes {
+                v.source = rename(&v.source);
+            }
+            if let Some(h) = &mut s.healthcheck {
+                h.interval_secs = 1;
+                h.timeout_secs = 2;
+                h.retries = 2;
+            }
+            for p in &mut s.ports {
+                if p.protocol == "udp" {
+                    p.host = ports.coturn.to_string();
+                    p.host_ip = Some("127.0.0.1".to_owned());
+                }
+            }
+        }
+        let vars: BTreeMap<&str, String> = BTreeMap::from([
+            ("CADDY_ADMIN", format!("127.0.0.1:{}", ports.admin)),
+            ("CADDY_SITE", format!("http://127.0.0.1:{}", ports.site)),
+            ("CADDY_HEALTH_INTERVAL", "1s".to_owned()),
+            ("CADDY_HEALTH_TIMEOUT", "1s".to_owned()),
+            ("XRAY_HTTP_PORT", ports.xray.to_string()),
+            ("HYSTERIA2_HTTP_PORT", ports.hysteria2.to_string()),
+            ("NAIVE_HTTP_PORT", ports.naive.to_string()),
+            ("NAIVE_SOCKS_PORT", ports.naive_socks.to_string()),
+        ]);
+        for (k, v) in vars {
+            stack.variables.insert(k.to_owned(), v);
+        }
+        let dir = tempfile::Builder::new().prefix("edge-stack-").tempdir()?;
+        std::fs::create_dir_all(dir.path().join("templates"))?;
+        std::fs::write(dir.path().join("stack.toml"), stack.to_toml())?;
+        for (file, source) in bundle.template_sources() {
+            std::fs::write(dir.path().join("templates").join(file), source)?;
+        }
+        let root = tempfile::Builder::new().prefix("edge-root-").tempdir()?;
+        Ok(Self { name, ports, dir, root })
+    }
+
+    /// The stack folder (`--stack`).
+    pub fn stack_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The root prefix (`--root`).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The stack as loaded from its folder.
+    pub fn bundle(&self) -> anyhow::Result<StackBundle> {
+        Ok(StackBundle::load(self.stack_dir())?)
+    }
+
+    /// A container name of this stack, from the partner edge's (`oxpulse-partner-naive`).
+    pub fn container(&self, partner_edge_name: &str) -> String {
+        partner_edge_name.replace("oxpulse-partner", &self.name)
+    }
+
+    /// `edge_bin --root ROOT --stack DIR`, with no channel credentials inherited.
+    pub fn command(&self, edge_bin: &Path) -> Command {
+        let mut cmd = Command::new(edge_bin);
+        cmd.arg("--root").arg(self.root()).arg("--stack").arg(self.stack_dir());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HYSTERIA2_") || k.starts_with("NAIVE_") || k.starts_with("REALITY_") || k == "DOCKER_HOST"
+            {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env_remove("EDGE_ROOT").env_remove("EDGE_STACK");
+        cmd
+    }
+
+    /// Removes the stack's containers, network and volumes.
+    pub fn cleanup(&self) {
+        let label = format!("label=edge.stack={}", self.name);
+        let ids = docker_out(&["ps", "-aq", "--filter", &label]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids);
+            docker_out(&args);
+        }
+        docker_out(&["network", "rm", &self.name]);
+        if let Ok(bundle) = self.bundle() {
+            for v in &bundle.stack.volumes {
+                docker_out(&["volume", "rm", "-f", v]);
+            }
+        }
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Runs the docker CLI and returns its stdout ("" on failure).
+pub fn docker_out(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}

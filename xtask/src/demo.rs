@@ -1,0 +1,132 @@
+//! `cargo xtask demo`: the main job on a fresh machine. Builds the local images (the static
+//! stand-in channel server and Caddy from Debian's binary), installs the embedded partner edge
+//! with hysteria2 and naive credentials into `target/demo-root` on the local engine, and prints
+//! `edge status`. `--down` removes it all again.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use edge_tests::docker::{docker_version, ensure_local_images, partner_edge_images};
+
+/// Options of `cargo xtask demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Remove the demo: its containers, network, volumes and `target/demo-root`.
+    #[arg(long)]
+    down: bool,
+    /// Where the demo's /etc and /var/lib live.
+    #[arg(long, value_name = "DIR", default_value = "target/demo-root")]
+    root: PathBuf,
+    /// Caddy's site address for the demo (loopback, plain HTTP: no certificate needed).
+    #[arg(long, value_name = "ADDRESS", default_value = "http://127.0.0.1:8080")]
+    site: String,
+}
+
+/// Demo credentials of the channels; the stand-ins ignore them, the rendered configs carry them.
+const DEMO_ENV: &[(&str, &str)] = &[
+    ("HYSTERIA2_SERVER", "hy2.demo.invalid"),
+    ("HYSTERIA2_PORT", "443"),
+    ("HYSTERIA2_AUTH", "demo-hysteria2-auth"),
+    ("HYSTERIA2_OBFS", "demo-hysteria2-obfs"),
+    ("NAIVE_SERVER", "naive.demo.invalid"),
+    ("NAIVE_USERNAME", "demo"),
+    ("NAIVE_PASSWORD", "demo-naive-password"),
+];
+
+const DEMO_NODE_CONFIG: &str = r#"{
+  "reality": {
+    "server": "reality.demo.invalid",
+    "port": 443,
+    "public_key": "Z4bx4ZL8Vxd1v8z0rZzV0Xh2rKpFQ0Dk7yYjv6sVYkA",
+    "server_name": "www.example.com",
+    "short_id": "0123abcd"
+  }
+}
+"#;
+
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let root_dir = crate::workspace_root();
+    let root = if args.root.is_absolute() { args.root.clone() } else { root_dir.join(&args.root) };
+    require_docker_or_fail()?;
+    let edge = build_edge(&root_dir)?;
+    if args.down {
+        if root.exists() {
+            run_edge(&edge, &root, &["uninstall", "--yes", "--purge-volumes"], &[])?;
+            std::fs::remove_dir_all(&root).with_context(|| format!("cannot remove {}", root.display()))?;
+        }
+        eprintln!("demo removed");
+        return Ok(());
+    }
+
+    eprintln!("==> building the local images (stand-in channel server, Caddy)");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(ensure_local_images())
+        .context("building the demo images")?;
+
+    std::fs::create_dir_all(&root)?;
+    let node_config = root.join("demo-node-config.json");
+    std::fs::write(&node_config, DEMO_NODE_CONFIG)?;
+    let node_config = node_config.display().to_string();
+    let images = partner_edge_images();
+    let site = format!("CADDY_SITE={}", args.site);
+    run_edge(
+        &edge,
+        &root,
+        &[
+            "install",
+            "--partner-id",
+            "demo",
+            "--domain",
+            "demo.localhost",
+            "--manual-config",
+            &node_config,
+            "--images",
+            &images,
+            "--set",
+            &site,
+        ],
+        DEMO_ENV,
+    )?;
+    run_edge(&edge, &root, &["status"], &[])?;
+    eprintln!("try: curl -s {}/ (served by the xray stand-in through Caddy)", args.site);
+    eprintln!("remove with: cargo xtask demo --down");
+    Ok(())
+}
+
+fn require_docker_or_fail() -> anyhow::Result<()> {
+    docker_version().map(drop).map_err(|e| anyhow::anyhow!("the demo needs the Docker engine and {e}; start dockerd"))
+}
+
+/// Builds the `edge` binary and returns its path.
+fn build_edge(root: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--quiet", "-p", "edge-cli", "--bin", "edge"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building edge failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug/edge"))
+}
+
+fn run_edge(edge: &Path, root: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+    eprintln!("==> edge --root {} {}", root.display(), args.join(" "));
+    let status = Command::new(edge)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .with_context(|| format!("cannot run {}", edge.display()))?;
+    // Exit 3 is "done but degraded": the demo still stands.
+    match status.code() {
+        Some(0 | 3) => Ok(()),
+        _ => bail!("edge {} exited with {status}", args.join(" ")),
+    }
+}
