@@ -584,3 +584,21 @@ async fn a_real_alertmanager_lists_the_firing_alert_then_resolves_it() {
     assert!(matches!(r.alertmanager, Some(Ok(p)) if p.resolved == 3 && p.firing == 0), "{:?}", r.alertmanager);
     am.wait_for(Duration::from_secs(10), |a| a.is_empty()).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_bot_api_server_reads_form_bodies_as_the_legacy_curl_sends_them() {
+    let server = ChatServer::start().await.unwrap();
+    // What lib/telegram-alert-lib.sh runs: `curl -s URL -d "chat_id=$CHAT&text=$msg"`.
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", &server.telegram_url(TOKEN), "-d"])
+        .arg(format!("chat_id={CHAT}&text=[edge1] TRANSITION upstream=u0:80 healthy -> unhealthy"))
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""ok":true"#));
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].content_type, "application/x-www-form-urlencoded");
+    assert_eq!(got[0].chat_id.as_deref(), Some(CHAT));
+    assert_eq!(got[0].text.as_deref(), Some("[edge1] TRANSITION upstream=u0:80 healthy -> unhealthy"));
+}
