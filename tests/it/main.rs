@@ -1,3 +1,4 @@
 //! Workspace integration tests: one binary, one module per capability.
 
 mod alerts;
+mod render;

@@ -3,3 +3,5 @@
 pub mod alertmanager;
 pub mod telegram;
 pub mod docker;
+pub mod caddy;
+pub mod upstream;

@@ -9,7 +9,7 @@ use tera::{Context, Tera, Value};
 
 use crate::escape;
 use crate::translate::translate;
-use crate::{RenderError, Variables};
+use crate::{RenderError, Source, Variables};
 
 /// Marks an escaping filter's error so its line can be recovered from tera's error chain.
 const ESCAPE_MARK: &str = "\u{1}edge-escape:";
@@ -178,6 +178,7 @@ impl Renderer {
         override_source: Option<(&Path, &str)>,
         vars: &Variables,
     ) -> Result<String, RenderError> {
+        let vars = &self.with_config_dir(vars);
         let template = self.template(name)?;
         if let Some(channel) = template.channel.as_deref().and_then(|c| self.stack().channel(c)) {
             let missing = missing(&channel.requires, vars);
@@ -206,6 +207,7 @@ impl Renderer {
         vars: &Variables,
         forced: &BTreeMap<String, ChannelState>,
     ) -> Result<RenderedStack, RenderError> {
+        let vars = &self.with_config_dir(vars);
         let stack = self.stack();
         let unset: Vec<String> = stack.stack.required_variables.iter().filter(|v| !vars.is_set(v)).cloned().collect();
         if !unset.is_empty() {
@@ -248,6 +250,15 @@ impl Renderer {
             pool: state.pool,
             summary,
         })
+    }
+
+    /// `CONFIG_DIR` defaults to the stack's config dir, so templates and summaries can name files in it.
+    fn with_config_dir(&self, vars: &Variables) -> Variables {
+        let mut vars = vars.clone();
+        if vars.get("CONFIG_DIR").is_none() {
+            vars.set("CONFIG_DIR", &self.stack().stack.config_dir.display().to_string(), Source::Default);
+        }
+        vars
     }
 
     fn template(&self, name: &str) -> Result<&Template, RenderError> {
@@ -354,9 +365,6 @@ impl Renderer {
         for (k, v) in vars.iter() {
             ctx.insert(k, v);
         }
-        if vars.get("CONFIG_DIR").is_none() {
-            ctx.insert("CONFIG_DIR", &stack.stack.config_dir.display().to_string());
-        }
         ctx.insert(
             "stack",
             &serde_json::json!({
@@ -375,10 +383,7 @@ impl Renderer {
     /// The full context: also `channels`, `pool` and `services` (each file mount with its host `source`).
     fn context(&self, vars: &Variables, state: &Evaluated) -> Result<Context, RenderError> {
         let mut ctx = self.base_context(vars);
-        let config_dir = vars
-            .get("CONFIG_DIR")
-            .map(str::to_owned)
-            .unwrap_or_else(|| self.stack().stack.config_dir.display().to_string());
+        let config_dir = vars.get("CONFIG_DIR").unwrap_or_default();
         let mut services = Vec::new();
         for s in &state.services {
             let mut value = serde_json::to_value(s)

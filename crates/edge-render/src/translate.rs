@@ -282,6 +282,37 @@ fn section_open(filter: &str, seg: &Seg) -> String {
 
 const SECTION_CLOSE: &str = "{% endfilter %}";
 
+/// Where a block tag met inside a token-wide section goes.
+#[derive(Debug, PartialEq, Eq)]
+enum AtTag {
+    /// Inside the section (its block is nested in it, or it is not a block tag).
+    Inside,
+    /// The section closes before the tag: the tag belongs to a block opened outside it,
+    /// or it opens a block right where the token ends.
+    CloseBefore,
+}
+
+/// Keeps tera's blocks and a section properly nested; `depth` counts blocks opened inside the section.
+fn section_tag(depth: &mut usize, tag: &str, token_ends_after: bool) -> AtTag {
+    let word =
+        tag.strip_prefix("{%").map(|t| t.trim_start_matches('-').split_whitespace().next().unwrap_or("")).unwrap_or("");
+    match word {
+        "if" | "for" | "filter" | "macro" | "block" if *depth == 0 && token_ends_after => AtTag::CloseBefore,
+        "if" | "for" | "filter" | "macro" | "block" => {
+            *depth += 1;
+            AtTag::Inside
+        }
+        "elif" | "else" | "endif" | "endfor" | "endfilter" | "endmacro" | "endblock" if *depth == 0 => {
+            AtTag::CloseBefore
+        }
+        "endif" | "endfor" | "endfilter" | "endmacro" | "endblock" => {
+            *depth -= 1;
+            AtTag::Inside
+        }
+        _ => AtTag::Inside,
+    }
+}
+
 #[derive(Default)]
 struct Json {
     in_string: bool,
@@ -337,6 +368,8 @@ struct Yaml {
     escaped: bool,
     /// Whitespace held back inside a section: a plain scalar does not end with it.
     pending_ws: String,
+    /// Blocks opened inside the current section.
+    depth: usize,
 }
 
 impl Yaml {
@@ -355,6 +388,14 @@ impl Yaml {
                     if t.contains('\n') {
                         self.close_section(&mut out);
                         self.newline();
+                    } else if self.state == YamlState::Section
+                        && section_tag(&mut self.depth, t, yaml_scalar_ends_after(segments, i, self.flow))
+                            == AtTag::CloseBefore
+                    {
+                        self.close_section(&mut out);
+                        out.push(false, t);
+                        self.start = Some(out.mark());
+                        continue;
                     }
                     out.push(false, t);
                 }
@@ -376,6 +417,7 @@ impl Yaml {
 
     fn close_section(&mut self, out: &mut Out) {
         if self.state == YamlState::Section {
+            self.depth = 0;
             out.push(false, SECTION_CLOSE);
             out.push(true, &std::mem::take(&mut self.pending_ws));
             self.state = YamlState::Plain;
@@ -563,6 +605,8 @@ struct Caddy {
     /// Piece where the current bare token starts.
     start: usize,
     escaped: bool,
+    /// Blocks opened inside the current section.
+    depth: usize,
 }
 
 impl Caddy {
@@ -578,25 +622,37 @@ impl Caddy {
                 Seg::Tag(t) => {
                     if t.contains('\n') {
                         self.line_break_in_tag(&mut out);
+                    } else if self.state == CaddyState::Section {
+                        let ends = following_chars(segments, i).next().is_none_or(char::is_whitespace);
+                        if section_tag(&mut self.depth, t, ends) == AtTag::CloseBefore {
+                            self.close_section(&mut out);
+                            out.push(false, t);
+                            self.start = out.mark();
+                            self.state = CaddyState::Bare;
+                            continue;
+                        }
                     }
                     out.push(false, t);
                 }
                 Seg::Expr { .. } => self.expr(&mut out, seg, following_chars(segments, i).next()),
             }
         }
-        if self.state == CaddyState::Section {
-            out.push(false, SECTION_CLOSE);
-        }
+        self.close_section(&mut out);
         out.finish()
+    }
+
+    fn close_section(&mut self, out: &mut Out) {
+        if self.state == CaddyState::Section {
+            self.depth = 0;
+            out.push(false, SECTION_CLOSE);
+            self.state = CaddyState::Between;
+        }
     }
 
     /// A line break hidden in a tag ends a bare token and a comment.
     fn line_break_in_tag(&mut self, out: &mut Out) {
         match self.state {
-            CaddyState::Section => {
-                out.push(false, SECTION_CLOSE);
-                self.state = CaddyState::Between;
-            }
+            CaddyState::Section => self.close_section(out),
             CaddyState::Bare | CaddyState::Comment => self.state = CaddyState::Between,
             _ => {}
         }
@@ -644,8 +700,7 @@ impl Caddy {
             }
             CaddyState::Section => {
                 if c.is_whitespace() {
-                    out.push(false, SECTION_CLOSE);
-                    self.state = CaddyState::Between;
+                    self.close_section(out);
                 }
             }
         }
@@ -847,6 +902,19 @@ mod tests {
         let s = "{% filter escape_caddy_token(line=1) %}";
         check(C, "to http://{{ H }}:80 x", &format!("to {s}http://{{{{ H }}}}:80{{% endfilter %}} x"));
         check(C, "to {{ H }}:80", &format!("to {s}{{{{ H }}}}:80{{% endfilter %}}"));
+        // Sections and tera blocks stay nested.
+        check(
+            C,
+            "to a:{{ A }}{% if N %} b:{{ B }}{% endif %}\n",
+            &format!(
+                "to {s}a:{{{{ A }}}}{{% endfilter %}}{{% if N %}} {s}b:{{{{ B }}}}{{% endfilter %}}{{% endif %}}\n"
+            ),
+        );
+        check(
+            C,
+            "x {{ A }}{% if R %}:ro{% endif %} y\n",
+            &format!("x {s}{{{{ A }}}}{{% if R %}}:ro{{% endif %}}{{% endfilter %}} y\n"),
+        );
         check(
             C,
             "respond \"a {{ B }}\" `{{ C }}` # {{ D }}",

@@ -1,0 +1,167 @@
+//! A real Caddy (Debian's `/usr/bin/caddy`) on loopback for tests: run a
+//! Caddyfile, wait for the admin endpoint, read `/metrics`; killed on drop.
+//! Also `caddy validate` and `caddy adapt` on a Caddyfile's text.
+//!
+//! Caddy missing is a test failure, never a skip: `apt-get install caddy`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::upstream::http_get;
+
+/// The caddy binary: `$EDGE_TEST_CADDY`, else `caddy` on the PATH.
+pub fn caddy_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("EDGE_TEST_CADDY") {
+        return Ok(p.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("caddy"))
+        .find(|p| p.is_file())
+        .context("caddy is not installed: the tests need a real Caddy (apt-get install caddy)")
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs `caddy validate` on a Caddyfile's text; the error holds Caddy's output.
+pub fn validate(caddyfile: &str) -> anyhow::Result<()> {
+    run_on_file("validate", caddyfile).map(drop)
+}
+
+/// Runs `caddy adapt` on a Caddyfile's text and returns the JSON config.
+pub fn adapt(caddyfile: &str) -> anyhow::Result<serde_json::Value> {
+    let out = run_on_file("adapt", caddyfile)?;
+    serde_json::from_str(&out).with_context(|| format!("caddy adapt printed no JSON: {out}"))
+}
+
+fn run_on_file(verb: &str, caddyfile: &str) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("Caddyfile");
+    std::fs::write(&file, caddyfile)?;
+    let out = caddy_command(dir.path())?
+        .args([verb, "--adapter", "caddyfile", "--config"])
+        .arg(&file)
+        .output()
+        .context("cannot run caddy")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "caddy {verb} failed: {}{}\n--- Caddyfile ---\n{caddyfile}",
+            String::from_utf8_lossy(&out.stderr),
+            stdout
+        );
+    }
+    Ok(stdout)
+}
+
+/// Caddy with its data and config dirs inside `home`, so tests never touch the real ones.
+fn caddy_command(home: &Path) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(caddy_bin()?);
+    cmd.env("HOME", home).env("XDG_DATA_HOME", home.join("data")).env("XDG_CONFIG_HOME", home.join("config"));
+    Ok(cmd)
+}
+
+/// A running Caddy; killed when dropped.
+pub struct CaddyProcess {
+    child: Child,
+    admin: String,
+    dir: tempfile::TempDir,
+}
+
+impl CaddyProcess {
+    /// Runs `caddyfile`, whose global `admin` option must be `admin` (e.g. `127.0.0.1:PORT`),
+    /// and waits up to 15 s for the admin endpoint to answer.
+    pub fn start(caddyfile: &str, admin: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("Caddyfile");
+        std::fs::write(&file, caddyfile)?;
+        let log = std::fs::File::create(dir.path().join("caddy.log"))?;
+        let child = caddy_command(dir.path())?
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start caddy")?;
+        let mut caddy = Self { child, admin: admin.to_owned(), dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = caddy.child.try_wait()? {
+                bail!("caddy exited ({status}) before its admin endpoint answered:\n{}", caddy.log());
+            }
+            if http_get(&caddy.admin, "/config/").is_ok_and(|r| r.status == 200) {
+                return Ok(caddy);
+            }
+            if Instant::now() > deadline {
+                bail!("caddy's admin endpoint {} did not answer within 15 s:\n{}", caddy.admin, caddy.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The admin endpoint, `HOST:PORT`.
+    pub fn admin(&self) -> &str {
+        &self.admin
+    }
+
+    /// The text of `GET /metrics` on the admin endpoint.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let r = http_get(&self.admin, "/metrics")?;
+        if r.status != 200 {
+            bail!("GET http://{}/metrics answered {}", self.admin, r.status);
+        }
+        Ok(r.body)
+    }
+
+    /// `caddy_reverse_proxy_upstreams_healthy` samples: (upstream, value), in the order Caddy printed them.
+    pub fn upstreams_healthy(&self) -> anyhow::Result<Vec<(String, f64)>> {
+        Ok(self
+            .metrics()?
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("caddy_reverse_proxy_upstreams_healthy{upstream=\"")?;
+                let (upstream, value) = rest.split_once("\"} ")?;
+                Some((upstream.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// Waits until `check` accepts the upstream samples (Caddy refreshes them every 10 s).
+    pub fn wait_upstreams(
+        &self,
+        timeout: Duration,
+        check: impl Fn(&[(String, f64)]) -> bool,
+    ) -> anyhow::Result<Vec<(String, f64)>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let samples = self.upstreams_healthy()?;
+            if check(&samples) {
+                return Ok(samples);
+            }
+            if Instant::now() > deadline {
+                bail!("upstream health metric still {samples:?} after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Caddy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for CaddyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
