@@ -1,4 +1,5 @@
 //! Workspace integration tests: one binary, one module per capability.
 
 mod alerts;
+mod deploy;
 mod render;

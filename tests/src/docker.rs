@@ -287,9 +287,17 @@ impl TestStack {
 
     /// Removes the stack's containers, network and volumes.
     pub fn cleanup(&self) {
-        let label = format!("label=edge.stack={}", self.name);
-        let ids = docker_out(&["ps", "-aq", "--filter", &label]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
+        // Containers made by edge carry the stack label; those made by docker-compose only the project's.
+        let mut ids = docker_out(&["ps", "-aq", "--filter", &format!("label=edge.stack={}", self.name)]);
+        ids.push_str(&docker_out(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.name),
+        ]));
+        let mut ids: Vec<&str> = ids.split_whitespace().collect();
+        ids.sort_unstable();
+        ids.dedup();
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];
             args.extend(ids);

@@ -1,0 +1,458 @@
+//! `edge install`, `status`, `healthcheck` and `uninstall` against the real Docker engine, on
+//! the local images (static stand-in channel servers, Caddy from Debian's binary).
+//!
+//! Each test deploys its own copy of the partner edge (`TestStack`: own stack name, container
+//! names, network, volumes and loopback ports, 1 s health checks), so the tests run side by
+//! side and never touch a real install or the demo. The images are built once per run and
+//! reused across runs while their build context is unchanged.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Output;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use edge_tests::docker::{
+    STANDIN_UNHEALTHY_IMAGE, TestStack, docker_out, ensure_local_images, partner_edge_images, require_docker,
+};
+
+const EDGE: &str = env!("CARGO_BIN_EXE_edge-it");
+
+const NODE_CONFIG: &str = r#"{"reality": {"server": "reality.test.invalid", "port": 443,
+  "public_key": "Z4bx4ZL8Vxd1v8z0rZzV0Xh2rKpFQ0Dk7yYjv6sVYkA", "server_name": "www.example.com", "short_id": "0123abcd"}}"#;
+
+const HY2: &[(&str, &str)] = &[
+    ("HYSTERIA2_SERVER", "hy2.test.invalid"),
+    ("HYSTERIA2_PORT", "443"),
+    ("HYSTERIA2_AUTH", "hy2-auth-3c5d9e1f"),
+    ("HYSTERIA2_OBFS", "hy2-obfs-77aa01b2"),
+];
+
+fn naive(password: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("NAIVE_SERVER", "naive.test.invalid".to_owned()),
+        ("NAIVE_USERNAME", "naive-user".to_owned()),
+        ("NAIVE_PASSWORD", password.to_owned()),
+    ]
+}
+
+/// Docker answers and the local images exist (built once per test run).
+fn provision() {
+    require_docker();
+    static IMAGES: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = IMAGES.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+        runtime.block_on(ensure_local_images()).map_err(|e| format!("{e:#}"))
+    });
+    if let Err(e) = built {
+        panic!("cannot build the local test images: {e}");
+    }
+}
+
+/// Runs `edge` on the test stack; the environment holds only the given credentials.
+fn edge(stack: &TestStack, args: &[&str], env: &[(&str, String)]) -> Output {
+    let started = Instant::now();
+    let out = stack.command(Path::new(EDGE)).args(args).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).output();
+    let out = out.expect("the edge binary runs");
+    eprintln!(
+        "edge {} -> {} in {:.1}s\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status,
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn install(stack: &TestStack, extra: &[&str], env: &[(&str, String)]) -> Output {
+    let node_config = stack.root().join("node-config.input.json");
+    std::fs::write(&node_config, NODE_CONFIG).expect("write node config");
+    let node_config = node_config.display().to_string();
+    let images = partner_edge_images();
+    let mut args =
+        vec!["install", "--partner-id", "acme", "--domain", "edge.test.invalid", "--manual-config", &node_config];
+    let has_images = extra.contains(&"--images");
+    if !has_images {
+        args.extend(["--images", &images]);
+    }
+    args.extend(extra);
+    args.extend(["--health-timeout", "40s"]);
+    edge(stack, &args, env)
+}
+
+fn all_channels() -> Vec<(&'static str, String)> {
+    let mut env: Vec<(&str, String)> = HY2.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    env.extend(naive("naive-pass-91f2c4d8"));
+    env
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Container ids of the stack, by name.
+fn container_ids(stack: &TestStack) -> BTreeMap<String, String> {
+    let text = docker_out(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label=edge.stack={}", stack.name),
+        "--format",
+        "{{.Names}} {{.ID}}",
+    ]);
+    text.lines().filter_map(|l| l.split_once(' ')).map(|(n, id)| (n.to_owned(), id.to_owned())).collect()
+}
+
+fn inspect(name: &str) -> serde_json::Value {
+    let text = docker_out(&["inspect", name]);
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    all.get(0).cloned().unwrap_or(serde_json::Value::Null)
+}
+
+fn paths(stack: &TestStack) -> edge_core::Paths {
+    let bundle = stack.bundle().expect("stack loads");
+    edge_core::Paths::new(Some(stack.root()), &bundle.stack.stack)
+}
+
+fn status_file(stack: &TestStack) -> String {
+    let path = paths(stack).channels_status();
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn config_file(stack: &TestStack, name: &str) -> std::path::PathBuf {
+    paths(stack).config_file(name)
+}
+
+/// A plain HTTP GET on loopback: status and body.
+fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    let rest = url.trim_start_matches("http://");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = std::net::TcpStream::connect(authority)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let path = if path.is_empty() { "/" } else { path };
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Upstream health series in Caddy's metrics, once every expected one is healthy (or after 30 s).
+fn pool_health(stack: &TestStack, expected: &[u16]) -> BTreeMap<String, edge_core::UpstreamHealth> {
+    let url = format!("http://127.0.0.1:{}/metrics", stack.ports.admin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health =
+            http_get(&url).map(|(_, body)| edge_alerts::UpstreamMetrics::parse(&body).health).unwrap_or_default();
+        let all_healthy =
+            expected.iter().all(|p| health.get(&format!("127.0.0.1:{p}")) == Some(&edge_core::UpstreamHealth::Healthy));
+        if all_healthy || Instant::now() > deadline {
+            return health;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn install_reconciles_instead_of_recreating() {
+    provision();
+    let stack = TestStack::partner_edge("reconcile").unwrap();
+    let p = stack.ports;
+
+    // Fresh install of the default stack: every channel configured.
+    let out = install(&stack, &[], &all_channels());
+    assert_eq!(code(&out), Some(0), "fresh install succeeds");
+    assert!(stdout(&out).lines().last().unwrap_or_default().starts_with("done in "), "ends with a done line");
+    assert!(stderr(&out).contains("waiting for"), "progress is visible during waits");
+    assert_eq!(status_file(&stack), "xray=active\nawg=active\nhysteria2=active\nnaive=active\n");
+    let ids = container_ids(&stack);
+    for c in ["xray", "hy2", "naive", "caddy", "coturn", "sfu"] {
+        let name = stack.container(&format!("oxpulse-partner-{c}"));
+        let state = &inspect(&name)["State"];
+        assert_eq!(state["Status"], "running", "{name} runs");
+        if ["xray", "hy2", "naive"].contains(&c) {
+            assert_eq!(state["Health"]["Status"], "healthy", "{name} is healthy");
+        }
+        let labels = &inspect(&name)["Config"]["Labels"];
+        assert_eq!(labels["com.docker.compose.project"], stack.name.as_str());
+        assert!(labels["edge.spec-hash"].as_str().is_some_and(|h| h.len() == 64));
+    }
+    let health = pool_health(&stack, &[p.xray, p.hysteria2, p.naive]);
+    assert_eq!(health.len(), 3, "one series per active channel: {health:?}");
+    assert!(health.values().all(|h| *h == edge_core::UpstreamHealth::Healthy), "{health:?}");
+    let (status, body) = http_get(&format!("http://127.0.0.1:{}/through-caddy", p.site)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("x-channel-tag: xray"), "the request reached xray's stand-in: {body}");
+    let xray_id = &ids[&stack.container("oxpulse-partner-xray")];
+    assert!(body.starts_with(&format!("standin {}", &xray_id[..12])), "{body}");
+
+    // No secret reaches docker inspect: not the channel credentials, not the identity.
+    let mut inspected = String::new();
+    for name in ids.keys() {
+        inspected.push_str(&docker_out(&["inspect", name]));
+    }
+    let identity = std::fs::read_to_string(config_file(&stack, "reality.priv")).unwrap();
+    let token = std::fs::read_to_string(config_file(&stack, "token")).unwrap();
+    for (_, secret) in
+        all_channels().iter().filter(|(k, _)| k.ends_with("AUTH") || k.ends_with("OBFS") || k.ends_with("PASSWORD"))
+    {
+        assert!(!inspected.contains(secret.as_str()), "{secret} leaks into docker inspect");
+    }
+    assert!(!inspected.contains(identity.trim()) && !inspected.contains(token.trim()));
+    let naive_conf = config_file(&stack, "naive-client.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&naive_conf).unwrap().permissions().mode() & 0o777, 0o600);
+    let mounts = inspect(&stack.container("oxpulse-partner-naive"))["Mounts"].clone();
+    let mount = mounts.as_array().unwrap().iter().find(|m| m["Destination"] == "/etc/naive/config.json").unwrap();
+    assert_eq!(mount["RW"], false, "client configs are mounted read-only");
+
+    // Status and healthcheck see it all.
+    let out = edge(&stack, &["status", "--json"], &[]);
+    assert_eq!(code(&out), Some(0));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for c in seen["channels"].as_array().unwrap() {
+        assert_eq!(c["state"], "active", "{c}");
+        if c["id"] != "awg" {
+            assert_eq!(c["upstream_health"], "healthy", "{c}");
+            assert_eq!(c["containers"][0]["health"], "healthy", "{c}");
+        }
+    }
+    let out = edge(&stack, &["healthcheck"], &[]);
+    assert_eq!(code(&out), Some(0), "healthcheck is green after install");
+
+    // Re-run: nothing is recreated.
+    let out = install(&stack, &[], &all_channels());
+    assert_eq!(code(&out), Some(0));
+    assert!(stdout(&out).contains("no changes"), "the re-run reports no changes");
+    assert_eq!(container_ids(&stack), ids, "no container was recreated");
+
+    // A dry run with naive's new credentials plans exactly one recreation and changes nothing.
+    let mut changed = all_channels();
+    changed.retain(|(k, _)| *k != "NAIVE_PASSWORD");
+    changed.push(("NAIVE_PASSWORD", "another-pass-5e6f".to_owned()));
+    let out = install(&stack, &["--dry-run", "--json"], &changed);
+    assert_eq!(code(&out), Some(0));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let naive_name = stack.container("oxpulse-partner-naive");
+    for entry in plan["plan"].as_array().unwrap() {
+        let expected = if entry["container"] == naive_name.as_str() { "recreate" } else { "keep" };
+        assert_eq!(entry["action"], expected, "{entry}");
+    }
+    assert_eq!(container_ids(&stack), ids, "a dry run changes nothing");
+
+    // Changing naive's credentials recreates the naive container only.
+    let out = install(&stack, &[], &changed);
+    assert_eq!(code(&out), Some(0));
+    let after = container_ids(&stack);
+    for (name, id) in &ids {
+        if *name == naive_name {
+            assert_ne!(&after[name], id, "naive was recreated");
+        } else {
+            assert_eq!(&after[name], id, "{name} was left alone");
+        }
+    }
+
+    // Unsetting hysteria2's credentials removes its container and its upstream.
+    let mut without_hy2 = changed.clone();
+    without_hy2.retain(|(k, _)| !k.starts_with("HYSTERIA2_"));
+    let out = install(&stack, &[], &without_hy2);
+    assert_eq!(code(&out), Some(0));
+    let hy2 = stack.container("oxpulse-partner-hy2");
+    let now = container_ids(&stack);
+    assert!(!now.contains_key(&hy2), "the hysteria2 container is removed");
+    assert_eq!(now[&naive_name], after[&naive_name]);
+    assert_eq!(now[&stack.container("oxpulse-partner-xray")], after[&stack.container("oxpulse-partner-xray")]);
+    assert_eq!(status_file(&stack), "xray=active\nawg=active\nhysteria2=skipped\nnaive=active\n");
+    let caddyfile = std::fs::read_to_string(config_file(&stack, "Caddyfile")).unwrap();
+    assert!(!caddyfile.contains(&format!("127.0.0.1:{}", p.hysteria2)), "its upstream left the Caddyfile");
+    assert!(!config_file(&stack, "hysteria2-client.yaml").exists(), "its stale client config is gone");
+    let health = pool_health(&stack, &[p.xray, p.naive]);
+    assert!(health.keys().all(|u| *u != format!("127.0.0.1:{}", p.hysteria2)), "{health:?}");
+    let out = edge(&stack, &["healthcheck", "--json"], &[]);
+    assert_eq!(code(&out), Some(0), "healthcheck is green with a skipped channel");
+}
+
+#[test]
+fn uninstall_and_restore_keep_the_identity_and_the_volumes() {
+    provision();
+    let stack = TestStack::partner_edge("restore").unwrap();
+    let out = install(&stack, &[], &[]);
+    assert_eq!(code(&out), Some(0));
+    let bundle = stack.bundle().unwrap();
+    let identity = ["reality.priv", "reality.pub", "reality.uuid", "awg-private.key", "awg-public.key", "token"];
+    let before: Vec<Vec<u8>> = identity.iter().map(|f| std::fs::read(config_file(&stack, f)).unwrap()).collect();
+
+    // Data in a named volume.
+    let volume = bundle.stack.volumes.iter().find(|v| v.ends_with("sfu-data")).unwrap().clone();
+    let mountpoint = docker_out(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
+    let marker = Path::new(mountpoint.trim()).join("marker");
+    std::fs::write(&marker, b"keep me").unwrap();
+
+    let out = edge(&stack, &["uninstall"], &[]);
+    assert_eq!(code(&out), Some(2), "uninstall wants --yes");
+    let out = edge(&stack, &["uninstall", "--yes", "--keep-backups", "--json"], &[]);
+    assert_eq!(code(&out), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(container_ids(&stack).is_empty(), "every container is gone");
+    assert!(!config_file(&stack, "reality.priv").exists(), "the identity left the config dir");
+    assert!(report["volumes_kept"].as_array().unwrap().iter().any(|v| v == volume.as_str()));
+    let backup = report["backup"].as_str().unwrap().to_owned();
+    assert!(Path::new(&backup).join("install.env").is_file());
+
+    let out = install(&stack, &["--restore-from", &backup], &[]);
+    assert_eq!(code(&out), Some(0));
+    let after: Vec<Vec<u8>> = identity.iter().map(|f| std::fs::read(config_file(&stack, f)).unwrap()).collect();
+    assert_eq!(before, after, "the identity files are back byte-identical");
+    assert_eq!(std::fs::read(&marker).unwrap(), b"keep me", "the volume's data survived");
+    assert_eq!(code(&edge(&stack, &["healthcheck"], &[])), Some(0));
+
+    // --purge-volumes takes the data too.
+    let out = edge(&stack, &["uninstall", "--yes", "--purge-volumes"], &[]);
+    assert_eq!(code(&out), Some(0));
+    assert!(docker_out(&["volume", "ls", "-q", "--filter", &format!("name={volume}")]).trim().is_empty());
+}
+
+#[test]
+fn an_optional_channel_that_never_becomes_healthy_leaves_the_pool() {
+    provision();
+    let stack = TestStack::partner_edge("optfail").unwrap();
+    let images = format!("{},naive={STANDIN_UNHEALTHY_IMAGE}", partner_edge_images());
+    let out = install(&stack, &["--images", &images], &naive("naive-pass-0b1c"));
+    assert_eq!(code(&out), Some(3), "done, but degraded");
+    assert!(stdout(&out).contains("failed and out of the pool: naive"), "{}", stdout(&out));
+    assert_eq!(status_file(&stack), "xray=active\nawg=active\nhysteria2=skipped\nnaive=failed_at_runtime\n");
+    let caddyfile = std::fs::read_to_string(config_file(&stack, "Caddyfile")).unwrap();
+    assert!(!caddyfile.contains(&format!("127.0.0.1:{}", stack.ports.naive)), "naive left the pool");
+    assert!(caddyfile.contains(&format!("127.0.0.1:{}", stack.ports.xray)));
+    // The failed container stays for `docker logs`; the rest serves.
+    assert_eq!(inspect(&stack.container("oxpulse-partner-naive"))["State"]["Health"]["Status"], "unhealthy");
+    let (status, body) = http_get(&format!("http://127.0.0.1:{}/", stack.ports.site)).unwrap();
+    assert!(status == 200 && body.contains("x-channel-tag: xray"), "{status} {body}");
+    assert_eq!(code(&edge(&stack, &["healthcheck"], &[])), Some(0), "every active channel is healthy");
+}
+
+#[test]
+fn a_required_channel_that_never_becomes_healthy_fails_the_install() {
+    provision();
+    let stack = TestStack::partner_edge("reqfail").unwrap();
+    let images = format!("{},xray={STANDIN_UNHEALTHY_IMAGE}", partner_edge_images());
+    let out = install(&stack, &["--images", &images], &[]);
+    assert_eq!(code(&out), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("error: install failed: required channel xray is failed_at_runtime"), "{err}");
+    assert!(err.contains("unhealthy") && err.contains("run edge install again"), "says what to do: {err}");
+    assert!(status_file(&stack).starts_with("xray=failed_at_runtime\n"));
+}
+
+#[test]
+fn an_unreachable_engine_is_a_clear_error_and_nothing_is_written() {
+    let stack = TestStack::partner_edge("noengine").unwrap();
+    let out = install(&stack, &[], &[("DOCKER_HOST", "unix:///nonexistent/edge-test/docker.sock".to_owned())]);
+    assert_eq!(code(&out), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot reach the docker engine at unix:///nonexistent/edge-test/docker.sock")
+            && err.contains("is dockerd running"),
+        "{err}"
+    );
+    let written: Vec<_> = walk(stack.root()).into_iter().filter(|p| !p.ends_with("node-config.input.json")).collect();
+    assert!(written.is_empty(), "nothing written: {written:?}");
+}
+
+#[test]
+fn a_dry_run_on_a_fresh_host_plans_creations_and_writes_nothing() {
+    provision();
+    let stack = TestStack::partner_edge("dryrun").unwrap();
+    let out = install(&stack, &["--dry-run"], &naive("naive-pass-77"));
+    assert_eq!(code(&out), Some(0));
+    let text = stdout(&out);
+    for c in ["xray", "naive", "caddy", "coturn", "sfu"] {
+        assert!(text.contains(&format!("create   {}", stack.container(&format!("oxpulse-partner-{c}")))), "{text}");
+    }
+    assert!(!text.contains("oxpulse-partner-hy2") && !text.contains(&stack.container("oxpulse-partner-hy2")));
+    assert!(container_ids(&stack).is_empty());
+    let written: Vec<_> = walk(stack.root()).into_iter().filter(|p| !p.ends_with("node-config.input.json")).collect();
+    assert!(written.is_empty(), "nothing written: {written:?}");
+}
+
+/// Timings of `edge install` (fresh, then a no-op re-run) next to `docker-compose up -d` on the
+/// rendered compose file of the same stack and images, in one run.
+#[test]
+fn timings_next_to_docker_compose() {
+    provision();
+    let stack = TestStack::partner_edge("timing").unwrap();
+    let started = Instant::now();
+    assert_eq!(code(&install(&stack, &[], &all_channels())), Some(0));
+    let fresh = started.elapsed();
+    let started = Instant::now();
+    assert_eq!(code(&install(&stack, &[], &all_channels())), Some(0));
+    let noop = started.elapsed();
+
+    // Same stack through docker-compose: edge's containers and network go, the rendered files stay.
+    let compose_file = config_file(&stack, "docker-compose.yml");
+    let ids: Vec<String> = container_ids(&stack).into_values().collect();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    docker_out(&rm);
+    docker_out(&["network", "rm", &stack.name]);
+    let compose = |args: &[&str]| {
+        let started = Instant::now();
+        let out = std::process::Command::new("docker-compose")
+            .arg("-f")
+            .arg(&compose_file)
+            .args(["-p", &stack.name])
+            .args(args)
+            .output()
+            .expect("docker-compose runs (apt-get install docker-compose)");
+        assert!(out.status.success(), "docker-compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        started.elapsed()
+    };
+    let compose_fresh = compose(&["up", "-d"]);
+    let until_healthy = {
+        let started = Instant::now();
+        let channels: Vec<String> =
+            ["xray", "hy2", "naive"].iter().map(|c| stack.container(&format!("oxpulse-partner-{c}"))).collect();
+        while !channels.iter().all(|c| inspect(c)["State"]["Health"]["Status"] == "healthy") {
+            assert!(started.elapsed() < Duration::from_secs(60), "compose's channels never became healthy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        compose_fresh + started.elapsed()
+    };
+    let compose_noop = compose(&["up", "-d"]);
+    eprintln!(
+        "TIMINGS (6 containers, 1 s health checks): edge install fresh {:.1}s (healthy, pool checked), \
+         edge install no-op {:.2}s; docker-compose up -d fresh {:.1}s ({:.1}s until the channels are healthy), \
+         docker-compose up -d no-op {:.2}s",
+        fresh.as_secs_f64(),
+        noop.as_secs_f64(),
+        compose_fresh.as_secs_f64(),
+        until_healthy.as_secs_f64(),
+        compose_noop.as_secs_f64()
+    );
+    assert!(noop < fresh, "a no-op re-run is faster than a fresh install");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
