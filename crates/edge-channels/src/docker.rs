@@ -415,6 +415,18 @@ mod tests {
         check("garbage", false);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn api_version_parsing_never_panics(text in proptest::prelude::any::<String>()) {
+            let _ = api_at_least(&text, MIN_API_VERSION);
+        }
+
+        #[test]
+        fn api_versions_order_like_numbers(a in 0u32..5, b in 0u32..100) {
+            proptest::prop_assert_eq!(api_at_least(&format!("{a}.{b}"), (1, 41)), (a, b) >= (1, 41));
+        }
+    }
+
     #[test]
     fn restart_policies() {
         let check = |text: &str, name: RestartPolicyNameEnum, count: Option<i64>| {

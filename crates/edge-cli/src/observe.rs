@@ -289,6 +289,18 @@ mod tests {
         assert_eq!(decode_pool("garbage,,a=b"), vec![("a".to_owned(), "b".to_owned())]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_pool_of_plain_names_round_trips(pool in proptest::collection::vec(("[a-z0-9_-]{1,12}", "[a-z0-9.:\\[\\]-]{1,30}"), 0..6)) {
+            proptest::prop_assert_eq!(decode_pool(&encode_pool(&pool)), pool);
+        }
+
+        #[test]
+        fn decoding_never_panics(text in proptest::prelude::any::<String>()) {
+            let _ = decode_pool(&text);
+        }
+    }
+
     #[test]
     fn the_default_pool_follows_the_status_file() {
         let stack = Stack::partner_edge();

@@ -59,7 +59,7 @@ impl Progress {
             Event::Creating { name } => self.line(&format!("    creating {name}")),
             Event::Starting { name } => self.line(&format!("    starting {name}")),
             Event::Waiting { name, state, waited } => self.waiting(&name, &state, waited),
-            Event::Ready { name } => self.done(&name, "healthy", true),
+            Event::Ready { name } => self.done(&name, "ready", true),
             Event::Failed { name, reason } => self.done(&name, &format!("FAILED: {reason}"), false),
         }
     }
