@@ -311,7 +311,8 @@ fn uninstall_and_restore_keep_the_identity_and_the_volumes() {
     let backup = report["backup"].as_str().unwrap().to_owned();
     assert!(Path::new(&backup).join("install.env").is_file());
 
-    let out = install(&stack, &["--restore-from", &backup], &[]);
+    // Without --images: the backup's install.env says which images the stack ran on.
+    let out = edge(&stack, &["install", "--restore-from", &backup, "--health-timeout", "40s"], &[]);
     assert_eq!(code(&out), Some(0));
     let after: Vec<Vec<u8>> = identity.iter().map(|f| std::fs::read(config_file(&stack, f)).unwrap()).collect();
     assert_eq!(before, after, "the identity files are back byte-identical");

@@ -43,9 +43,13 @@ pub(crate) fn run(settings: &Settings, args: InstallArgs) -> anyhow::Result<Exit
         None => None,
     };
     let paths = Paths::new(root.as_deref(), &stack.stack);
-    // Without --images, a re-run keeps the images the last install used.
+    // Without --images, a re-run (or a restore) keeps the images the last install used.
+    let recorded = match &args.restore_from {
+        Some(backup) if backup.join("install.env").is_file() => backup.join("install.env"),
+        _ => paths.install_env(),
+    };
     if args.images.is_empty()
-        && let Ok(env) = EnvFile::load(&paths.install_env())
+        && let Ok(env) = EnvFile::load(&recorded)
         && let Some(images) = env.get("IMAGES")
     {
         let items: Vec<String> = images.split(',').map(str::to_owned).collect();
