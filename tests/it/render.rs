@@ -74,6 +74,14 @@ fn rendered_caddyfiles_pass_caddy_validate() {
             assert_eq!(whole.file("caddy").unwrap().contents, text, "{what}: the set and the single render differ");
         }
     }
+    // No active channel at all (xray failed at runtime, the others without credentials).
+    let forced = BTreeMap::from([("xray".to_owned(), edge_core::ChannelState::FailedAtRuntime)]);
+    let empty = renderer.render_stack(&vars(&bundle, "caddy.env", &[], &[]), &forced).unwrap();
+    assert!(empty.pool.is_empty());
+    let text = &empty.file("caddy").unwrap().contents;
+    assert!(text.contains("respond \"no active channel\" 503") && !text.contains("reverse_proxy"), "{text}");
+    caddy::validate(text).unwrap();
+
     let app = app_stack();
     let text = Renderer::new(&app).render_template("caddy", None, &app_vars(&app)).unwrap();
     caddy::validate(&text).unwrap();
@@ -88,6 +96,11 @@ fn the_pool_and_metrics_are_what_caddy_runs() {
     let server = &config["apps"]["http"]["servers"]["srv0"];
     assert_eq!(server["metrics"], serde_json::json!({}));
     let json = config.to_string();
+    // Caddy 2.6 has no health_passes/health_fails: they are rendered only when the image is newer.
+    assert!(!text.contains("\thealth_passes") && !text.contains("\thealth_fails"), "{text}");
+    let newer = vars(&bundle, "full.env", &[], &[("CADDY_HEALTH_COUNTS", "1".to_owned())]);
+    let text_newer = Renderer::new(&bundle).render_template("caddy", None, &newer).unwrap();
+    assert!(text_newer.contains("\t\thealth_passes 2\n\t\thealth_fails 3\n"), "{text_newer}");
     for needle in [
         r#""dial":"127.0.0.1:3081"},{"dial":"127.0.0.1:3082"},{"dial":"127.0.0.1:3083"}"#,
         r#""selection_policy":{"policy":"first"}"#,

@@ -33,21 +33,34 @@ pub(crate) fn variables(settings: &Settings, flags: &VariableArgs) -> anyhow::Re
     let stack = &settings.bundle.stack;
     let mut vars = Variables::new(&stack.variables);
     let node_config = settings.paths.config_file("node-config.json");
-    if node_config.exists() {
-        let text =
-            std::fs::read_to_string(&node_config).with_context(|| format!("cannot read {}", node_config.display()))?;
-        let pairs = edge_core::flatten_node_config(&text, &node_config).map_err(|e| UsageError(e.to_string()))?;
-        vars = vars.with_layer(Source::NodeConfig, pairs);
+    match std::fs::read_to_string(&node_config) {
+        Ok(text) => {
+            let pairs = edge_core::flatten_node_config(&text, &node_config).map_err(|e| UsageError(e.to_string()))?;
+            vars = vars.with_layer(Source::NodeConfig, pairs);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // The config dir is root's (0700): an operator may render without it.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!("not reading {}: {e}", node_config.display());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", node_config.display())),
     }
-    let secrets = edge_render::read_secrets(settings.paths.config_dir(), &stack.secrets)?;
-    vars = vars.with_layer(Source::Secret, secrets);
+    match edge_render::read_secrets(settings.paths.config_dir(), &stack.secrets) {
+        Ok(secrets) => vars = vars.with_layer(Source::Secret, secrets),
+        Err(edge_core::CoreError::Read { path, source }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!("not reading identity file {}: {source}", path.display());
+        }
+        Err(e) => return Err(e.into()),
+    }
     if let Some(path) = &flags.fixture {
         let text = std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("cannot read the fixture {}: {e}", path.display())))?;
         let pairs = edge_render::parse_fixture(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
         vars = vars.with_layer(Source::Fixture, pairs);
     }
-    vars = vars.with_layer(Source::Environment, std::env::vars());
+    // Non-UTF-8 entries cannot be template values: skipped rather than a panic.
+    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    vars = vars.with_layer(Source::Environment, env);
     let mut set = Vec::new();
     for pair in &flags.set {
         let (k, v) = pair
