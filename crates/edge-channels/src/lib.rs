@@ -39,6 +39,7 @@
 
 mod deploy;
 pub mod docker;
+pub mod events;
 mod engine;
 mod error;
 #[cfg(test)]

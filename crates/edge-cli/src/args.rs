@@ -197,12 +197,22 @@ pub struct AlertTestArgs {
 
 /// Watch the front proxy's upstream health and alert on every transition.
 #[derive(Debug, Parser)]
-#[command(name = "edge-watchdog", version)]
+#[command(
+    name = "edge-watchdog",
+    version,
+    after_help = "Environment (the legacy names): OXPULSE_METRICS_SRC (metrics URL or file), STATE_DIR (state dir, as is), \
+OXPULSE_TG_WEBHOOK, TG_TOKEN, OXPULSE_TG_CHAT (or TG_CHAT), OXPULSE_TG_API_FALLBACK, OXPULSE_TG_MIN_INTERVAL, \
+OXPULSE_TG_STATE_DIR, OXPULSE_ALERTMANAGER_URL, OXPULSE_ALERT_BREAKER_TICKS.\n\n\
+Exit codes: 0 done (alerts delivered, or held by the rate limit to go out together later); \
+1 failure (e.g. a state file cannot be written); 2 bad arguments or environment; \
+3 degraded: alerts could not be delivered (every transport failed: they wait in the outbox for the next run) \
+or no transport is configured."
+)]
 pub struct WatchdogArgs {
     /// Options every command takes.
     #[command(flatten)]
     pub global: GlobalArgs,
-    /// Run one tick and exit (for a systemd timer).
+    /// Run one tick and exit, for a systemd timer (the default without --interval).
     #[arg(long, conflicts_with = "interval")]
     pub once: bool,
     /// Run as a daemon, ticking at this interval and following Docker events between ticks.

@@ -1,0 +1,153 @@
+//! Keeping `channels-status.env` true at runtime: a pool channel is `failed_at_runtime` while
+//! its upstream is unhealthy or one of its containers is down, and `active` again once the
+//! front proxy sees its upstream healthy (and no container of it is down).
+//!
+//! Only channels of the front proxy's pool flip: a channel out of the pool (skipped, failed
+//! at render, or failed during install) stays as install left it, because `active` means
+//! "in the pool" and only a new install puts it back there.
+
+use edge_core::{ChannelState, ChannelsStatus, UpstreamHealth};
+use serde::Serialize;
+
+/// One pool channel and its dial address (from `install.env`'s `POOL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PoolChannel {
+    pub(crate) channel: String,
+    pub(crate) upstream: String,
+}
+
+/// A state change made to `channels-status.env`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct ChannelChange {
+    pub(crate) channel: String,
+    pub(crate) from: ChannelState,
+    pub(crate) to: ChannelState,
+    pub(crate) reason: String,
+}
+
+/// Whether a pool channel is watched: its state is one the watchdog owns (or not recorded).
+pub(crate) fn watched(status: &ChannelsStatus, channel: &str) -> bool {
+    matches!(status.get(channel), None | Some(ChannelState::Active | ChannelState::FailedAtRuntime))
+}
+
+/// Applies the evidence to `status`; returns what changed.
+///
+/// `health` is the upstream's health in the metrics (`None`: unknown, metrics unreadable or
+/// no series); `down` says why a container of the channel is down, if one is.
+pub(crate) fn reconcile(
+    status: &mut ChannelsStatus,
+    pool: &[PoolChannel],
+    health: impl Fn(&str) -> Option<UpstreamHealth>,
+    down: impl Fn(&str) -> Option<String>,
+) -> Vec<ChannelChange> {
+    let mut changes = Vec::new();
+    for member in pool {
+        if !watched(status, &member.channel) {
+            continue;
+        }
+        let current = status.get(&member.channel).unwrap_or(ChannelState::Active);
+        let (target, reason) = match (down(&member.channel), health(&member.upstream)) {
+            (Some(reason), _) => (ChannelState::FailedAtRuntime, reason),
+            (None, Some(UpstreamHealth::Unhealthy)) => {
+                (ChannelState::FailedAtRuntime, format!("upstream {} unhealthy", member.upstream))
+            }
+            (None, Some(UpstreamHealth::Healthy)) => {
+                (ChannelState::Active, format!("upstream {} healthy", member.upstream))
+            }
+            // Unknown: nothing to go on, keep what the file says.
+            (None, None) => continue,
+        };
+        if target != current || status.get(&member.channel).is_none() {
+            status.set(&member.channel, target);
+            if target != current {
+                changes.push(ChannelChange { channel: member.channel.clone(), from: current, to: target, reason });
+            }
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> Vec<PoolChannel> {
+        [("xray", "u1"), ("naive", "u3")]
+            .iter()
+            .map(|(c, u)| PoolChannel { channel: (*c).into(), upstream: (*u).into() })
+            .collect()
+    }
+
+    /// `health`: (upstream, healthy?) pairs; `down`: channels with a container down.
+    fn check(status: &str, health: &[(&str, bool)], down: &[&str], expected_status: &str, expected_changes: &[&str]) {
+        let mut s = ChannelsStatus::parse(status).unwrap();
+        let changes = reconcile(
+            &mut s,
+            &pool(),
+            |u| {
+                health
+                    .iter()
+                    .find(|(n, _)| *n == u)
+                    .map(|(_, h)| if *h { UpstreamHealth::Healthy } else { UpstreamHealth::Unhealthy })
+            },
+            |c| down.contains(&c).then(|| format!("container of {c} exited")),
+        );
+        assert_eq!(s.to_string(), expected_status);
+        let got: Vec<String> = changes.iter().map(|c| format!("{} {}->{}", c.channel, c.from, c.to)).collect();
+        assert_eq!(got, expected_changes);
+    }
+
+    #[test]
+    fn the_status_file_follows_the_evidence() {
+        let all = "xray=active\nawg=active\nhysteria2=skipped\nnaive=active\n";
+        // Healthy: nothing changes.
+        check(all, &[("u1", true), ("u3", true)], &[], all, &[]);
+        // An unhealthy upstream fails its channel.
+        check(
+            all,
+            &[("u1", true), ("u3", false)],
+            &[],
+            "xray=active\nawg=active\nhysteria2=skipped\nnaive=failed_at_runtime\n",
+            &["naive active->failed_at_runtime"],
+        );
+        // A dead container fails its channel even while the proxy still says healthy.
+        check(
+            all,
+            &[("u1", true), ("u3", true)],
+            &["naive"],
+            "xray=active\nawg=active\nhysteria2=skipped\nnaive=failed_at_runtime\n",
+            &["naive active->failed_at_runtime"],
+        );
+        // Recovery needs the proxy's word.
+        let failed = "xray=active\nnaive=failed_at_runtime\n";
+        check(failed, &[("u1", true)], &[], failed, &[]);
+        check(
+            failed,
+            &[("u1", true), ("u3", true)],
+            &[],
+            "xray=active\nnaive=active\n",
+            &["naive failed_at_runtime->active"],
+        );
+        check(failed, &[("u3", true)], &["naive"], failed, &[]);
+    }
+
+    #[test]
+    fn channels_out_of_the_pool_are_left_alone() {
+        let s = "xray=active\nnaive=failed_at_render\n";
+        check(s, &[("u1", true), ("u3", true)], &[], s, &[]);
+        let s = "xray=active\nnaive=skipped\n";
+        check(s, &[("u3", false)], &["naive"], s, &[]);
+    }
+
+    #[test]
+    fn an_unlisted_pool_channel_is_recorded() {
+        check("xray=active\n", &[("u3", true)], &[], "xray=active\nnaive=active\n", &[]);
+        check(
+            "xray=active\n",
+            &[("u3", false)],
+            &[],
+            "xray=active\nnaive=failed_at_runtime\n",
+            &["naive active->failed_at_runtime"],
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! `edge-watchdog --interval D`: ticks at the interval and, between ticks, follows the Docker
+//! engine's events for the stack's containers, so that a channel container that dies or turns
+//! unhealthy is reported within seconds instead of after the front proxy's health checks and
+//! the next tick. SIGTERM or SIGINT ends it between two steps (never in the middle of a tick).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use edge_alerts::{Report, Severity};
+use edge_channels::events::{ContainerAction, ContainerEvent, ContainerEvents, FollowOptions, WatchItem};
+use edge_channels::{DockerEngine, Engine, HealthStatus, LABEL_COMPOSE_PROJECT};
+use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{TickOutcome, Watchdog, delivered, report_lines};
+use crate::ExitStatus;
+
+/// A container the daemon knows to be down.
+#[derive(Debug, Clone)]
+struct Down {
+    channel: Option<String>,
+    reason: String,
+}
+
+/// What the daemon knows between ticks.
+struct Daemon {
+    watchdog: Watchdog,
+    json: bool,
+    /// Down containers by name.
+    down: BTreeMap<String, Down>,
+    engine: Option<DockerEngine>,
+    last: Option<ExitStatus>,
+}
+
+/// One container event as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct EventLine<'a> {
+    container: &'a str,
+    channel: Option<&'a str>,
+    alert: &'a str,
+    delivered: Vec<super::DeliveredOutcome>,
+    held: usize,
+    undelivered: usize,
+    channel_change: Option<super::ChannelChange>,
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub(crate) async fn run(watchdog: Watchdog, interval: Duration, json: bool) -> anyhow::Result<ExitStatus> {
+    let project = watchdog.stack().stack.compose_project.clone();
+    let mut events = ContainerEvents::follow(FollowOptions::label(LABEL_COMPOSE_PROJECT, &project));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut daemon = Daemon { watchdog, json, down: BTreeMap::new(), engine: None, last: None };
+    daemon.resync(false).await;
+    tracing::info!("watching every {interval:?} and following the docker events of project {project}");
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => daemon.tick().await,
+            item = events.next() => match item {
+                Some(WatchItem::Event(event)) => daemon.event(event).await,
+                Some(WatchItem::Connected { endpoint, reconnected }) => {
+                    tracing::info!("following docker events of project {project} at {endpoint}");
+                    if reconnected {
+                        daemon.resync(true).await;
+                    }
+                }
+                Some(WatchItem::Lost { endpoint, reason, retry_in }) => {
+                    daemon.engine = None;
+                    tracing::warn!("lost the docker engine at {endpoint}: {reason}; retrying in {retry_in:?}");
+                }
+                None => {
+                    tracing::warn!("the docker event watcher stopped; restarting it");
+                    events = ContainerEvents::follow(FollowOptions::label(LABEL_COMPOSE_PROJECT, &project));
+                }
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping");
+    Ok(daemon.last.unwrap_or(ExitStatus::Success))
+}
+
+impl Daemon {
+    async fn tick(&mut self) {
+        let down: BTreeMap<String, String> =
+            self.down.values().filter_map(|d| Some((d.channel.clone()?, d.reason.clone()))).collect();
+        match self.watchdog.tick(&down).await {
+            Ok(outcome) => {
+                self.last = Some(outcome.exit_status());
+                self.print_tick(&outcome);
+            }
+            Err(e) => tracing::error!("tick failed: {e:#}"),
+        }
+    }
+
+    fn print_tick(&self, outcome: &TickOutcome) {
+        if self.json {
+            match serde_json::to_string(outcome) {
+                Ok(line) => println!("{line}"),
+                Err(e) => tracing::error!("{e}"),
+            }
+        } else {
+            for line in outcome.lines() {
+                println!("{line}");
+            }
+        }
+    }
+
+    /// Looks at the pool's containers: at start silently, after a lost engine as events.
+    async fn resync(&mut self, report: bool) {
+        let seen = self.watchdog.look_at_containers().await;
+        if report {
+            let recovered: Vec<String> = self.down.keys().filter(|n| !seen.contains_key(*n)).cloned().collect();
+            for name in recovered {
+                self.mark_up(&name, "running again (seen after the docker engine came back)").await;
+            }
+            for (name, (channel, reason)) in seen {
+                self.mark_down(&name, Some(channel), &format!("{reason} (seen after the docker engine came back)"))
+                    .await;
+            }
+        } else {
+            self.down = seen
+                .into_iter()
+                .map(|(name, (channel, reason))| (name, Down { channel: Some(channel), reason }))
+                .collect();
+        }
+    }
+
+    fn channel_of(&self, event: &ContainerEvent) -> Option<String> {
+        event.channel.clone().or_else(|| {
+            self.watchdog.stack().services.iter().find(|s| s.container == event.name).and_then(|s| s.channel.clone())
+        })
+    }
+
+    async fn event(&mut self, event: ContainerEvent) {
+        tracing::debug!(container = %event.name, action = ?event.action, "docker event");
+        let channel = self.channel_of(&event);
+        let name = event.name.as_str();
+        match &event.action {
+            ContainerAction::Die { exit_code } => {
+                let reason = match exit_code {
+                    Some(code) => format!("died (exit code {code})"),
+                    None => "died".to_owned(),
+                };
+                self.mark_down(name, channel, &reason).await;
+            }
+            ContainerAction::Health(HealthStatus::Unhealthy) => {
+                self.mark_down(name, channel, "turned unhealthy (engine health check)").await;
+            }
+            // With a health check it is up only once that passes.
+            ContainerAction::Start if !self.has_health_check(name).await => {
+                self.mark_up(name, "running again").await;
+            }
+            ContainerAction::Health(HealthStatus::Healthy) => {
+                self.mark_up(name, "healthy again").await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the container runs an engine health check (then it is up only once that passes).
+    async fn has_health_check(&mut self, name: &str) -> bool {
+        if self.engine.is_none() {
+            self.engine = DockerEngine::connect().await.ok();
+        }
+        let Some(engine) = &self.engine else { return false };
+        match engine.inspect_container(name).await {
+            Ok(Some(c)) => c.health != HealthStatus::None,
+            _ => false,
+        }
+    }
+
+    async fn mark_down(&mut self, name: &str, channel: Option<String>, reason: &str) {
+        if self.down.contains_key(name) {
+            return;
+        }
+        self.down
+            .insert(name.to_owned(), Down { channel: channel.clone(), reason: format!("container {name} {reason}") });
+        let text = format!("CONTAINER {name}{} {reason}", describe(channel.as_deref()));
+        let change = match &channel {
+            Some(c) => match self.watchdog.fail_channel(c, &format!("container {name} {reason}")) {
+                Ok(change) => change,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    None
+                }
+            },
+            None => None,
+        };
+        self.alert(Severity::Warning, name, channel.as_deref(), &text, change).await;
+    }
+
+    async fn mark_up(&mut self, name: &str, what: &str) {
+        let Some(was) = self.down.remove(name) else { return };
+        let text = format!("CONTAINER {name}{} {what}", describe(was.channel.as_deref()));
+        self.alert(Severity::Info, name, was.channel.as_deref(), &text, None).await;
+    }
+
+    async fn alert(
+        &mut self,
+        severity: Severity,
+        name: &str,
+        channel: Option<&str>,
+        text: &str,
+        change: Option<super::ChannelChange>,
+    ) {
+        let report: Report = match self.watchdog.notify(severity, text).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot queue the alert {text:?}: {e:#}");
+                return;
+            }
+        };
+        self.last = Some(super::exit_status(Some(report.status())));
+        let delivered = delivered(&report);
+        if self.json {
+            let line = EventLine {
+                container: name,
+                channel,
+                alert: text,
+                delivered,
+                held: report.held,
+                undelivered: report.undelivered,
+                channel_change: change,
+            };
+            match serde_json::to_string(&line) {
+                Ok(l) => println!("{l}"),
+                Err(e) => tracing::error!("{e}"),
+            }
+        } else {
+            println!("alert: {text}");
+            if let Some(c) = change {
+                println!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason);
+            }
+            let pairs: Vec<(&str, usize)> = delivered.iter().map(|d| (d.transport, d.events)).collect();
+            for line in report_lines(&pairs, report.held, report.undelivered, Some(report.status())) {
+                println!("{line}");
+            }
+        }
+    }
+}
+
+fn describe(channel: Option<&str>) -> String {
+    channel.map(|c| format!(" (channel {c})")).unwrap_or_default()
+}

@@ -1,0 +1,432 @@
+//! What `edge-watchdog` does on each tick: read the front proxy's metrics, hand them to
+//! edge-alerts (transitions, outbox, delivery), keep `channels-status.env` true, and write
+//! the textfile metrics. [`daemon`] adds the Docker engine's events between ticks.
+//!
+//! Two modes, chosen per tick from the state dir:
+//! - **stack**: `install.env` records the front proxy's pool (`POOL`); the watched upstreams
+//!   are the pool's whose channel is `active` or `failed_at_runtime` (failed ones too, so
+//!   their recovery is seen), and their channels flip between those two states;
+//! - **legacy**: no `install.env` (a node set up by the bash installer): every upstream series
+//!   on the metrics page is watched, as `oxpulse-channels-health-report.sh` does.
+//!
+//! The legacy environment is honoured: `OXPULSE_METRICS_SRC` (URL or file), `STATE_DIR`
+//! (the state dir, taken as is, above `--root`), `OXPULSE_TG_*`, `TG_TOKEN`, `TG_CHAT`.
+
+pub(crate) mod channels;
+pub(crate) mod daemon;
+pub(crate) mod textfile;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use edge_alerts::{AlertConfig, Alerter, MetricsSource, Observation, PoolMember, Report, TickStatus};
+use edge_channels::{DockerEngine, Engine};
+use edge_core::{ChannelsStatus, EnvFile, Paths, Stack, UpstreamHealth};
+use serde::Serialize;
+
+use crate::observe::{KEY_METRICS_URL, KEY_POOL, decode_pool};
+use crate::settings::Settings;
+use crate::{ExitStatus, UsageError};
+use channels::{ChannelChange, PoolChannel};
+use textfile::{Counters, Snapshot, Textfile, UpstreamSample};
+
+/// How long the `--once` look at the channel containers may take before it is skipped.
+const ENGINE_LOOK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The watchdog: alerter, where the files are, and what it has seen.
+pub(crate) struct Watchdog {
+    alerter: Alerter,
+    paths: Paths,
+    stack: Stack,
+    textfile: Option<Textfile>,
+    snapshot: Snapshot,
+}
+
+/// What one tick found and did (`--json` prints it).
+#[derive(Debug, Serialize)]
+pub(crate) struct TickOutcome {
+    /// `quiet`, `delivered`, `held`, `undelivered` or `no_transport`.
+    pub(crate) status: &'static str,
+    /// `stack` or `legacy`.
+    pub(crate) mode: &'static str,
+    pub(crate) metrics: MetricsOutcome,
+    pub(crate) pool: Vec<PoolOutcome>,
+    /// Alert texts detected by this tick.
+    pub(crate) events: Vec<String>,
+    pub(crate) delivered: Vec<DeliveredOutcome>,
+    pub(crate) held: usize,
+    pub(crate) undelivered: usize,
+    pub(crate) errors: Vec<String>,
+    pub(crate) channel_changes: Vec<ChannelChange>,
+    pub(crate) duration_ms: f64,
+    #[serde(skip)]
+    tick_status: Option<TickStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct MetricsOutcome {
+    pub(crate) source: String,
+    pub(crate) reachable: bool,
+    pub(crate) error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct PoolOutcome {
+    pub(crate) channel: Option<String>,
+    pub(crate) upstream: String,
+    /// `healthy`, `unhealthy` or `unknown`.
+    pub(crate) health: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct DeliveredOutcome {
+    pub(crate) transport: &'static str,
+    pub(crate) events: usize,
+}
+
+/// The watched pool, as the state dir says now.
+struct PoolView {
+    /// `None`: legacy mode.
+    members: Option<Vec<PoolChannel>>,
+    /// `None` when the file does not parse (then it is not rewritten).
+    status: Option<ChannelsStatus>,
+}
+
+fn word(status: TickStatus) -> &'static str {
+    match status {
+        TickStatus::Quiet => "quiet",
+        TickStatus::Delivered => "delivered",
+        TickStatus::Held => "held",
+        TickStatus::Undelivered => "undelivered",
+        TickStatus::NoTransport => "no_transport",
+    }
+}
+
+/// The exit status a run ends with: 3 while alerts could not be delivered.
+pub(crate) fn exit_status(status: Option<TickStatus>) -> ExitStatus {
+    match status {
+        Some(TickStatus::Undelivered | TickStatus::NoTransport) => ExitStatus::Degraded,
+        _ => ExitStatus::Success,
+    }
+}
+
+impl TickOutcome {
+    pub(crate) fn exit_status(&self) -> ExitStatus {
+        exit_status(self.tick_status)
+    }
+
+    /// Lines for a person (nothing when the tick was quiet).
+    pub(crate) fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.events.iter().map(|e| format!("alert: {e}")).collect();
+        for c in &self.channel_changes {
+            out.push(format!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason));
+        }
+        out.extend(report_lines(
+            &self.delivered.iter().map(|d| (d.transport, d.events)).collect::<Vec<_>>(),
+            self.held,
+            self.undelivered,
+            self.tick_status,
+        ));
+        out
+    }
+}
+
+/// What a delivery did, in words.
+pub(crate) fn report_lines(
+    delivered: &[(&str, usize)],
+    held: usize,
+    undelivered: usize,
+    status: Option<TickStatus>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (transport, events) in delivered {
+        out.push(format!("delivered {events} event{} via {transport}", plural(*events)));
+    }
+    if undelivered > 0 {
+        out.push(format!(
+            "{undelivered} event{} undelivered: every transport failed; kept in the outbox for the next run",
+            plural(undelivered)
+        ));
+    }
+    if held > 0 {
+        out.push(format!(
+            "{held} event{} held in the outbox (rate-limit window or circuit breaker); they go out together later",
+            plural(held)
+        ));
+    }
+    if status == Some(TickStatus::NoTransport) {
+        out.push(
+            "no alert transport is configured: set OXPULSE_TG_WEBHOOK, or TG_TOKEN and OXPULSE_TG_CHAT".to_owned(),
+        );
+    }
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The node's paths; `STATE_DIR` (legacy) replaces the state dir as given.
+pub(crate) fn effective_paths(settings: &Settings, lookup: &dyn Fn(&str) -> Option<String>) -> Paths {
+    match lookup("STATE_DIR").filter(|v| !v.is_empty()) {
+        None => settings.paths.clone(),
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            let dir =
+                if dir.is_absolute() { dir } else { std::env::current_dir().map(|cwd| cwd.join(&dir)).unwrap_or(dir) };
+            let mut meta = settings.bundle.stack.stack.clone();
+            meta.state_dir = dir;
+            Paths::new(None, &meta)
+        }
+    }
+}
+
+/// The alert configuration of this node: the legacy variables, and the metrics source
+/// `install.env` recorded (or the stack's `CADDY_ADMIN`) unless `OXPULSE_METRICS_SRC` says.
+pub(crate) fn alert_config(
+    settings: &Settings,
+    paths: &Paths,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<AlertConfig> {
+    let mut config = AlertConfig::from_env(paths, lookup).map_err(|e| UsageError(e.to_string()))?;
+    if lookup("OXPULSE_METRICS_SRC").is_none_or(|v| v.is_empty()) {
+        let recorded = EnvFile::load(&paths.install_env()).ok().and_then(|e| e.get(KEY_METRICS_URL).map(str::to_owned));
+        let default = edge_render::Variables::new(&settings.bundle.stack.variables)
+            .get("CADDY_ADMIN")
+            .filter(|a| !a.is_empty())
+            .map(|a| format!("http://{a}/metrics"));
+        if let Some(url) = recorded.or(default) {
+            config.metrics = MetricsSource::parse(&url);
+        }
+    }
+    Ok(config)
+}
+
+impl Watchdog {
+    /// The watchdog of the node `settings` names, configured through `lookup` (the environment).
+    pub(crate) fn new(
+        settings: &Settings,
+        textfile: Option<PathBuf>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let paths = effective_paths(settings, lookup);
+        let config = alert_config(settings, &paths, lookup)?;
+        let alerter = Alerter::new(config).context("cannot set up alert delivery")?;
+        let textfile = textfile.map(Textfile::new);
+        let counters = textfile.as_ref().map(Textfile::load_counters).unwrap_or_default();
+        let snapshot = Snapshot { counters, ..Snapshot::default() };
+        Ok(Self { alerter, paths, stack: settings.bundle.stack.clone(), textfile, snapshot })
+    }
+
+    pub(crate) fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    fn pool(&self) -> PoolView {
+        let install = EnvFile::load(&self.paths.install_env()).ok();
+        let members = install.as_ref().and_then(|env| env.get(KEY_POOL)).map(|text| {
+            decode_pool(text).into_iter().map(|(channel, upstream)| PoolChannel { channel, upstream }).collect()
+        });
+        let status = match ChannelsStatus::load(&self.paths.channels_status()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("{e}; channel states are not updated");
+                None
+            }
+        };
+        PoolView { members, status }
+    }
+
+    /// Pool channels of the stack whose containers the engine says are down, with why.
+    /// An engine that cannot be reached says nothing.
+    pub(crate) async fn look_at_containers(&self) -> BTreeMap<String, (String, String)> {
+        let PoolView { members: Some(members), .. } = self.pool() else { return BTreeMap::new() };
+        let names: Vec<(String, String)> = members
+            .iter()
+            .flat_map(|m| self.stack.services_of(&m.channel).map(|s| (s.container.clone(), m.channel.clone())))
+            .collect();
+        if names.is_empty() {
+            return BTreeMap::new();
+        }
+        let look = async {
+            let engine = match DockerEngine::connect().await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::debug!("container states unknown: {e}");
+                    return BTreeMap::new();
+                }
+            };
+            let mut down = BTreeMap::new();
+            for (name, channel) in names {
+                match engine.inspect_container(&name).await {
+                    Ok(Some(c)) if !c.is_ready() => {
+                        let reason = match (c.status, c.health) {
+                            (edge_channels::ContainerStatus::Running, h) => format!("container {name} is {h}"),
+                            (s, _) => format!("container {name} is {s}"),
+                        };
+                        down.insert(name, (channel, reason));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        down.insert(name.clone(), (channel, format!("container {name} is missing")));
+                    }
+                    Err(e) => tracing::debug!("{e}"),
+                }
+            }
+            down
+        };
+        tokio::time::timeout(ENGINE_LOOK_TIMEOUT, look).await.unwrap_or_else(|_| {
+            tracing::debug!("the docker engine did not answer within {ENGINE_LOOK_TIMEOUT:?}");
+            BTreeMap::new()
+        })
+    }
+
+    /// One tick. `down` maps a channel to why one of its containers is down.
+    pub(crate) async fn tick(&mut self, down: &BTreeMap<String, String>) -> anyhow::Result<TickOutcome> {
+        let started = Instant::now();
+        let view = self.pool();
+        let legacy = view.members.is_none();
+        let watched: Vec<PoolChannel> = match (&view.members, &view.status) {
+            (Some(members), Some(status)) => {
+                members.iter().filter(|m| channels::watched(status, &m.channel)).cloned().collect()
+            }
+            (Some(members), None) => members.clone(),
+            (None, _) => Vec::new(),
+        };
+        let pool: Vec<PoolMember> = watched.iter().map(|m| PoolMember::new(&m.upstream, &m.channel)).collect();
+
+        let observation = self.alerter.observe().await;
+        let report = self.alerter.process(observation.clone(), &pool).await?;
+
+        let (source, health, error) = match &observation {
+            Observation::Metrics { source, metrics } => (source.clone(), Some(&metrics.health), None),
+            Observation::Unreachable { source, reason } => (source.clone(), None, Some(reason.clone())),
+        };
+        let health_of = |u: &str| health.and_then(|h| h.get(u).copied());
+
+        let mut changes = Vec::new();
+        if let (false, Some(mut status)) = (legacy, view.status) {
+            let members = view.members.as_deref().unwrap_or_default();
+            let before = status.clone();
+            changes = channels::reconcile(&mut status, members, health_of, |c| down.get(c).cloned());
+            if status != before {
+                status.save(&self.paths.channels_status()).context("cannot update channels-status.env")?;
+            }
+            for c in &changes {
+                tracing::warn!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason);
+            }
+            self.snapshot.channels = watched
+                .iter()
+                .map(|m| (m.channel.clone(), status.get(&m.channel) == Some(edge_core::ChannelState::Active)))
+                .collect();
+        }
+
+        // The upstreams shown: the pool's, or in legacy mode every series on the page.
+        let shown: Vec<(Option<String>, String)> = if legacy {
+            health.map(|h| h.keys().map(|u| (None, u.clone())).collect()).unwrap_or_default()
+        } else {
+            watched.iter().map(|m| (Some(m.channel.clone()), m.upstream.clone())).collect()
+        };
+        let pool_out: Vec<PoolOutcome> = shown
+            .iter()
+            .map(|(channel, upstream)| PoolOutcome {
+                channel: channel.clone(),
+                upstream: upstream.clone(),
+                health: match health_of(upstream) {
+                    Some(UpstreamHealth::Healthy) => "healthy",
+                    Some(UpstreamHealth::Unhealthy) => "unhealthy",
+                    None => "unknown",
+                },
+            })
+            .collect();
+        self.snapshot.upstreams = shown
+            .into_iter()
+            .map(|(channel, upstream)| UpstreamSample {
+                healthy: health_of(&upstream).map(|h| h == UpstreamHealth::Healthy),
+                channel: channel.unwrap_or_default(),
+                upstream,
+            })
+            .collect();
+        self.snapshot.metrics_up = error.is_none();
+        let elapsed = started.elapsed();
+        self.snapshot.last_tick_seconds = elapsed.as_secs_f64();
+        self.snapshot.last_tick_timestamp = now_secs();
+        self.count(&report, false);
+        self.write_textfile();
+
+        let host = &self.alerter.config().host;
+        Ok(TickOutcome {
+            status: word(report.status()),
+            mode: if legacy { "legacy" } else { "stack" },
+            metrics: MetricsOutcome { source, reachable: error.is_none(), error },
+            pool: pool_out,
+            events: report.events.iter().map(|e| e.text(host)).collect(),
+            delivered: delivered(&report),
+            held: report.held,
+            undelivered: report.undelivered,
+            errors: report.errors.iter().map(ToString::to_string).collect(),
+            channel_changes: changes,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            tick_status: Some(report.status()),
+        })
+    }
+
+    /// Sends a notice (a container event) through the same limiter and outbox.
+    pub(crate) async fn notify(&mut self, severity: edge_alerts::Severity, text: &str) -> anyhow::Result<Report> {
+        let report = self.alerter.notify(severity, text).await?;
+        self.count(&report, true);
+        self.write_textfile();
+        Ok(report)
+    }
+
+    /// Marks a pool channel `failed_at_runtime` at once (a container of it died).
+    pub(crate) fn fail_channel(&mut self, channel: &str, reason: &str) -> anyhow::Result<Option<ChannelChange>> {
+        let view = self.pool();
+        let (Some(members), Some(mut status)) = (view.members, view.status) else { return Ok(None) };
+        let Some(member) = members.into_iter().find(|m| m.channel == channel) else { return Ok(None) };
+        let changes = channels::reconcile(&mut status, &[member], |_| None, |_| Some(reason.to_owned()));
+        if let Some(change) = changes.into_iter().next() {
+            status.save(&self.paths.channels_status()).context("cannot update channels-status.env")?;
+            tracing::warn!("channel {}: {} -> {} ({})", change.channel, change.from, change.to, change.reason);
+            if let Some(entry) = self.snapshot.channels.iter_mut().find(|(c, _)| c == channel) {
+                entry.1 = false;
+            }
+            self.write_textfile();
+            return Ok(Some(change));
+        }
+        Ok(None)
+    }
+
+    fn count(&mut self, report: &Report, container_event: bool) {
+        let c: &mut Counters = &mut self.snapshot.counters;
+        for d in &report.delivered {
+            *c.sent.entry(d.transport.as_str().to_owned()).or_insert(0) += 1;
+            if d.events > 1 {
+                c.coalesced += d.events as u64;
+            }
+        }
+        c.failures += report.errors.len() as u64;
+        if container_event {
+            c.container_events += 1;
+        }
+        self.snapshot.queued = report.held + report.undelivered;
+    }
+
+    fn write_textfile(&self) {
+        if let Some(t) = &self.textfile
+            && let Err(e) = t.write(&self.snapshot)
+        {
+            tracing::warn!("{e:#}");
+        }
+    }
+}
+
+pub(crate) fn delivered(report: &Report) -> Vec<DeliveredOutcome> {
+    report.delivered.iter().map(|d| DeliveredOutcome { transport: d.transport.as_str(), events: d.events }).collect()
+}
