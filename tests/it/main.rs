@@ -3,3 +3,4 @@
 mod alerts;
 mod deploy;
 mod render;
+mod watchdog;

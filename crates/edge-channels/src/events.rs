@@ -8,6 +8,7 @@
 //! outage loses nothing the engine kept. No bollard type leaves this module.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
@@ -121,6 +122,8 @@ pub struct FollowOptions {
     pub backoff_min: Duration,
     /// Longest wait before reconnecting.
     pub backoff_max: Duration,
+    /// The engine's unix socket; `None`: the engine `DOCKER_HOST` names (the local socket by default).
+    pub socket: Option<PathBuf>,
 }
 
 impl FollowOptions {
@@ -130,6 +133,7 @@ impl FollowOptions {
             label: (key.to_owned(), value.to_owned()),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
+            socket: None,
         }
     }
 }
@@ -142,8 +146,7 @@ pub struct ContainerEvents {
 }
 
 impl ContainerEvents {
-    /// Starts following; must be called inside a tokio runtime. Connects to the engine
-    /// `DOCKER_HOST` names (the local socket by default).
+    /// Starts following; must be called inside a tokio runtime.
     pub fn follow(options: FollowOptions) -> Self {
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(watch(options, tx));
@@ -162,11 +165,14 @@ impl Drop for ContainerEvents {
     }
 }
 
-fn endpoint() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
+fn endpoint(options: &FollowOptions) -> String {
+    match &options.socket {
+        Some(path) => format!("unix://{}", path.display()),
+        None => std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned()),
+    }
 }
 
 fn now_nanos() -> i64 {
@@ -178,13 +184,17 @@ fn since_arg(nanos: i64) -> String {
     format!("{}.{:09}", nanos.div_euclid(1_000_000_000), nanos.rem_euclid(1_000_000_000))
 }
 
-async fn connect() -> Result<Docker, String> {
-    Docker::connect_with_defaults().map_err(|e| e.to_string())?.negotiate_version().await.map_err(|e| e.to_string())
+async fn connect(options: &FollowOptions) -> Result<Docker, String> {
+    let docker = match &options.socket {
+        Some(path) => Docker::connect_with_unix(&path.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION),
+        None => Docker::connect_with_defaults(),
+    };
+    docker.map_err(|e| e.to_string())?.negotiate_version().await.map_err(|e| e.to_string())
 }
 
 /// The watch loop: subscribe, forward, and on failure wait and subscribe again from the last event seen.
 async fn watch(options: FollowOptions, tx: mpsc::Sender<WatchItem>) {
-    let endpoint = endpoint();
+    let endpoint = endpoint(&options);
     // Events from just before the start count: a container that dies while we connect is not missed.
     let mut last_seen = now_nanos() - 1_000_000_000;
     let mut backoff = options.backoff_min;
@@ -194,7 +204,7 @@ async fn watch(options: FollowOptions, tx: mpsc::Sender<WatchItem>) {
         ("label".to_owned(), vec![format!("{}={}", options.label.0, options.label.1)]),
     ]);
     loop {
-        let reason = match connect().await {
+        let reason = match connect(&options).await {
             Err(reason) => reason,
             Ok(docker) => {
                 let query = EventsOptionsBuilder::new().since(&since_arg(last_seen)).filters(&filters).build();
@@ -316,5 +326,127 @@ mod tests {
     fn since_has_nanoseconds() {
         assert_eq!(since_arg(5_000_000_001), "5.000000001");
         assert_eq!(since_arg(0), "0.000000000");
+    }
+
+    /// A stand-in engine on a unix socket: `/version`, and `/events` serving the scripted
+    /// lines of each connection in turn, then closing it (as a restarting engine does) or holding it open.
+    async fn fake_engine(
+        listener: tokio::net::UnixListener,
+        scripts: Vec<(Vec<String>, bool)>,
+        queries: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut scripts = scripts.into_iter();
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let target = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+            if target.contains("/version") {
+                let body = r#"{"ApiVersion":"1.41","Version":"20.10.24"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                continue;
+            }
+            queries.lock().unwrap().push(target);
+            let Some((lines, close)) = scripts.next() else { return };
+            let mut answer =
+                String::from("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n");
+            for l in lines {
+                answer.push_str(&l);
+                answer.push('\n');
+            }
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.flush().await;
+            if !close {
+                held.push(stream);
+            }
+        }
+    }
+
+    fn event_line(action: &str, name: &str, nanos: i64) -> String {
+        serde_json::json!({
+            "Type": "container",
+            "Action": action,
+            "Actor": {"ID": name, "Attributes": {"name": name, "edge.channel": "naive"}},
+            "time": nanos / 1_000_000_000,
+            "timeNano": nanos,
+        })
+        .to_string()
+    }
+
+    async fn next(events: &mut ContainerEvents) -> WatchItem {
+        tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn it_backs_off_reconnects_from_the_last_event_and_drops_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("engine.sock");
+        let mut options = FollowOptions::label("com.docker.compose.project", "p");
+        options.backoff_min = Duration::from_millis(20);
+        options.backoff_max = Duration::from_millis(50);
+        options.socket = Some(socket.clone());
+        let mut events = ContainerEvents::follow(options);
+
+        // No engine yet: lost, with a growing wait up to the maximum.
+        let waits: Vec<Duration> = {
+            let mut waits = Vec::new();
+            for _ in 0..3 {
+                match next(&mut events).await {
+                    WatchItem::Lost { retry_in, .. } => waits.push(retry_in),
+                    other => panic!("{other:?}"),
+                }
+            }
+            waits
+        };
+        assert_eq!(waits, [Duration::from_millis(20), Duration::from_millis(40), Duration::from_millis(50)]);
+
+        // The engine comes up, sends two events and restarts; then replays one and sends a new one.
+        let t = now_nanos();
+        let queries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let scripts = vec![
+            (vec![event_line("die", "a", t + 1), event_line("start", "a", t + 2)], true),
+            (vec![event_line("start", "a", t + 2), event_line("health_status: unhealthy", "a", t + 3)], false),
+        ];
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(fake_engine(listener, scripts, queries.clone()));
+
+        let mut seen = Vec::new();
+        while seen.len() < 6 {
+            match next(&mut events).await {
+                // Attempts that failed before the socket existed may still be reported.
+                WatchItem::Lost { .. } if seen.is_empty() => {}
+                WatchItem::Connected { reconnected, .. } => seen.push(format!("connected reconnected={reconnected}")),
+                WatchItem::Event(e) => seen.push(format!("{} {:?}", e.name, e.action)),
+                WatchItem::Lost { .. } => seen.push("lost".to_owned()),
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                "connected reconnected=true",
+                "a Die { exit_code: None }",
+                "a Start",
+                "lost",
+                "connected reconnected=true",
+                "a Health(Unhealthy)",
+            ]
+        );
+        let queries = queries.lock().unwrap().clone();
+        assert_eq!(queries.len(), 2, "{queries:?}");
+        assert!(queries[1].contains(&format!("since={}", since_arg(t + 2))), "{queries:?}");
+        assert!(queries[0].contains("filters="), "{queries:?}");
     }
 }
