@@ -2,5 +2,6 @@
 
 mod alerts;
 mod deploy;
+mod release;
 mod render;
 mod watchdog;
