@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod release;
 mod test;
@@ -21,6 +22,8 @@ struct Cli {
 /// The tasks; adding one is a variant here and a file beside this one.
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Time `edge-watchdog --once` against the legacy bash watchdog on generated metrics pages.
+    Bench(bench::BenchArgs),
     /// Build the local images and bring up the embedded partner edge in target/demo-root (--down removes it).
     Demo(demo::DemoArgs),
     /// Build the release: static binaries, templates, installer, checksums and the naive image.
@@ -40,6 +43,7 @@ fn workspace_root() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
+        Task::Bench(args) => bench::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Release(args) => release::run(args),
         Task::Test(args) => test::run(args),

@@ -15,6 +15,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("prometheus-alertmanager", "prometheus-alertmanager"),
     ("docker-compose", "docker-compose"),
     ("dockerd", "docker.io"),
+    ("/usr/bin/time", "time"),
 ];
 
 /// Options of `cargo xtask test`.
@@ -77,7 +78,11 @@ fn provision() -> anyhow::Result<()> {
         eprintln!("==> installing {}", missing.join(" "));
         let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
         run_cmd(sudo.iter().chain(&["apt-get", "update", "-q"]))?;
-        run_cmd(sudo.iter().chain(&["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q"]).chain(&missing))?;
+        run_cmd(
+            sudo.iter()
+                .chain(&["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q"])
+                .chain(&missing),
+        )?;
     }
     if !docker_answers() {
         eprintln!("==> starting the Docker engine (dockerd)");
@@ -90,7 +95,10 @@ fn provision() -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !docker_answers() {
             if Instant::now() > deadline {
-                bail!("the Docker engine did not answer within 60s; see {}", std::env::temp_dir().join("edge-dockerd.log").display());
+                bail!(
+                    "the Docker engine did not answer within 60s; see {}",
+                    std::env::temp_dir().join("edge-dockerd.log").display()
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }

@@ -203,10 +203,10 @@ pub struct AlertTestArgs {
     after_help = "Environment (the legacy names): OXPULSE_METRICS_SRC (metrics URL or file), STATE_DIR (state dir, as is), \
 OXPULSE_TG_WEBHOOK, TG_TOKEN, OXPULSE_TG_CHAT (or TG_CHAT), OXPULSE_TG_API_FALLBACK, OXPULSE_TG_MIN_INTERVAL, \
 OXPULSE_TG_STATE_DIR, OXPULSE_ALERTMANAGER_URL, OXPULSE_ALERT_BREAKER_TICKS.\n\n\
-Exit codes: 0 done (alerts delivered, or held by the rate limit to go out together later); \
+Exit codes of a tick (--once): 0 done (alerts delivered, or held by the rate limit to go out together later); \
 1 failure (e.g. a state file cannot be written); 2 bad arguments or environment; \
 3 degraded: alerts could not be delivered (every transport failed: they wait in the outbox for the next run) \
-or no transport is configured."
+or no transport is configured. The daemon (--interval) exits 0 on SIGTERM or SIGINT."
 )]
 pub struct WatchdogArgs {
     /// Options every command takes.

@@ -29,7 +29,6 @@ struct Daemon {
     /// Down containers by name.
     down: BTreeMap<String, Down>,
     engine: Option<DockerEngine>,
-    last: Option<ExitStatus>,
 }
 
 /// One container event as `--json` prints it.
@@ -44,7 +43,7 @@ struct EventLine<'a> {
     channel_change: Option<super::ChannelChange>,
 }
 
-/// Runs until SIGTERM or SIGINT.
+/// Runs until SIGTERM or SIGINT, then exits 0.
 pub(crate) async fn run(watchdog: Watchdog, interval: Duration, json: bool) -> anyhow::Result<ExitStatus> {
     let project = watchdog.stack().stack.compose_project.clone();
     let mut events = ContainerEvents::follow(FollowOptions::label(LABEL_COMPOSE_PROJECT, &project));
@@ -52,7 +51,7 @@ pub(crate) async fn run(watchdog: Watchdog, interval: Duration, json: bool) -> a
     let mut int = signal(SignalKind::interrupt())?;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut daemon = Daemon { watchdog, json, down: BTreeMap::new(), engine: None, last: None };
+    let mut daemon = Daemon { watchdog, json, down: BTreeMap::new(), engine: None };
     daemon.resync(false).await;
     tracing::info!("watching every {interval:?} and following the docker events of project {project}");
     loop {
@@ -80,7 +79,8 @@ pub(crate) async fn run(watchdog: Watchdog, interval: Duration, json: bool) -> a
         }
     }
     tracing::info!("stopping");
-    Ok(daemon.last.unwrap_or(ExitStatus::Success))
+    // A requested stop is a clean exit; undelivered alerts stay in the outbox for the next run.
+    Ok(ExitStatus::Success)
 }
 
 impl Daemon {
@@ -88,10 +88,7 @@ impl Daemon {
         let down: BTreeMap<String, String> =
             self.down.values().filter_map(|d| Some((d.channel.clone()?, d.reason.clone()))).collect();
         match self.watchdog.tick(&down).await {
-            Ok(outcome) => {
-                self.last = Some(outcome.exit_status());
-                self.print_tick(&outcome);
-            }
+            Ok(outcome) => self.print_tick(&outcome),
             Err(e) => tracing::error!("tick failed: {e:#}"),
         }
     }
@@ -214,7 +211,6 @@ impl Daemon {
                 return;
             }
         };
-        self.last = Some(super::exit_status(Some(report.status())));
         let delivered = delivered(&report);
         if self.json {
             let line = EventLine {

@@ -6,8 +6,8 @@
 //! - **stack**: `install.env` records the front proxy's pool (`POOL`); the watched upstreams
 //!   are the pool's whose channel is `active` or `failed_at_runtime` (failed ones too, so
 //!   their recovery is seen), and their channels flip between those two states;
-//! - **legacy**: no `install.env` (a node set up by the bash installer): every upstream series
-//!   on the metrics page is watched, as `oxpulse-channels-health-report.sh` does.
+//! - **legacy**: no `POOL` in `install.env` (a node set up by the bash installer): every
+//!   upstream series on the metrics page is watched, as `oxpulse-channels-health-report.sh` does.
 //!
 //! The legacy environment is honoured: `OXPULSE_METRICS_SRC` (URL or file), `STATE_DIR`
 //! (the state dir, taken as is, above `--root`), `OXPULSE_TG_*`, `TG_TOKEN`, `TG_CHAT`.
