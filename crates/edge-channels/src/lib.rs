@@ -39,9 +39,9 @@
 
 mod deploy;
 pub mod docker;
-pub mod events;
 mod engine;
 mod error;
+pub mod events;
 #[cfg(test)]
 mod fake;
 pub mod image;
