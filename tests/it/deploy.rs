@@ -214,6 +214,9 @@ fn install_reconciles_instead_of_recreating() {
     let naive_conf = config_file(&stack, "naive-client.json");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&naive_conf).unwrap().permissions().mode() & 0o777, 0o600);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&naive_conf).unwrap().uid(), 65532, "the non-root naive user owns its config");
+    assert_eq!(inspect(&stack.container("oxpulse-partner-naive"))["Config"]["User"], "65532:65532");
     let mounts = inspect(&stack.container("oxpulse-partner-naive"))["Mounts"].clone();
     let mount = mounts.as_array().unwrap().iter().find(|m| m["Destination"] == "/etc/naive/config.json").unwrap();
     assert_eq!(mount["RW"], false, "client configs are mounted read-only");

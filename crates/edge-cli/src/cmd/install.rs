@@ -172,6 +172,7 @@ async fn install(
         edge_core::write_atomic_with_mode(&paths.config_file(NODE_CONFIG), bytes, 0o600)?;
     }
     first.write_to(paths.config_dir(), paths.systemd_dir())?;
+    grant_mounts_to_service_users(&first, paths)?;
 
     // Channels first: their health decides the pool.
     progress.step("deploy channels");
@@ -213,6 +214,7 @@ async fn install(
         progress.step(&format!("render again without {}", forced.keys().cloned().collect::<Vec<_>>().join(", ")));
         let again = renderer.render_stack(&vars, &forced).map_err(|e| UsageError(e.to_string()))?;
         again.write_to(paths.config_dir(), paths.systemd_dir())?;
+        grant_mounts_to_service_users(&again, paths)?;
         again
     };
     remove_stale_channel_files(&rendered, stack, paths);
@@ -482,6 +484,34 @@ fn desired(
     Ok(out)
 }
 
+/// Hands each rendered file a service mounts to the numeric `uid[:gid]` the service
+/// runs as, so a non-root container can read its 0600 config and nobody else can.
+fn grant_mounts_to_service_users(rendered: &RenderedStack, paths: &Paths) -> anyhow::Result<()> {
+    for service in &rendered.services {
+        let Some((uid, gid)) = service.user.as_deref().and_then(numeric_user) else { continue };
+        for mount in &service.files {
+            let Some(file) = rendered.files.iter().find(|f| f.template == mount.template) else { continue };
+            let path = paths.config_file(&file.output);
+            std::os::unix::fs::chown(&path, Some(uid), gid.or(Some(uid)))
+                .with_context(|| format!("cannot hand {} to user {uid} of service {}", path.display(), service.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// `1000` or `1000:1000`; a user name cannot be resolved on the host, so it is left alone.
+fn numeric_user(user: &str) -> Option<(u32, Option<u32>)> {
+    let (uid, gid) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let gid = match gid {
+        Some(g) => Some(g.parse().ok()?),
+        None => None,
+    };
+    Some((uid.parse().ok()?, gid))
+}
+
 fn service_channel<'a>(stack: &'a Stack, service: &str) -> Option<&'a str> {
     stack.service(service).and_then(|s| s.channel.as_deref())
 }
@@ -719,6 +749,17 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_users_are_recognised() {
+        let check =
+            |input: &str, expected: Option<(u32, Option<u32>)>| assert_eq!(numeric_user(input), expected, "{input}");
+        check("65532:65532", Some((65532, Some(65532))));
+        check("1000", Some((1000, None)));
+        check("nonroot", None);
+        check("1000:staff", None);
+        check("", None);
+    }
 
     #[test]
     fn image_overrides_are_checked() {
