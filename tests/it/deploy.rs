@@ -10,12 +10,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Output;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use edge_tests::docker::{
-    STANDIN_UNHEALTHY_IMAGE, TestStack, docker_out, ensure_local_images, partner_edge_images, require_docker,
-};
+use edge_tests::docker::{STANDIN_UNHEALTHY_IMAGE, TestStack, docker_out, partner_edge_images, provision_local_images};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_edge-it");
 
@@ -35,19 +32,6 @@ fn naive(password: &str) -> Vec<(&'static str, String)> {
         ("NAIVE_USERNAME", "naive-user".to_owned()),
         ("NAIVE_PASSWORD", password.to_owned()),
     ]
-}
-
-/// Docker answers and the local images exist (built once per test run).
-fn provision() {
-    require_docker();
-    static IMAGES: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = IMAGES.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-        runtime.block_on(ensure_local_images()).map_err(|e| format!("{e:#}"))
-    });
-    if let Err(e) = built {
-        panic!("cannot build the local test images: {e}");
-    }
 }
 
 /// Runs `edge` on the test stack; the environment holds only the given credentials.
@@ -167,7 +151,7 @@ fn pool_health(stack: &TestStack, expected: &[u16]) -> BTreeMap<String, edge_cor
 
 #[test]
 fn install_reconciles_instead_of_recreating() {
-    provision();
+    provision_local_images();
     let stack = TestStack::partner_edge("reconcile").unwrap();
     let p = stack.ports;
 
@@ -289,7 +273,7 @@ fn install_reconciles_instead_of_recreating() {
 
 #[test]
 fn uninstall_and_restore_keep_the_identity_and_the_volumes() {
-    provision();
+    provision_local_images();
     let stack = TestStack::partner_edge("restore").unwrap();
     let out = install(&stack, &[], &[]);
     assert_eq!(code(&out), Some(0));
@@ -330,7 +314,7 @@ fn uninstall_and_restore_keep_the_identity_and_the_volumes() {
 
 #[test]
 fn an_optional_channel_that_never_becomes_healthy_leaves_the_pool() {
-    provision();
+    provision_local_images();
     let stack = TestStack::partner_edge("optfail").unwrap();
     let images = format!("{},naive={STANDIN_UNHEALTHY_IMAGE}", partner_edge_images());
     let out = install(&stack, &["--images", &images], &naive("naive-pass-0b1c"));
@@ -349,7 +333,7 @@ fn an_optional_channel_that_never_becomes_healthy_leaves_the_pool() {
 
 #[test]
 fn a_required_channel_that_never_becomes_healthy_fails_the_install() {
-    provision();
+    provision_local_images();
     let stack = TestStack::partner_edge("reqfail").unwrap();
     let images = format!("{},xray={STANDIN_UNHEALTHY_IMAGE}", partner_edge_images());
     let out = install(&stack, &["--images", &images], &[]);
@@ -377,7 +361,7 @@ fn an_unreachable_engine_is_a_clear_error_and_nothing_is_written() {
 
 #[test]
 fn a_dry_run_on_a_fresh_host_plans_creations_and_writes_nothing() {
-    provision();
+    provision_local_images();
     let stack = TestStack::partner_edge("dryrun").unwrap();
     let out = install(&stack, &["--dry-run"], &naive("naive-pass-77"));
     assert_eq!(code(&out), Some(0));
@@ -395,7 +379,7 @@ fn a_dry_run_on_a_fresh_host_plans_creations_and_writes_nothing() {
 /// rendered compose file of the same stack and images, in one run.
 #[test]
 fn timings_next_to_docker_compose() {
-    provision();
+    provision_local_images();
     let stack = TestStack::partner_edge("timing").unwrap();
     let started = Instant::now();
     assert_eq!(code(&install(&stack, &[], &all_channels())), Some(0));

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use edge_channels::image::{BuildContext, Images};
@@ -17,7 +16,7 @@ use edge_core::{ChannelsStatus, EnvFile, Paths, StackBundle, UpstreamState};
 use edge_render::{Renderer, Source, Variables};
 use edge_tests::caddy::{CaddyProcess, free_port};
 use edge_tests::docker::{
-    STANDIN_IMAGE, STANDIN_UNHEALTHY_IMAGE, TestStack, docker_out, ensure_image, ensure_local_images, require_docker,
+    STANDIN_IMAGE, STANDIN_UNHEALTHY_IMAGE, TestStack, docker_out, ensure_image, provision_local_images,
 };
 use edge_tests::telegram::{ChatServer, Endpoint, Reply, refused_url};
 use edge_tests::upstream::{Upstream, UpstreamMode};
@@ -419,19 +418,6 @@ async fn edge_alert_test_says_which_transport_delivered() {
     assert!(!dir.path().join("var/lib/oxpulse-partner-edge/telegram/last-alert-ts").exists());
 }
 
-/// The local images exist (built once per test run, shared with the deploy tests' cache).
-fn provision() {
-    require_docker();
-    static IMAGES: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = IMAGES.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-        runtime.block_on(ensure_local_images()).map_err(|e| format!("{e:#}"))
-    });
-    if let Err(e) = built {
-        panic!("cannot build the local test images: {e}");
-    }
-}
-
 /// The failing stand-in with an engine health check every second (one failure is enough).
 const CHECKED_UNHEALTHY_IMAGE: &str = "edge-standin:unhealthy-checked";
 
@@ -482,7 +468,7 @@ async fn wait_message(chat: &ChatServer, needle: &str, timeout: Duration) -> Opt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_reports_a_stopped_channel_container_within_seconds() {
-    tokio::task::spawn_blocking(provision).await.unwrap();
+    tokio::task::spawn_blocking(provision_local_images).await.unwrap();
     let stack = TestStack::partner_edge("watchdog").unwrap();
     let bundle = stack.bundle().unwrap();
     let container = stack.container("oxpulse-partner-naive");

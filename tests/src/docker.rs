@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use edge_channels::image::{BuildContext, BuildRequest, Images};
@@ -137,6 +138,20 @@ pub fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Builds (or finds up to date) the stand-in images and the Caddy image.
+/// Docker answers and the local images exist: built once per test process,
+/// whichever test asks first, so parallel tests never build them twice.
+pub fn provision_local_images() {
+    require_docker();
+    static IMAGES: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = IMAGES.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+        runtime.block_on(ensure_local_images()).map_err(|e| format!("{e:#}"))
+    });
+    if let Err(e) = built {
+        panic!("cannot build the local test images: {e}");
+    }
+}
+
 pub async fn ensure_local_images() -> anyhow::Result<()> {
     let binary = tokio::task::spawn_blocking(build_standin_binary).await.context("building the stand-in")??;
     let images = Images::connect().await?;

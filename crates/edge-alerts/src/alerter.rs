@@ -371,6 +371,7 @@ async fn fetch(client: &reqwest::Client, url: &str, timeout: std::time::Duration
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::{page, pool};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -424,18 +425,6 @@ mod tests {
         let fake = Fake::default();
         let alerter = Alerter::with_chain(config, Chain::new(vec![Box::new(fake.clone())])).unwrap();
         Setup { dir, fake, alerter }
-    }
-
-    fn page(pairs: &[(&str, u8)]) -> Observation {
-        let text: String = pairs
-            .iter()
-            .map(|(u, v)| format!("caddy_reverse_proxy_upstreams_healthy{{upstream=\"{u}\"}} {v}\n"))
-            .collect();
-        Observation::Metrics { source: "m".into(), metrics: UpstreamMetrics::parse(&text) }
-    }
-
-    fn pool(ids: &[&str]) -> Vec<PoolMember> {
-        ids.iter().map(|u| PoolMember::new(*u, "ch")).collect()
     }
 
     impl Setup {

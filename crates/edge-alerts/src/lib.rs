@@ -43,6 +43,8 @@ pub mod event;
 pub mod limiter;
 pub mod metrics;
 pub mod outbox;
+#[cfg(test)]
+mod test_support;
 mod time;
 pub mod transitions;
 

@@ -188,21 +188,10 @@ pub fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{page, pool};
     use Health::*;
 
     const NOW: u64 = 1_000;
-
-    fn page(pairs: &[(&str, u8)]) -> Observation {
-        let text: String = pairs
-            .iter()
-            .map(|(u, v)| format!("caddy_reverse_proxy_upstreams_healthy{{upstream=\"{u}\"}} {v}\n"))
-            .collect();
-        Observation::Metrics { source: "m".into(), metrics: UpstreamMetrics::parse(&text) }
-    }
-
-    fn pool(ids: &[&str]) -> Vec<PoolMember> {
-        ids.iter().map(|u| PoolMember::new(*u, "ch")).collect()
-    }
 
     /// Events as text lines (host `h`) and the resulting state file.
     fn check(prev: &str, watch: &WatchState, obs: Observation, pool: &[PoolMember], events: &[&str], state: &str) {
