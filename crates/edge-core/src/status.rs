@@ -78,10 +78,7 @@ impl ChannelsStatus {
 
     /// Reads the file; a missing file is an empty status.
     pub fn load(path: &Path) -> Result<Self, CoreError> {
-        match read_optional(path)? {
-            None => Ok(Self::default()),
-            Some(text) => Self::parse(&text).map_err(|source| CoreError::Parse { path: path.to_owned(), source }),
-        }
+        load_or_default(path, Self::parse)
     }
 
     /// Writes the file atomically.
@@ -189,10 +186,7 @@ impl UpstreamState {
 
     /// Reads the file; a missing file is an empty state.
     pub fn load(path: &Path) -> Result<Self, CoreError> {
-        match read_optional(path)? {
-            None => Ok(Self::default()),
-            Some(text) => Self::parse(&text).map_err(|source| CoreError::Parse { path: path.to_owned(), source }),
-        }
+        load_or_default(path, Self::parse)
     }
 
     /// Writes the file atomically.
@@ -239,6 +233,14 @@ impl fmt::Display for UpstreamState {
             writeln!(f, "{}={}:{}", e.upstream, e.health, e.since)?;
         }
         Ok(())
+    }
+}
+
+/// Parses a state file; a missing one is the empty state.
+fn load_or_default<T: Default>(path: &Path, parse: fn(&str) -> Result<T, LineError>) -> Result<T, CoreError> {
+    match read_optional(path)? {
+        None => Ok(T::default()),
+        Some(text) => parse(&text).map_err(|source| CoreError::Parse { path: path.to_owned(), source }),
     }
 }
 
