@@ -38,22 +38,21 @@ pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if !args.tests_only {
-        step("cargo fmt --all --check", cargo(&["fmt", "--all", "--check"]))?;
-        step(
-            "cargo clippy --workspace --all-targets -- -D warnings",
-            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
-        )?;
-        step("tidy", tidy::check(&crate::workspace_root()))?;
+        step("cargo fmt --all --check", || cargo(&["fmt", "--all", "--check"]))?;
+        step("cargo clippy --workspace --all-targets -- -D warnings", || {
+            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        })?;
+        step("tidy", || tidy::check(&crate::workspace_root()))?;
     }
     let mut test = vec!["test", "--workspace"];
     test.extend(args.cargo_test_args.iter().map(String::as_str));
-    step("cargo test --workspace", cargo(&test))
+    step("cargo test --workspace", || cargo(&test))
 }
 
-fn step(name: &str, result: anyhow::Result<()>) -> anyhow::Result<()> {
+fn step(name: &str, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     eprintln!("==> {name}");
     let started = Instant::now();
-    result.with_context(|| format!("step failed: {name}"))?;
+    run().with_context(|| format!("step failed: {name}"))?;
     eprintln!("==> {name}: ok in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
