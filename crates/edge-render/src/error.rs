@@ -60,7 +60,10 @@ pub enum RenderError {
         names: Vec<String>,
     },
     /// A channel's credentials are absent.
-    #[error("channel {channel} is not configured: missing {}", missing.join(", "))]
+    #[error(
+        "channel {channel} is not configured: missing {}; give them in node-config.json (edge install --manual-config), the environment or with --set",
+        missing.join(", ")
+    )]
     MissingCredentials {
         /// The channel.
         channel: String,

@@ -111,7 +111,7 @@ fn the_minimal_fixture_renders_caddy_and_compose_with_xray_pooled() {
     let err = renderer.render_template("xray", None, &v).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "channel xray is not configured: missing REALITY_SERVER, REALITY_PORT, REALITY_PUBLIC_KEY, REALITY_SERVER_NAME, REALITY_SHORT_ID"
+        "channel xray is not configured: missing REALITY_SERVER, REALITY_PORT, REALITY_PUBLIC_KEY, REALITY_SERVER_NAME, REALITY_SHORT_ID; give them in node-config.json (edge install --manual-config), the environment or with --set"
     );
 }
 
