@@ -187,17 +187,19 @@ async fn install(
             .collect(),
     };
     executed.extend(channel_plan.entries().into_iter().filter(|e| e.action != ActionKind::Keep));
-    let applied = deployer.apply(&channel_plan, &infra, args.health_timeout, &on_event).await?;
-    let channel_containers: Vec<String> = desired_first
-        .iter()
-        .filter(|d| service_channel(stack, &d.service).is_some() && !applied.failed.contains_key(d.name()))
-        .map(|d| d.name().to_owned())
-        .collect();
-    if !channel_containers.is_empty() {
-        progress.step("wait for channel health");
-    }
-    let mut readiness = deployer.wait_ready(&channel_containers, args.health_timeout, &on_event).await;
-    record_failures(&applied, &mut readiness);
+    let channel_containers =
+        desired_first.iter().filter(|d| service_channel(stack, &d.service).is_some()).map(|d| d.name().to_owned());
+    let (applied, mut readiness) = apply_and_wait(
+        &deployer,
+        &channel_plan,
+        &infra,
+        channel_containers.collect(),
+        "wait for channel health",
+        progress,
+        args.health_timeout,
+        &on_event,
+    )
+    .await?;
 
     let mut forced: BTreeMap<String, ChannelState> = BTreeMap::new();
     let mut runtime_reasons: BTreeMap<String, String> = BTreeMap::new();
@@ -230,17 +232,19 @@ async fn install(
     }
     let plan_final = deployer.plan(name, desired_final.clone()).await?;
     executed.extend(plan_final.entries().into_iter().filter(|e| e.action != ActionKind::Keep));
-    let applied_final = deployer.apply(&plan_final, &infra, args.health_timeout, &on_event).await?;
-    let others: Vec<String> = desired_final
-        .iter()
-        .filter(|d| service_channel(stack, &d.service).is_none() && !applied_final.failed.contains_key(d.name()))
-        .map(|d| d.name().to_owned())
-        .collect();
-    if !others.is_empty() {
-        progress.step("wait for service health");
-    }
-    let mut service_readiness = deployer.wait_ready(&others, args.health_timeout, &on_event).await;
-    record_failures(&applied_final, &mut service_readiness);
+    let others =
+        desired_final.iter().filter(|d| service_channel(stack, &d.service).is_none()).map(|d| d.name().to_owned());
+    let (_, service_readiness) = apply_and_wait(
+        &deployer,
+        &plan_final,
+        &infra,
+        others.collect(),
+        "wait for service health",
+        progress,
+        args.health_timeout,
+        &on_event,
+    )
+    .await?;
     readiness.extend(service_readiness.clone());
 
     // The front proxy's view of the pool.
@@ -516,10 +520,29 @@ fn service_channel<'a>(stack: &'a Stack, service: &str) -> Option<&'a str> {
     stack.service(service).and_then(|s| s.channel.as_deref())
 }
 
-fn record_failures(applied: &Applied, readiness: &mut BTreeMap<String, Readiness>) {
+/// Applies one phase of the plan, then waits for those of `phase` it could start;
+/// a container that failed to start is recorded as failed rather than waited for.
+#[allow(clippy::too_many_arguments)]
+async fn apply_and_wait<E: Engine>(
+    deployer: &Deployer<'_, E>,
+    plan: &edge_channels::Plan,
+    infra: &Infrastructure,
+    phase: Vec<String>,
+    wait_step: &str,
+    progress: &Progress,
+    timeout: Duration,
+    on_event: &(dyn Fn(Event) + Send + Sync),
+) -> anyhow::Result<(Applied, BTreeMap<String, Readiness>)> {
+    let applied = deployer.apply(plan, infra, timeout, on_event).await?;
+    let waiting: Vec<String> = phase.into_iter().filter(|name| !applied.failed.contains_key(name)).collect();
+    if !waiting.is_empty() {
+        progress.step(wait_step);
+    }
+    let mut readiness = deployer.wait_ready(&waiting, timeout, on_event).await;
     for (name, e) in &applied.failed {
         readiness.insert(name.clone(), Readiness::Failed { reason: e.to_string() });
     }
+    Ok((applied, readiness))
 }
 
 /// Ports the plan will newly publish must be free; a recreated container frees its own.
