@@ -31,6 +31,14 @@ pub enum CoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The state dir's lock cannot be taken.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A status or env file has a line that does not parse.
     #[error("{path}: {source}")]
     Parse {

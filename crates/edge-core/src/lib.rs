@@ -23,7 +23,10 @@
 mod atomic;
 mod envfile;
 mod error;
+mod lock;
 mod paths;
+mod pool;
+mod record;
 pub mod secrets;
 mod stack;
 mod status;
@@ -31,7 +34,10 @@ mod status;
 pub use atomic::{write_atomic, write_atomic_with_mode};
 pub use envfile::{EnvFile, escape_env_value};
 pub use error::{CoreError, LineError};
+pub use lock::StateLock;
 pub use paths::Paths;
+pub use pool::{ObservedHealth, PoolMember};
+pub use record::InstallRecord;
 pub use stack::{
     Channel, FileMount, Healthcheck, LogRotation, PortMapping, Secret, SecretKind, Service, Stack, StackBundle,
     StackMeta, Template, TemplateFormat, VolumeMount, flatten_node_config,

@@ -58,6 +58,10 @@ impl Paths {
     pub fn install_env(&self) -> PathBuf {
         self.state_dir.join("install.env")
     }
+    /// The lock every read-modify-write of the state dir takes ([`crate::StateLock`]).
+    pub fn state_lock(&self) -> PathBuf {
+        self.state_dir.join("state.lock")
+    }
     /// The alert state dir (`telegram/`), unless `OXPULSE_TG_STATE_DIR` overrides it.
     pub fn telegram_dir(&self) -> PathBuf {
         self.state_dir.join("telegram")
