@@ -4,4 +4,5 @@ mod alerts;
 mod deploy;
 mod release;
 mod render;
+mod volume_files;
 mod watchdog;

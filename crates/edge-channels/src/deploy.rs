@@ -384,9 +384,8 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeEngine;
     use crate::plan::ActionKind;
-    use crate::testing::spec;
+    use crate::testing::{FakeEngine, spec};
 
     fn desired(name: &str, deps: &[&str]) -> Desired {
         Desired::new(name, spec(name, "img:1"), deps.iter().map(|d| (*d).to_owned()).collect())

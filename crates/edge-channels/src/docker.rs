@@ -5,6 +5,8 @@
 //! failures become [`DeployError`] variants naming the operation and its object.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -14,14 +16,15 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    RestartContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
+use futures_util::TryStreamExt;
 
 use crate::engine::{
     ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_SPEC_HASH, MountKind,
-    NetworkAttachment,
+    NetworkAttachment, check_volume_path,
 };
 use crate::{DeployError, EngineError};
 
@@ -202,6 +205,130 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         networking_config,
         ..Default::default()
+    }
+}
+
+/// Where a volume helper container mounts the volume.
+const HELPER_MOUNT: &str = "/edge-volume";
+/// Label naming the volume a helper container was made to reach, so that a leftover one is
+/// easy to find (`docker ps -a --filter label=edge.volume-helper`).
+const LABEL_VOLUME_HELPER: &str = "edge.volume-helper";
+
+/// A container name no other helper, of this process or another, uses.
+fn helper_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("edge-volume-helper-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The create request of a container that only holds `volume` at [`HELPER_MOUNT`] for the
+/// archive API: it is never started, has no network, and its entrypoint is a path no image
+/// has, so that even a mistaken start runs nothing. Creating needs a command, not a shell.
+fn helper_body(volume: &str, helper_image: &str) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(helper_image.to_owned()),
+        entrypoint: Some(vec!["/edge-volume-helper-never-runs".to_owned()]),
+        labels: Some(HashMap::from([(LABEL_VOLUME_HELPER.to_owned(), volume.to_owned())])),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{volume}:{HELPER_MOUNT}")]),
+            network_mode: Some("none".to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A tar archive holding one file, `path`, with `contents`, owned by root, mode 0644.
+fn file_archive(path: &str, contents: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(contents.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs());
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append_data(&mut header, path, contents)?;
+    builder.into_inner()
+}
+
+/// The contents of the one file in the archive the engine returns for a file's path; an
+/// error if the path is a folder, a link or anything but a regular file.
+fn file_from_archive(archive: &[u8]) -> Result<Vec<u8>, String> {
+    let mut archive = tar::Archive::new(archive);
+    let mut entries = archive.entries().map_err(|e| format!("unreadable archive from the engine: {e}"))?;
+    let mut entry = match entries.next() {
+        Some(entry) => entry.map_err(|e| format!("unreadable archive from the engine: {e}"))?,
+        None => return Err("the engine returned an empty archive".to_owned()),
+    };
+    let kind = entry.header().entry_type();
+    if kind.is_dir() {
+        return Err("it is a folder, not a file".to_owned());
+    }
+    if !kind.is_file() {
+        return Err("it is a link or a special file, not a regular file".to_owned());
+    }
+    let mut contents = Vec::new();
+    entry.read_to_end(&mut contents).map_err(|e| format!("unreadable archive from the engine: {e}"))?;
+    Ok(contents)
+}
+
+impl DockerEngine {
+    /// Whether `volume` exists; an engine failure goes through `error`, the operation's.
+    async fn has_volume(&self, volume: &str, error: impl Fn(EngineError) -> DeployError) -> Result<bool, DeployError> {
+        match self.docker.inspect_volume(volume).await {
+            Ok(_) => Ok(true),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_found() => Ok(false),
+                e => Err(error(e)),
+            },
+        }
+    }
+
+    /// Runs `op` on a fresh helper container that holds `volume` (see [`helper_body`]) and
+    /// removes the container afterwards, whether `op` succeeded or not. A removal that fails
+    /// after `op` succeeded is the error, so that no helper is left behind unnoticed. The
+    /// caller checks that `volume` exists: the engine would create a missing one, unlabelled.
+    ///
+    /// `error` turns an engine failure into the operation's [`DeployError`].
+    async fn with_volume_helper<T, F>(
+        &self,
+        volume: &str,
+        helper_image: &str,
+        error: impl Fn(EngineError) -> DeployError,
+        op: impl FnOnce(String) -> F,
+    ) -> Result<T, DeployError>
+    where
+        F: Future<Output = Result<T, DeployError>>,
+    {
+        let name = helper_name();
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker.create_container(Some(options), helper_body(volume, helper_image)).await.map_err(|e| {
+            let e = engine_error(e);
+            if e.is_not_found() {
+                error(EngineError::new(e.status, format!("{}; build or load helper image {helper_image}", e.message)))
+            } else {
+                error(e)
+            }
+        })?;
+        let result = op(name.clone()).await;
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let removed = match self.docker.remove_container(&name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match engine_error(e) {
+                e if e.is_not_found() => Ok(()),
+                source => Err(DeployError::RemoveContainer { name: name.clone(), source }),
+            },
+        };
+        match (result, removed) {
+            (Ok(value), Ok(())) => Ok(value),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(removal)) => {
+                tracing::warn!(container = %name, "volume helper left behind: {removal}");
+                Err(e)
+            }
+        }
     }
 }
 
@@ -397,6 +524,64 @@ impl Engine for DockerEngine {
             },
         }
     }
+
+    async fn write_volume_file(
+        &self,
+        volume: &str,
+        path: &str,
+        contents: &[u8],
+        helper_image: &str,
+    ) -> Result<(), DeployError> {
+        check_volume_path(volume, path)?;
+        let error = |source| DeployError::WriteVolumeFile { volume: volume.to_owned(), path: path.to_owned(), source };
+        if !self.has_volume(volume, error).await? {
+            return Err(error(EngineError::new(Some(404), "no such volume; create it first (edge install does)")));
+        }
+        let archive = file_archive(path, contents).map_err(|e| error(EngineError::new(None, e.to_string())))?;
+        self.with_volume_helper(volume, helper_image, error, |helper| async move {
+            // Docker's extraction creates the parent folders the archive's path needs.
+            let options = UploadToContainerOptionsBuilder::default().path(HELPER_MOUNT).build();
+            self.docker
+                .upload_to_container(&helper, Some(options), bollard::body_full(archive.into()))
+                .await
+                .map_err(|e| error(engine_error(e)))
+        })
+        .await
+    }
+
+    async fn read_volume_file(
+        &self,
+        volume: &str,
+        path: &str,
+        helper_image: &str,
+    ) -> Result<Option<Vec<u8>>, DeployError> {
+        check_volume_path(volume, path)?;
+        let error = |source| DeployError::ReadVolumeFile { volume: volume.to_owned(), path: path.to_owned(), source };
+        if !self.has_volume(volume, error).await? {
+            return Ok(None);
+        }
+        self.with_volume_helper(volume, helper_image, error, |helper| async move {
+            let options =
+                DownloadFromContainerOptionsBuilder::default().path(&format!("{HELPER_MOUNT}/{path}")).build();
+            let archive: Vec<u8> = match self
+                .docker
+                .download_from_container(&helper, Some(options))
+                .map_ok(|chunk| chunk.to_vec())
+                .try_concat()
+                .await
+            {
+                Ok(archive) => archive,
+                Err(e) => {
+                    return match engine_error(e) {
+                        e if e.is_not_found() => Ok(None),
+                        e => Err(error(e)),
+                    };
+                }
+            };
+            file_from_archive(&archive).map(Some).map_err(|message| error(EngineError::new(None, message)))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -463,5 +648,28 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("net"));
         assert_eq!(host.log_config.unwrap().config.unwrap()["max-size"], "10m");
         assert_eq!(body.exposed_ports.unwrap(), ["3080/tcp"]);
+    }
+
+    #[test]
+    fn a_one_file_archive_round_trips_and_nothing_else_is_a_file() {
+        let archive = file_archive("gate/marker", b"edge").unwrap();
+        assert_eq!(file_from_archive(&archive).unwrap(), b"edge");
+
+        let other = |kind: tar::EntryType| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_size(0);
+            header.set_mode(0o755);
+            let mut builder = tar::Builder::new(Vec::new());
+            if kind.is_symlink() {
+                builder.append_link(&mut header, "marker", "/etc/passwd").unwrap();
+            } else {
+                builder.append_data(&mut header, "gate", &[][..]).unwrap();
+            }
+            file_from_archive(&builder.into_inner().unwrap()).unwrap_err()
+        };
+        assert_eq!(other(tar::EntryType::Directory), "it is a folder, not a file");
+        assert_eq!(other(tar::EntryType::Symlink), "it is a link or a special file, not a regular file");
+        assert_eq!(file_from_archive(&[]).unwrap_err(), "the engine returned an empty archive");
     }
 }

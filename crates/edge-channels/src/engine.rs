@@ -265,6 +265,17 @@ pub struct EngineVersion {
     pub endpoint: String,
 }
 
+/// Checks that `path` is a plain relative path inside a volume: not empty, no leading `/`,
+/// and no `.`, `..` or empty parts, so that it can never leave the volume.
+pub(crate) fn check_volume_path(volume: &str, path: &str) -> Result<(), DeployError> {
+    let plain = |part: &str| !matches!(part, "" | "." | "..") && !part.contains('\0');
+    if path.split('/').all(plain) {
+        Ok(())
+    } else {
+        Err(DeployError::InvalidVolumePath { volume: volume.to_owned(), path: path.to_owned() })
+    }
+}
+
 /// The container engine operations the deployer needs.
 ///
 /// Methods return [`DeployError`]s that already name the operation and its object.
@@ -325,4 +336,71 @@ pub trait Engine: Send + Sync {
 
     /// Whether a named volume exists.
     fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool, DeployError>> + Send;
+
+    /// Writes `contents` to the file at `path` inside named volume `volume`, creating its
+    /// parent folders and replacing a file already there. `path` is relative to the volume
+    /// (`gate/marker`); an absolute path or one with `.`, `..` or empty parts is refused.
+    ///
+    /// The volume must exist. The engine may need a container to reach the volume: it is
+    /// created from `helper_image` (which needs no shell; `FROM scratch` will do), never
+    /// started, and removed afterwards.
+    fn write_volume_file(
+        &self,
+        volume: &str,
+        path: &str,
+        contents: &[u8],
+        helper_image: &str,
+    ) -> impl Future<Output = Result<(), DeployError>> + Send;
+
+    /// The contents of the file at `path` inside named volume `volume`; `None` if there is
+    /// no such file or no such volume. `path` and `helper_image` are as for
+    /// [`Engine::write_volume_file`]; a folder at `path` is an error.
+    fn read_volume_file(
+        &self,
+        volume: &str,
+        path: &str,
+        helper_image: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, DeployError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_paths_must_stay_inside_the_volume() {
+        let check = |path: &str, ok: bool| assert_eq!(check_volume_path("v", path).is_ok(), ok, "{path:?}");
+        check("marker", true);
+        check("gate/marker", true);
+        check(".edge-gate", true);
+        check("a..b/c", true);
+        check("", false);
+        check("/marker", false);
+        check("/", false);
+        check("..", false);
+        check("../marker", false);
+        check("gate/../../marker", false);
+        check("./marker", false);
+        check("gate//marker", false);
+        check("gate/", false);
+        check("nul\0byte", false);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn accepted_volume_paths_never_leave_the_volume(path in "[a-z./]{0,12}") {
+            if check_volume_path("v", &path).is_ok() {
+                let joined = std::path::Path::new("/edge-volume").join(&path);
+                let mut depth = 0i32;
+                for c in joined.components().skip(2) {
+                    match c {
+                        std::path::Component::Normal(_) => depth += 1,
+                        _ => depth -= 1,
+                    }
+                    proptest::prop_assert!(depth > 0, "{path:?} leaves the volume");
+                }
+                proptest::prop_assert!(depth > 0, "{path:?} names the volume itself");
+            }
+        }
+    }
 }

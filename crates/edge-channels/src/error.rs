@@ -170,6 +170,36 @@ pub enum DeployError {
         /// The cause.
         source: EngineError,
     },
+    /// Writing a file into a named volume failed.
+    #[error("cannot write {path} into volume {volume}: {source}")]
+    WriteVolumeFile {
+        /// Volume name.
+        volume: String,
+        /// Path of the file inside the volume.
+        path: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Reading a file from a named volume failed.
+    #[error("cannot read {path} from volume {volume}: {source}")]
+    ReadVolumeFile {
+        /// Volume name.
+        volume: String,
+        /// Path of the file inside the volume.
+        path: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// A path given for a file in a volume is not a plain relative path inside it.
+    #[error(
+        "path {path:?} in volume {volume} must be relative to the volume, like `gate/marker`: no leading `/`, no `.` or `..`, no empty parts"
+    )]
+    InvalidVolumePath {
+        /// Volume name.
+        volume: String,
+        /// The rejected path.
+        path: String,
+    },
     /// A service of the manifest cannot become a container spec (bad port, missing rendered file).
     #[error("service {service}: {message}")]
     InvalidSpec {

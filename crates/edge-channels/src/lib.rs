@@ -42,14 +42,12 @@ pub mod docker;
 mod engine;
 mod error;
 pub mod events;
-#[cfg(test)]
-mod fake;
 pub mod image;
 mod plan;
 pub mod prober;
 mod spec;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use deploy::{Applied, Deployer, Event, Infrastructure, Readiness};
 pub use docker::DockerEngine;

@@ -1,11 +1,41 @@
-//! Test fixtures shared by the unit tests of the planner and the deployer.
+//! Test support: an in-memory [`Engine`] and spec fixtures, for unit tests of the planner,
+//! the deployer and the pipelines built on them in other crates.
+//!
+//! Compiled for this crate's own tests and, elsewhere, only with the `testing` feature
+//! (`edge-channels = { workspace = true, features = ["testing"] }` under
+//! `[dev-dependencies]`). The fake is no substitute for the real engine: integration tests
+//! deploy on Docker.
+//!
+//! # Example
+//!
+//! ```
+//! use edge_channels::testing::{FakeEngine, spec};
+//! use edge_channels::{ContainerStatus, Engine};
+//!
+//! # async fn demo() -> Result<(), edge_channels::DeployError> {
+//! let engine = FakeEngine::with_images(&["img:1"]);
+//! engine.create_container(&spec("naive", "img:1")).await?;
+//! engine.start_container("naive").await?;
+//! engine.crash("naive");
+//! assert_eq!(engine.status_of("naive"), Some(ContainerStatus::Exited));
+//! # Ok(())
+//! # }
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
+//! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::engine::{ContainerSpec, LABEL_STACK, NetworkAttachment};
+use crate::engine::{
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_SPEC_HASH, LABEL_STACK,
+    NetworkAttachment, check_volume_path,
+};
+use crate::{DeployError, EngineError};
 
-/// A minimal spec of stack `s` on network `net`.
-pub(crate) fn spec(name: &str, image: &str) -> ContainerSpec {
+/// A minimal spec: container `name` from `image`, of stack `s` on network `net`, with no
+/// ports, mounts or health check.
+pub fn spec(name: &str, image: &str) -> ContainerSpec {
     ContainerSpec {
         name: name.into(),
         image: image.into(),
@@ -19,5 +49,367 @@ pub(crate) fn spec(name: &str, image: &str) -> ContainerSpec {
         restart: "unless-stopped".into(),
         logging: Default::default(),
         labels: BTreeMap::from([(LABEL_STACK.into(), "s".into())]),
+    }
+}
+
+/// The exit code [`FakeEngine::crash`] leaves on a container.
+pub const CRASH_EXIT_CODE: i64 = 1;
+
+#[derive(Debug, Default)]
+struct State {
+    containers: BTreeMap<String, ContainerInfo>,
+    images: BTreeMap<String, String>,
+    networks: BTreeSet<String>,
+    /// Volume name → file path inside it → contents.
+    volumes: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    unhealthy: BTreeMap<String, String>,
+    fail_start: BTreeMap<String, String>,
+    calls: Vec<&'static str>,
+    next_id: u64,
+}
+
+/// An engine holding containers, images, networks and volumes (with their files) in memory.
+///
+/// Containers it starts become healthy at once unless [`FakeEngine::make_unhealthy`] said
+/// otherwise; it records which operations were called ([`FakeEngine::calls_of`]). Like the
+/// real engine, it refuses to reach a volume through a helper image it does not have.
+#[derive(Debug, Default)]
+pub struct FakeEngine {
+    state: Mutex<State>,
+}
+
+impl FakeEngine {
+    /// An engine that has these images (and nothing else).
+    pub fn with_images(images: &[&str]) -> Self {
+        let engine = Self::default();
+        for reference in images {
+            engine.add_image(reference);
+        }
+        engine
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// Gives the engine image `reference` (a fresh id) unless it has it already.
+    pub fn add_image(&self, reference: &str) {
+        self.with(|s| {
+            let id = format!("sha256:{}", s.images.len());
+            s.images.entry(reference.to_owned()).or_insert(id);
+        });
+    }
+
+    /// Container `name`'s health check will fail with `output`.
+    pub fn make_unhealthy(&self, name: &str, output: &str) {
+        self.with(|s| s.unhealthy.insert(name.to_owned(), output.to_owned()));
+    }
+
+    /// Starting container `name` will fail with `message`.
+    pub fn fail_start(&self, name: &str, message: &str) {
+        self.with(|s| s.fail_start.insert(name.to_owned(), message.to_owned()));
+    }
+
+    /// Container `name` exits on its own with [`CRASH_EXIT_CODE`], as a channel that died.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such container: a test that crashes a container it never made is wrong.
+    pub fn crash(&self, name: &str) {
+        self.with(|s| {
+            let Some(c) = s.containers.get_mut(name) else {
+                panic!("the fake engine has no container {name} to crash");
+            };
+            c.status = ContainerStatus::Exited;
+            c.exit_code = Some(CRASH_EXIT_CODE);
+        });
+    }
+
+    /// Container `name`'s run state; `None` if there is no such container.
+    pub fn status_of(&self, name: &str) -> Option<ContainerStatus> {
+        self.with(|s| s.containers.get(name).map(|c| c.status))
+    }
+
+    /// The names of all containers, sorted.
+    pub fn containers(&self) -> Vec<String> {
+        self.with(|s| s.containers.keys().cloned().collect())
+    }
+
+    /// The names of all networks, sorted.
+    pub fn networks(&self) -> Vec<String> {
+        self.with(|s| s.networks.iter().cloned().collect())
+    }
+
+    /// The names of all volumes, sorted.
+    pub fn volumes(&self) -> Vec<String> {
+        self.with(|s| s.volumes.keys().cloned().collect())
+    }
+
+    /// Container ids by name.
+    pub fn ids(&self) -> BTreeMap<String, String> {
+        self.with(|s| s.containers.iter().map(|(k, c)| (k.clone(), c.id.clone())).collect())
+    }
+
+    /// How often operation `op` was called: `create`, `start`, `stop`, `remove`, `kill`,
+    /// `create_network`, `create_volume` (counting only actual creations),
+    /// `write_volume_file` or `read_volume_file`.
+    pub fn calls_of(&self, op: &str) -> usize {
+        self.with(|s| s.calls.iter().filter(|c| **c == op).count())
+    }
+}
+
+/// Whether `path` is `dir` or lies below it.
+fn is_under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+impl Engine for FakeEngine {
+    async fn version(&self) -> Result<EngineVersion, DeployError> {
+        Ok(EngineVersion { version: "fake".into(), api_version: "1.41".into(), endpoint: "fake://".into() })
+    }
+
+    async fn list_containers(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>, DeployError> {
+        Ok(self.with(|s| {
+            s.containers.values().filter(|c| c.labels.get(key).map(String::as_str) == Some(value)).cloned().collect()
+        }))
+    }
+
+    async fn inspect_container(&self, name: &str) -> Result<Option<ContainerInfo>, DeployError> {
+        Ok(self.with(|s| s.containers.get(name).cloned()))
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, DeployError> {
+        self.with(|s| {
+            s.calls.push("create");
+            if s.containers.contains_key(&spec.name) {
+                return Err(DeployError::CreateContainer {
+                    name: spec.name.clone(),
+                    source: EngineError::new(Some(409), "name in use"),
+                });
+            }
+            s.next_id += 1;
+            let id = format!("c{}", s.next_id);
+            let mut labels = spec.labels.clone();
+            labels.insert(LABEL_SPEC_HASH.into(), spec.spec_hash());
+            let info = ContainerInfo {
+                id: id.clone(),
+                name: spec.name.clone(),
+                image: spec.image.clone(),
+                image_id: s.images.get(&spec.image).cloned().unwrap_or_default(),
+                labels,
+                status: ContainerStatus::Created,
+                health: HealthStatus::None,
+                last_health_output: None,
+                exit_code: None,
+                restart_count: 0,
+            };
+            s.containers.insert(spec.name.clone(), info);
+            Ok(id)
+        })
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), DeployError> {
+        self.with(|s| {
+            s.calls.push("start");
+            if let Some(message) = s.fail_start.get(name) {
+                return Err(DeployError::StartContainer {
+                    name: name.into(),
+                    source: EngineError::new(Some(500), message.clone()),
+                });
+            }
+            let unhealthy = s.unhealthy.get(name).cloned();
+            let c = s.containers.get_mut(name).ok_or_else(|| DeployError::StartContainer {
+                name: name.into(),
+                source: EngineError::new(Some(404), "no such container"),
+            })?;
+            c.status = ContainerStatus::Running;
+            (c.health, c.last_health_output) = match unhealthy {
+                Some(output) => (HealthStatus::Unhealthy, Some(output)),
+                None => (HealthStatus::Healthy, None),
+            };
+            Ok(())
+        })
+    }
+
+    async fn stop_container(&self, name: &str, _grace: Duration) -> Result<(), DeployError> {
+        self.with(|s| {
+            s.calls.push("stop");
+            if let Some(c) = s.containers.get_mut(name) {
+                c.status = ContainerStatus::Exited;
+            }
+        });
+        Ok(())
+    }
+
+    async fn restart_container(&self, name: &str, grace: Duration) -> Result<(), DeployError> {
+        self.stop_container(name, grace).await?;
+        self.start_container(name).await
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<bool, DeployError> {
+        Ok(self.with(|s| {
+            s.calls.push("remove");
+            s.containers.remove(name).is_some()
+        }))
+    }
+
+    async fn kill_container(&self, _name: &str, _signal: &str) -> Result<(), DeployError> {
+        self.with(|s| s.calls.push("kill"));
+        Ok(())
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, DeployError> {
+        Ok(self.with(|s| s.images.get(reference).cloned()))
+    }
+
+    async fn ensure_network(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<bool, DeployError> {
+        Ok(self.with(|s| {
+            let created = s.networks.insert(name.to_owned());
+            if created {
+                s.calls.push("create_network");
+            }
+            created
+        }))
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<bool, DeployError> {
+        Ok(self.with(|s| s.networks.remove(name)))
+    }
+
+    async fn ensure_volume(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<bool, DeployError> {
+        Ok(self.with(|s| {
+            if s.volumes.contains_key(name) {
+                return false;
+            }
+            s.volumes.insert(name.to_owned(), BTreeMap::new());
+            s.calls.push("create_volume");
+            true
+        }))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<bool, DeployError> {
+        Ok(self.with(|s| s.volumes.remove(name).is_some()))
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool, DeployError> {
+        Ok(self.with(|s| s.volumes.contains_key(name)))
+    }
+
+    async fn write_volume_file(
+        &self,
+        volume: &str,
+        path: &str,
+        contents: &[u8],
+        helper_image: &str,
+    ) -> Result<(), DeployError> {
+        check_volume_path(volume, path)?;
+        self.with(|s| {
+            s.calls.push("write_volume_file");
+            let error = |status, message: &str| DeployError::WriteVolumeFile {
+                volume: volume.to_owned(),
+                path: path.to_owned(),
+                source: EngineError::new(Some(status), message),
+            };
+            if !s.images.contains_key(helper_image) {
+                return Err(error(404, &format!("no such image: {helper_image}")));
+            }
+            let files = s.volumes.get_mut(volume).ok_or_else(|| error(404, "no such volume"))?;
+            // A file cannot also be a folder, on the way to `path` or at it.
+            if files.keys().any(|f| f != path && (is_under(path, f) || is_under(f, path))) {
+                return Err(error(400, "a file and a folder cannot share a path"));
+            }
+            files.insert(path.to_owned(), contents.to_vec());
+            Ok(())
+        })
+    }
+
+    async fn read_volume_file(
+        &self,
+        volume: &str,
+        path: &str,
+        helper_image: &str,
+    ) -> Result<Option<Vec<u8>>, DeployError> {
+        check_volume_path(volume, path)?;
+        self.with(|s| {
+            s.calls.push("read_volume_file");
+            let error = |status, message: &str| DeployError::ReadVolumeFile {
+                volume: volume.to_owned(),
+                path: path.to_owned(),
+                source: EngineError::new(Some(status), message),
+            };
+            if !s.images.contains_key(helper_image) {
+                return Err(error(404, &format!("no such image: {helper_image}")));
+            }
+            let Some(files) = s.volumes.get(volume) else { return Ok(None) };
+            if let Some(contents) = files.get(path) {
+                return Ok(Some(contents.clone()));
+            }
+            if files.keys().any(|f| is_under(f, path)) {
+                return Err(error(400, "it is a folder, not a file"));
+            }
+            Ok(None)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELPER: &str = "helper:1";
+
+    fn engine_with_volume() -> FakeEngine {
+        let engine = FakeEngine::with_images(&[HELPER]);
+        engine.with(|s| s.volumes.insert("v".into(), BTreeMap::new()));
+        engine
+    }
+
+    #[tokio::test]
+    async fn volume_files_round_trip_until_the_volume_goes() {
+        let engine = engine_with_volume();
+        engine.write_volume_file("v", "gate/marker", b"one", HELPER).await.unwrap();
+        engine.write_volume_file("v", "gate/marker", b"two", HELPER).await.unwrap();
+        assert_eq!(engine.read_volume_file("v", "gate/marker", HELPER).await.unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(engine.read_volume_file("v", "gate/other", HELPER).await.unwrap(), None);
+        assert!(matches!(engine.read_volume_file("v", "gate", HELPER).await, Err(DeployError::ReadVolumeFile { .. })));
+        assert!(matches!(
+            engine.write_volume_file("v", "gate/marker/x", b"", HELPER).await,
+            Err(DeployError::WriteVolumeFile { .. })
+        ));
+        assert!(engine.remove_volume("v").await.unwrap());
+        assert_eq!(engine.read_volume_file("v", "gate/marker", HELPER).await.unwrap(), None);
+        assert_eq!(engine.calls_of("write_volume_file"), 3);
+    }
+
+    #[tokio::test]
+    async fn volume_files_need_the_volume_the_helper_image_and_a_relative_path() {
+        let engine = engine_with_volume();
+        let write = |volume: &'static str, path: &'static str, image: &'static str| {
+            let engine = &engine;
+            async move { engine.write_volume_file(volume, path, b"x", image).await.unwrap_err().to_string() }
+        };
+        assert_eq!(write("w", "m", HELPER).await, "cannot write m into volume w: no such volume");
+        assert_eq!(write("v", "m", "nope:1").await, "cannot write m into volume v: no such image: nope:1");
+        assert!(write("v", "../m", HELPER).await.starts_with("path \"../m\" in volume v must be relative"));
+        assert!(
+            engine.volumes().contains(&"v".to_owned())
+                && engine.read_volume_file("v", "m", HELPER).await.unwrap().is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crashed_container_has_exited() {
+        let engine = FakeEngine::default();
+        engine.add_image("img:1");
+        engine.create_container(&spec("a", "img:1")).await.unwrap();
+        assert_eq!(engine.status_of("a"), Some(ContainerStatus::Created));
+        engine.start_container("a").await.unwrap();
+        engine.crash("a");
+        let info = engine.inspect_container("a").await.unwrap().unwrap();
+        assert_eq!((info.status, info.exit_code), (ContainerStatus::Exited, Some(CRASH_EXIT_CODE)));
+        assert!(!info.image_id.is_empty());
+        assert_eq!(engine.containers(), ["a"]);
+        assert_eq!(engine.status_of("b"), None);
     }
 }
