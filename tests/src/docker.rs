@@ -281,6 +281,12 @@ impl TestStack {
         Ok(StackBundle::load(self.stack_dir())?)
     }
 
+    /// A file of the stack's config dir under the root (`docker-compose.yml`, `Caddyfile`).
+    pub fn config_file(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let bundle = self.bundle()?;
+        Ok(edge_core::Paths::new(Some(self.root()), &bundle.stack.stack).config_file(name))
+    }
+
     /// A container name of this stack, from the partner edge's (`oxpulse-partner-naive`).
     pub fn container(&self, partner_edge_name: &str) -> String {
         partner_edge_name.replace("oxpulse-partner", &self.name)

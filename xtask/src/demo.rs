@@ -24,7 +24,7 @@ pub(crate) struct DemoArgs {
 }
 
 /// Demo credentials of the channels; the stand-ins ignore them, the rendered configs carry them.
-const DEMO_ENV: &[(&str, &str)] = &[
+pub(crate) const DEMO_ENV: &[(&str, &str)] = &[
     ("HYSTERIA2_SERVER", "hy2.demo.invalid"),
     ("HYSTERIA2_PORT", "443"),
     ("HYSTERIA2_AUTH", "demo-hysteria2-auth"),
@@ -34,7 +34,7 @@ const DEMO_ENV: &[(&str, &str)] = &[
     ("NAIVE_PASSWORD", "demo-naive-password"),
 ];
 
-const DEMO_NODE_CONFIG: &str = r#"{
+pub(crate) const DEMO_NODE_CONFIG: &str = r#"{
   "reality": {
     "server": "reality.demo.invalid",
     "port": 443,

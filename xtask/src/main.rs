@@ -22,7 +22,7 @@ struct Cli {
 /// The tasks; adding one is a variant here and a file beside this one.
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Time `edge-watchdog --once` against the legacy bash watchdog on generated metrics pages.
+    /// Time edge against what it replaces: `watchdog` (the default) against the legacy bash watchdog, `deploy` against docker-compose.
     Bench(bench::BenchArgs),
     /// Build the local images and bring up the embedded partner edge in target/demo-root (--down removes it).
     Demo(demo::DemoArgs),

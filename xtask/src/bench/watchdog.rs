@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: the tick cost of `edge-watchdog --once` (release build) next to the
-//! legacy `oxpulse-channels-health-report.sh` it replaces, side by side in one run, on the same
-//! generated Caddy metrics pages (3, 30 and 300 upstreams among Caddy's and Go's other series).
+//! `cargo xtask bench watchdog` (plain `cargo xtask bench` too): the tick cost of
+//! `edge-watchdog --once` (release build) next to the legacy `oxpulse-channels-health-report.sh`
+//! it replaces, side by side in one run, on the same generated Caddy metrics pages (3, 30 and 300
+//! upstreams among Caddy's and Go's other series).
 //!
 //! Both read the page from a file (`OXPULSE_METRICS_SRC`), keep their state in fresh temp dirs
 //! (`STATE_DIR`, `OXPULSE_TG_STATE_DIR`) and alert a loopback sink of the bench
@@ -21,9 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use edge_tests::telegram::ChatServer;
 
-/// Options of `cargo xtask bench`.
+/// Options of `cargo xtask bench watchdog`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {
+pub(crate) struct WatchdogBenchArgs {
     /// Timed runs per tool, scenario and page size.
     #[arg(long, default_value_t = 20)]
     runs: usize,
@@ -83,13 +84,11 @@ struct Measured {
 
 impl Measured {
     fn median(&self) -> Duration {
-        let mut w = self.walls.clone();
-        w.sort();
-        w.get(w.len() / 2).copied().unwrap_or_default()
+        super::median(&self.walls)
     }
 }
 
-pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: WatchdogBenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 || args.sizes.is_empty() {
         bail!("--runs and --sizes must not be empty");
     }
@@ -103,8 +102,14 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let watchdog = match &args.watchdog {
         Some(p) => p.clone(),
-        None => build_release(&root)?,
+        None => super::build_release(&root, "edge-watchdog")?,
     };
+    if !watchdog.is_file() {
+        bail!(
+            "{} is missing: pass an existing --watchdog PATH, or leave it out to build the release one",
+            watchdog.display()
+        );
+    }
 
     // The loopback sinks run on their own threads while the bench runs processes.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -130,21 +135,6 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     print_table(&rows, args.runs);
     Ok(())
-}
-
-fn build_release(root: &Path) -> anyhow::Result<PathBuf> {
-    eprintln!("==> cargo build --release -p edge-cli --bin edge-watchdog");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-p", "edge-cli", "--bin", "edge-watchdog"])
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("building edge-watchdog failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release/edge-watchdog"))
 }
 
 struct Cell {

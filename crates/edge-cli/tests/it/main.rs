@@ -1,0 +1,4 @@
+//! edge-cli's integration tests: one binary, one module per feature.
+
+mod help;
+mod snapshots;

@@ -1,0 +1,63 @@
+//! `cargo xtask bench`: timings of edge next to what it replaces, one suite per file under
+//! `bench/` (`watchdog`, the default, and `deploy`); this file dispatches and holds what they share.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+mod deploy;
+mod watchdog;
+
+/// Options of `cargo xtask bench`: a suite, or the watchdog suite's options.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BenchArgs {
+    /// The suite to run [default: watchdog].
+    #[command(subcommand)]
+    suite: Option<Suite>,
+    /// The watchdog suite's options, when no suite is named.
+    #[command(flatten)]
+    watchdog: watchdog::WatchdogBenchArgs,
+}
+
+/// The bench suites.
+#[derive(Debug, clap::Subcommand)]
+enum Suite {
+    /// Time `edge-watchdog --once` against the legacy bash watchdog on generated metrics pages.
+    Watchdog(watchdog::WatchdogBenchArgs),
+    /// Time `edge install` (fresh, no-op re-run) against `docker-compose up -d` on the rendered compose file.
+    Deploy(deploy::DeployBenchArgs),
+}
+
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.suite {
+        None => watchdog::run(args.watchdog),
+        Some(Suite::Watchdog(args)) => watchdog::run(args),
+        Some(Suite::Deploy(args)) => deploy::run(args),
+    }
+}
+
+/// Builds one binary of edge-cli in release (what operators run) and returns its path.
+fn build_release(root: &Path, bin: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("==> cargo build --release -p edge-cli --bin {bin}");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "edge-cli", "--bin", bin])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building {bin} failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join(bin))
+}
+
+/// The median of some timings (zero for none).
+fn median(timings: &[Duration]) -> Duration {
+    let mut sorted = timings.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
