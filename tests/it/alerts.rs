@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use edge_alerts::outbox::Outbox;
-use edge_alerts::{AlertConfig, Alerter, PoolMember, Report, SendError, Severity, TickStatus, TransportKind};
+use edge_alerts::{AlertConfig, Alerter, Report, SendError, Severity, TickStatus, TransportKind};
+use edge_core::PoolMember;
 use edge_core::{UpstreamHealth, UpstreamState};
 use edge_tests::alertmanager::Alertmanager;
 use edge_tests::telegram::{ChatServer, Endpoint, Reply, refused_url};
@@ -81,7 +82,7 @@ fn upstreams(n: usize) -> Vec<String> {
 }
 
 fn pool(names: &[String]) -> Vec<PoolMember> {
-    names.iter().map(|u| PoolMember::new(u.clone(), "ch")).collect()
+    names.iter().map(|u| PoolMember::new("ch", u.clone())).collect()
 }
 
 /// Serves `healthy[i]` for `names[i]` and runs one tick over HTTP.
@@ -549,7 +550,7 @@ async fn a_real_alertmanager_lists_the_firing_alert_then_resolves_it() {
     vars.push(("OXPULSE_ALERTMANAGER_URL", am.url()));
     let alerter = node.alerter(&vars);
     let names = upstreams(2);
-    let members = [PoolMember::new(names[0].clone(), "xray"), PoolMember::new(names[1].clone(), "naive")];
+    let members = [PoolMember::new("xray", names[0].clone()), PoolMember::new("naive", names[1].clone())];
     let run = |healthy: [bool; 2]| {
         let pairs: Vec<(String, bool)> = names.iter().cloned().zip(healthy).collect();
         server.set_metrics(Some(&page(&pairs)));

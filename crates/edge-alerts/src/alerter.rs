@@ -14,7 +14,9 @@ use crate::event::{Event, EventKind, Severity};
 use crate::limiter::{StateLock, read_last_alert, window_open, write_last_alert};
 use crate::metrics::{MetricsProblem, UpstreamMetrics};
 use crate::outbox::{Commit, Outbox};
-use crate::transitions::{Observation, PoolMember, detect};
+use edge_core::PoolMember;
+
+use crate::transitions::{Observation, detect};
 use crate::{AlertError, SendError, time};
 
 /// Largest metrics page read (Caddy's is a few hundred kilobytes at most).

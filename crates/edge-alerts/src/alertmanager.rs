@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::Severity;
 use crate::time::rfc3339;
-use crate::transitions::{PoolMember, WatchState};
+use edge_core::PoolMember;
+
+use crate::transitions::WatchState;
 use crate::{AlertError, SendError};
 
 /// One alert as posted.
@@ -174,7 +176,7 @@ mod tests {
         let state = UpstreamState::parse("a:1=unhealthy:10\nb:2=healthy:5\n").unwrap();
         let watch = WatchState { metrics_unreachable_since: None, unknown: BTreeMap::from([("c:3".to_owned(), 7)]) };
         let pool =
-            [PoolMember::new("a:1", "xray"), PoolMember::new("b:2", "hysteria2"), PoolMember::new("c:3", "naive")];
+            [PoolMember::new("xray", "a:1"), PoolMember::new("hysteria2", "b:2"), PoolMember::new("naive", "c:3")];
         let f = firing_alerts("edge1", &state, &watch, &pool);
         assert_eq!(f.keys().collect::<Vec<_>>(), ["EdgeUpstreamUnhealthy/a:1", "EdgeUpstreamUnknown/c:3"]);
         let a = &f["EdgeUpstreamUnhealthy/a:1"];
@@ -196,11 +198,11 @@ mod tests {
     fn all_down_adds_a_critical() {
         let state = UpstreamState::parse("a=unhealthy:10\nb=unhealthy:20\n").unwrap();
         let f =
-            firing_alerts("e", &state, &WatchState::default(), &[PoolMember::new("a", "x"), PoolMember::new("b", "y")]);
+            firing_alerts("e", &state, &WatchState::default(), &[PoolMember::new("x", "a"), PoolMember::new("y", "b")]);
         let crit = &f["EdgeAllUpstreamsUnhealthy/"];
         assert_eq!((crit.labels["severity"].as_str(), crit.starts_at), ("critical", 20));
         let f =
-            firing_alerts("e", &state, &WatchState::default(), &[PoolMember::new("a", "x"), PoolMember::new("c", "z")]);
+            firing_alerts("e", &state, &WatchState::default(), &[PoolMember::new("x", "a"), PoolMember::new("z", "c")]);
         assert!(!f.contains_key("EdgeAllUpstreamsUnhealthy/"));
     }
 

@@ -17,12 +17,13 @@
 //! # Example
 //!
 //! ```no_run
-//! use edge_alerts::{AlertConfig, Alerter, PoolMember, TickStatus};
+//! use edge_alerts::{AlertConfig, Alerter, TickStatus};
+//! use edge_core::PoolMember;
 //!
 //! # async fn run(paths: edge_core::Paths) -> Result<(), edge_alerts::AlertError> {
 //! let config = AlertConfig::from_env(&paths, |k| std::env::var(k).ok())?;
 //! let alerter = Alerter::new(config)?;
-//! let pool = [PoolMember::new("xray-client:3080", "xray"), PoolMember::new("hy2-client:3081", "hysteria2")];
+//! let pool = [PoolMember::new("xray", "xray-client:3080"), PoolMember::new("hysteria2", "hy2-client:3081")];
 //! let report = alerter.tick(&pool).await?;
 //! if report.status() == TickStatus::Undelivered {
 //!     eprintln!("{} alerts wait in the outbox", report.undelivered);
@@ -55,4 +56,4 @@ pub use error::{AlertError, SendError};
 pub use event::{Event, EventKind, Health, Severity};
 pub use metrics::UpstreamMetrics;
 pub use time::rfc3339;
-pub use transitions::{Observation, PoolMember};
+pub use transitions::Observation;

@@ -1,7 +1,9 @@
 //! Builders shared by the unit tests: metrics pages and pools.
 
 use crate::metrics::UpstreamMetrics;
-use crate::transitions::{Observation, PoolMember};
+use edge_core::PoolMember;
+
+use crate::transitions::Observation;
 
 /// A metrics page with one health series per `(upstream, 0|1)`.
 pub(crate) fn page(pairs: &[(&str, u8)]) -> Observation {
@@ -12,5 +14,5 @@ pub(crate) fn page(pairs: &[(&str, u8)]) -> Observation {
 
 /// A pool of the given upstreams, all of channel `ch`.
 pub(crate) fn pool(ids: &[&str]) -> Vec<PoolMember> {
-    ids.iter().map(|u| PoolMember::new(*u, "ch")).collect()
+    ids.iter().map(|u| PoolMember::new("ch", *u)).collect()
 }

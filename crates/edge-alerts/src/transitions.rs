@@ -6,27 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use edge_core::{UpstreamHealth, UpstreamState};
+use edge_core::{PoolMember, UpstreamHealth, UpstreamState};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind, Health};
 use crate::metrics::UpstreamMetrics;
-
-/// One upstream the front proxy's pool should contain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolMember {
-    /// Its dial address, as in the metric's `upstream` label.
-    pub upstream: String,
-    /// The channel it carries, e.g. `xray` (Alertmanager's `channel` label).
-    pub channel: String,
-}
-
-impl PoolMember {
-    /// A pool member.
-    pub fn new(upstream: impl Into<String>, channel: impl Into<String>) -> Self {
-        Self { upstream: upstream.into(), channel: channel.into() }
-    }
-}
 
 /// What one look at the metrics endpoint gave.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,6 +55,24 @@ pub enum Command {
     Healthcheck(StatusArgs),
     /// Remove the stack's containers, keeping identity backups.
     Uninstall(UninstallArgs),
+    /// Stop services and keep them stopped (the watchdog reports them as stopped, not failed).
+    #[command(
+        after_help = "Examples:\n  edge stop                # every service of the stack\n  edge stop naive caddy    # by service or container name"
+    )]
+    Stop(LifecycleArgs),
+    /// Start stopped services in dependency order and wait for their health.
+    Start(LifecycleArgs),
+    /// Restart services in dependency order and wait for their health.
+    Restart(LifecycleArgs),
+    /// Run the whole lifecycle N times and report each step: install, healthcheck, stop, start,
+    /// restart, re-install, uninstall, restore.
+    #[command(
+        after_help = "One run: install -> healthcheck -> stop (nothing listening on the stack's ports) -> start -> restart -> \
+re-install (no container recreated) -> uninstall --keep-backups -> install --restore-from. After each run the identity \
+files are byte-identical and a marker written into a named volume at the start is still there. On failure the host is \
+left as the failing step left it.\n\nExample:\n  edge gate --runs 20 --partner-id acme --domain edge.example.com --manual-config node-config.json"
+    )]
+    Gate(GateArgs),
     /// Alert delivery.
     #[command(subcommand)]
     Alert(AlertCommand),
@@ -67,8 +85,40 @@ pub struct VariableArgs {
     #[arg(long = "env-from-fixture", value_name = "PATH")]
     pub fixture: Option<PathBuf>,
     /// Set a variable, above everything else (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_assignment)]
+    pub set: Vec<Assignment>,
+}
+
+/// A `KEY=VALUE` flag, checked when parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The variable.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// A `SERVICE=IMAGE` flag, checked when parsed (the service against the stack later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageOverride {
+    /// The service.
+    pub service: String,
+    /// The image reference.
+    pub image: String,
+}
+
+fn parse_assignment(text: &str) -> Result<Assignment, String> {
+    let (key, value) = edge_render::parse_assignment(text)?;
+    Ok(Assignment { key, value })
+}
+
+fn parse_image(text: &str) -> Result<ImageOverride, String> {
+    match text.trim().split_once('=') {
+        Some((s, i)) if !s.trim().is_empty() && !i.trim().is_empty() => {
+            Ok(ImageOverride { service: s.trim().to_owned(), image: i.trim().to_owned() })
+        }
+        _ => Err(format!("{text:?}: expected SERVICE=IMAGE")),
+    }
 }
 
 /// `edge render`.
@@ -120,6 +170,23 @@ pub struct SecretsArgs {
     after_help = "Optional channels come from the environment: HYSTERIA2_SERVER, HYSTERIA2_PORT, HYSTERIA2_AUTH, HYSTERIA2_OBFS; NAIVE_SERVER, NAIVE_SOCKS_PORT, NAIVE_USERNAME, NAIVE_PASSWORD."
 )]
 pub struct InstallArgs {
+    /// What to install.
+    #[command(flatten)]
+    pub install: InstallFlags,
+    /// Put identity files and install.env back from this backup before deploying.
+    #[arg(long, value_name = "BACKUP_DIR")]
+    pub restore_from: Option<PathBuf>,
+    /// Print the plan (create, recreate, remove, keep) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags `install` and `gate` share.
+#[derive(Debug, Clone, Args)]
+pub struct InstallFlags {
     /// Partner id (PARTNER_ID).
     #[arg(long, value_name = "ID")]
     pub partner_id: Option<String>,
@@ -129,24 +196,46 @@ pub struct InstallArgs {
     /// node-config.json with the channels' server parameters; copied into the config dir.
     #[arg(long, value_name = "PATH")]
     pub manual_config: Option<PathBuf>,
-    /// Image overrides, SERVICE=IMAGE (repeatable or comma-separated).
-    #[arg(long, value_name = "SERVICE=IMAGE", value_delimiter = ',')]
-    pub images: Vec<String>,
-    /// Put identity files and install.env back from this backup before deploying.
-    #[arg(long, value_name = "BACKUP_DIR")]
-    pub restore_from: Option<PathBuf>,
-    /// Print the plan (create, recreate, remove, keep) and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    /// Image overrides, SERVICE=IMAGE (repeatable or comma-separated) [default: the images the last install used].
+    #[arg(long, value_name = "SERVICE=IMAGE", value_delimiter = ',', value_parser = parse_image)]
+    pub images: Vec<ImageOverride>,
     /// How long to wait for containers to become healthy.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// Variables.
+    #[command(flatten)]
+    pub vars: VariableArgs,
+}
+
+/// `edge stop`, `edge start` and `edge restart`.
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    /// Services (or container names) [default: every service of the stack].
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// How long a container may take to stop before it is killed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
+    /// How long to wait for started containers to become healthy.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub health_timeout: Duration,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Variables.
+}
+
+/// `edge gate`.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// How many times to run the whole lifecycle.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// What to install in each run.
     #[command(flatten)]
-    pub vars: VariableArgs,
+    pub install: InstallFlags,
+    /// Print the per-run steps and the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `edge status` and `edge healthcheck`.

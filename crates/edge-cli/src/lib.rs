@@ -7,8 +7,6 @@
 pub mod args;
 mod cmd;
 mod exit;
-mod identity;
-mod observe;
 mod progress;
 mod rt;
 pub mod settings;
@@ -35,6 +33,11 @@ pub fn watchdog_main() -> ExitCode {
     init_tracing(args.global.verbose, args.global.quiet);
     let result = settings::Settings::from_args(&args.global).and_then(|settings| cmd::watchdog::run(&settings, args));
     finish(result)
+}
+
+/// An operation's error, exit 2 when the operator's input is at fault.
+pub(crate) fn op_error(err: edge_deploy::OpError) -> anyhow::Error {
+    if err.is_input() { UsageError(err.to_string()).into() } else { anyhow::Error::new(err) }
 }
 
 fn finish(result: anyhow::Result<ExitStatus>) -> ExitCode {

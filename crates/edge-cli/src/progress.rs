@@ -52,6 +52,17 @@ impl Progress {
         self.line(&format!("==> {text}"));
     }
 
+    /// Something an operation of edge-deploy reports.
+    pub(crate) fn report(&self, progress: edge_deploy::Progress) {
+        match progress {
+            edge_deploy::Progress::Step(text) => self.step(&text),
+            edge_deploy::Progress::Note(text) => self.line(&text),
+            edge_deploy::Progress::Deploy(event) => self.event(event),
+            edge_deploy::Progress::Waiting { label, state, waited } => self.waiting(&label, &state, waited),
+            edge_deploy::Progress::Done { label, state, ok } => self.done(&label, &state, ok),
+        }
+    }
+
     /// A deploy event.
     pub(crate) fn event(&self, event: Event) {
         match event {

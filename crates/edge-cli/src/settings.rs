@@ -36,4 +36,21 @@ impl Settings {
         let paths = Paths::new(global.root.as_deref(), &bundle.stack.stack);
         Ok(Self { bundle, paths, root: global.root.clone() })
     }
+
+    /// The stack on this host, for the operations library (the root made absolute).
+    pub fn node(&self) -> anyhow::Result<edge_deploy::Node> {
+        edge_deploy::Node::new(self.bundle.clone(), self.root.as_deref()).with_context(|| {
+            format!("cannot resolve --root {}", self.root.as_deref().unwrap_or(std::path::Path::new("/")).display())
+        })
+    }
+
+    /// The variable sources the flags give (above the process environment).
+    pub fn variable_sources(flags: &crate::args::VariableArgs) -> edge_render::VariableSources {
+        edge_render::VariableSources {
+            fixture: flags.fixture.clone(),
+            environment: edge_render::VariableSources::process_environment(),
+            flags: flags.set.iter().map(|a| (a.key.clone(), a.value.clone())).collect(),
+            ..Default::default()
+        }
+    }
 }

@@ -86,6 +86,14 @@ pub enum RenderError {
         /// What is wrong.
         message: String,
     },
+    /// A variable source (a fixture, a node config) cannot be read or parsed.
+    #[error("{message}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the file.
+        message: String,
+    },
     /// Writing a rendered file failed.
     #[error("cannot write {path}: {source}")]
     Write {

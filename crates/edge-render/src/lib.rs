@@ -36,9 +36,11 @@
 mod error;
 pub mod escape;
 mod renderer;
+mod sources;
 mod translate;
 mod variables;
 
 pub use error::RenderError;
-pub use renderer::{ChannelOutcome, PoolMember, RenderedFile, RenderedStack, Renderer};
+pub use renderer::{ChannelOutcome, RenderedFile, RenderedStack, Renderer};
+pub use sources::{NodeConfigSource, VariableSources, parse_assignment};
 pub use variables::{Source, Variables, parse_fixture, read_secrets};

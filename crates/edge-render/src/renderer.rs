@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use edge_core::{ChannelState, ChannelsStatus, Service, Stack, StackBundle, Template, TemplateFormat};
+use edge_core::{ChannelState, ChannelsStatus, PoolMember, Service, Stack, StackBundle, Template, TemplateFormat};
 use serde::Serialize;
 use tera::{Context, Tera, Value};
 
@@ -33,15 +33,6 @@ pub struct ChannelOutcome {
     pub reason: Option<String>,
     /// The front proxy's dial address for it, if it carries traffic.
     pub upstream: Option<String>,
-}
-
-/// One member of the front proxy's pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PoolMember {
-    /// The channel.
-    pub channel: String,
-    /// Its dial address, e.g. `127.0.0.1:3081`.
-    pub upstream: String,
 }
 
 /// One rendered file, in memory.

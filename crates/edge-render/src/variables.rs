@@ -1,4 +1,4 @@
-//! Layered variables: stack defaults < node-config.json < identity secrets < fixture < environment < flags.
+//! Layered variables: stack defaults < install.env < node-config.json < identity secrets < fixture < environment < flags.
 //!
 //! Only stack defaults are templates (`CADDY_SITE = "{{ PARTNER_DOMAIN }}"`):
 //! values from every other layer are taken literally, so an operator's value
@@ -16,6 +16,8 @@ use edge_core::{CoreError, EnvFile, LineError, Secret, SecretKind};
 pub enum Source {
     /// The stack manifest's `[variables]`.
     Default,
+    /// The last install's parameters (`install.env`).
+    Recorded,
     /// node-config.json in the config dir, flattened.
     NodeConfig,
     /// Identity files in the config dir.
@@ -32,6 +34,7 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Default => "stack default",
+            Self::Recorded => "install.env",
             Self::NodeConfig => "node-config.json",
             Self::Secret => "identity file",
             Self::Fixture => "fixture file",

@@ -12,7 +12,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use edge_alerts::{AlertConfig, Alerter, Observation, PoolMember, Report, TickStatus, UpstreamMetrics};
+use edge_alerts::{AlertConfig, Alerter, Observation, Report, TickStatus, UpstreamMetrics};
+use edge_core::PoolMember;
 
 /// Exit code when alerts could not be delivered.
 const UNDELIVERED: u8 = 3;
@@ -49,7 +50,7 @@ async fn run() -> anyhow::Result<bool> {
         .filter(|s| !s.is_empty())
         .map(|m| {
             let (u, c) = m.split_once('=').unwrap_or((m, ""));
-            PoolMember::new(u, c)
+            PoolMember::new(c, u)
         })
         .collect();
     let alerter = Alerter::new(config)?;

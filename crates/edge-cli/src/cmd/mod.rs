@@ -5,12 +5,14 @@ use crate::args::Command;
 use crate::settings::Settings;
 
 mod alert;
+mod gate;
 mod healthcheck;
 mod install;
+mod lifecycle;
 mod render;
 mod schema;
 mod secrets;
-mod status;
+pub(crate) mod status;
 mod uninstall;
 pub(crate) mod watchdog;
 
@@ -23,6 +25,10 @@ pub(crate) fn dispatch(settings: &Settings, command: Command) -> anyhow::Result<
         Command::Status(args) => status::run(settings, args),
         Command::Healthcheck(args) => healthcheck::run(settings, args),
         Command::Uninstall(args) => uninstall::run(settings, args),
+        Command::Stop(args) => lifecycle::run(settings, edge_deploy::Verb::Stop, args),
+        Command::Start(args) => lifecycle::run(settings, edge_deploy::Verb::Start, args),
+        Command::Restart(args) => lifecycle::run(settings, edge_deploy::Verb::Restart, args),
+        Command::Gate(args) => gate::run(settings, args),
         Command::Alert(args) => alert::run(settings, args),
     }
 }

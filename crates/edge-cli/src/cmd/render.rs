@@ -7,9 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
 use edge_core::{ChannelState, TemplateFormat};
-use edge_render::{RenderError, RenderedFile, Renderer, Source, Variables};
+use edge_render::{NodeConfigSource, RenderError, RenderedFile, Renderer, Source, Variables};
 
 use crate::args::{RenderArgs, VariableArgs};
 use crate::settings::Settings;
@@ -28,54 +27,23 @@ pub(crate) fn run(settings: &Settings, args: RenderArgs) -> anyhow::Result<ExitS
     }
 }
 
-/// Builds the variable layers for a render (also used by commands that render before deploying).
+/// The variables of a render: the layers the flags give, the config dir's node-config.json
+/// and identity files (read only: render creates no secret).
 pub(crate) fn variables(settings: &Settings, flags: &VariableArgs) -> anyhow::Result<Variables> {
     let stack = &settings.bundle.stack;
-    let mut vars = Variables::new(&stack.variables);
-    let node_config = settings.paths.config_file("node-config.json");
-    match std::fs::read_to_string(&node_config) {
-        Ok(text) => {
-            let pairs = edge_core::flatten_node_config(&text, &node_config).map_err(|e| UsageError(e.to_string()))?;
-            vars = vars.with_layer(Source::NodeConfig, pairs);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        // The config dir is root's (0700): an operator may render without it.
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            tracing::warn!("not reading {}: {e}", node_config.display());
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", node_config.display())),
-    }
+    let mut sources = Settings::variable_sources(flags);
+    let path = settings.paths.config_file(edge_deploy::identity::NODE_CONFIG);
+    sources.node_config = Some(NodeConfigSource { path, required: false });
+    let (vars, _) = sources.build(&stack.variables).map_err(classify)?;
     match edge_render::read_secrets(settings.paths.config_dir(), &stack.secrets) {
-        Ok(secrets) => vars = vars.with_layer(Source::Secret, secrets),
+        Ok(secrets) => Ok(vars.with_layer(Source::Secret, secrets)),
+        // The config dir is root's (0700): an operator may render without it.
         Err(edge_core::CoreError::Read { path, source }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
             tracing::warn!("not reading identity file {}: {source}", path.display());
+            Ok(vars)
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
     }
-    if let Some(path) = &flags.fixture {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| UsageError(format!("cannot read the fixture {}: {e}", path.display())))?;
-        let pairs = edge_render::parse_fixture(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-        vars = vars.with_layer(Source::Fixture, pairs);
-    }
-    // Non-UTF-8 entries cannot be template values: skipped rather than a panic.
-    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    vars = vars.with_layer(Source::Environment, env);
-    let mut set = Vec::new();
-    for pair in &flags.set {
-        let (k, v) = pair
-            .split_once('=')
-            .filter(|(k, _)| is_var_name(k))
-            .ok_or_else(|| UsageError(format!("--set {pair:?}: expected KEY=VALUE with KEY a variable name")))?;
-        set.push((k.to_owned(), v.to_owned()));
-    }
-    Ok(vars.with_layer(Source::Flag, set))
-}
-
-fn is_var_name(k: &str) -> bool {
-    let mut bytes = k.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Template, variable and credential errors are the operator's input: exit 2.

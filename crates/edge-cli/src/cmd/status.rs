@@ -1,14 +1,16 @@
 //! `edge status`: each channel's state, its container's state and health, and each pool
 //! upstream's health in Caddy's metrics (`unknown` when its series is missing).
 
-use crate::ExitStatus;
+use edge_deploy::{ContainerView, Observation};
+
 use crate::args::StatusArgs;
-use crate::observe::{ContainerView, Observation, observe};
 use crate::rt::block_on;
 use crate::settings::Settings;
+use crate::{ExitStatus, op_error};
 
 pub(crate) fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<ExitStatus> {
-    let seen = block_on(observe(settings, args.metrics_url.as_deref()))??;
+    let node = settings.node()?;
+    let seen = block_on(observe(&node, args.metrics_url.as_deref()))??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&seen)?);
     } else {
@@ -16,6 +18,14 @@ pub(crate) fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<ExitS
     }
     // Status reports; only an engine it cannot see makes it fail.
     Ok(if seen.engine.reachable { ExitStatus::Success } else { ExitStatus::Failure })
+}
+
+/// Looks at the stack on the local engine; an engine that cannot be reached is part of the
+/// observation, not an error.
+pub(crate) async fn observe(node: &edge_deploy::Node, metrics_url: Option<&str>) -> anyhow::Result<Observation> {
+    let engine = edge_channels::DockerEngine::connect().await;
+    let engine = engine.as_ref().map_err(ToString::to_string);
+    edge_deploy::observe(node, engine, metrics_url).await.map_err(op_error)
 }
 
 /// The text report.
@@ -29,7 +39,11 @@ pub(crate) fn render(seen: &Observation) -> String {
     out.push_str(&format!("stack {} — {engine}\n\n", seen.stack));
     let mut rows = vec![row(&["CHANNEL", "STATE", "CONTAINER", "STATUS", "HEALTH", "UPSTREAM", "POOL"])];
     for c in &seen.channels {
-        let state = c.state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".to_owned());
+        let state = match (c.stopped, c.state) {
+            (true, _) => "stopped".to_owned(),
+            (false, Some(s)) => s.to_string(),
+            (false, None) => "unknown".to_owned(),
+        };
         let (container, status, health) = containers(&c.containers);
         rows.push(row(&[
             &c.id,
@@ -38,7 +52,7 @@ pub(crate) fn render(seen: &Observation) -> String {
             &status,
             &health,
             c.upstream.as_deref().unwrap_or("-"),
-            c.upstream_health.as_deref().unwrap_or("-"),
+            c.upstream_health.map_or("-", |h| h.as_str()),
         ]));
     }
     out.push_str(&table(&rows));

@@ -174,6 +174,11 @@ impl Daemon {
         if self.down.contains_key(name) {
             return;
         }
+        // `edge stop`: no failure, no alert, no restart.
+        if self.watchdog.stopped_by_operator(name) {
+            tracing::info!("container {name} {reason}: stopped by the operator");
+            return;
+        }
         self.down
             .insert(name.to_owned(), Down { channel: channel.clone(), reason: format!("container {name} {reason}") });
         let text = format!("CONTAINER {name}{} {reason}", describe(channel.as_deref()));

@@ -9,10 +9,13 @@
 //! - **legacy**: no `POOL` in `install.env` (a node set up by the bash installer): every
 //!   upstream series on the metrics page is watched, as `oxpulse-channels-health-report.sh` does.
 //!
+//! A channel whose service the operator stopped (`edge stop`) is not watched: it is shown as
+//! stopped, never failed, alerted on or restarted. With an always-on service (the front
+//! proxy) stopped, the whole tick is skipped as stopped by the operator.
+//!
 //! The legacy environment is honoured: `OXPULSE_METRICS_SRC` (URL or file), `STATE_DIR`
 //! (the state dir, taken as is, above `--root`), `OXPULSE_TG_*`, `TG_TOKEN`, `TG_CHAT`.
 
-pub(crate) mod channels;
 pub(crate) mod daemon;
 pub(crate) mod textfile;
 
@@ -21,15 +24,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use edge_alerts::{AlertConfig, Alerter, MetricsSource, Observation, PoolMember, Report, TickStatus};
+use edge_alerts::{AlertConfig, Alerter, MetricsSource, Observation, Report, TickStatus};
 use edge_channels::{DockerEngine, Engine};
-use edge_core::{ChannelsStatus, EnvFile, Paths, Stack, UpstreamHealth};
+use edge_core::{ChannelsStatus, InstallRecord, ObservedHealth, Paths, PoolMember, Stack};
+use edge_deploy::channels::{self, ChannelChange};
 use serde::Serialize;
 
-use crate::observe::{KEY_METRICS_URL, KEY_POOL, decode_pool};
 use crate::settings::Settings;
 use crate::{ExitStatus, UsageError};
-use channels::{ChannelChange, PoolChannel};
 use textfile::{Counters, Snapshot, Textfile, UpstreamSample};
 
 /// How long the `--once` look at the channel containers may take before it is skipped.
@@ -47,7 +49,7 @@ pub(crate) struct Watchdog {
 /// What one tick found and did (`--json` prints it).
 #[derive(Debug, Serialize)]
 pub(crate) struct TickOutcome {
-    /// `quiet`, `delivered`, `held`, `undelivered` or `no_transport`.
+    /// `quiet`, `delivered`, `held`, `undelivered`, `no_transport` or `stopped` (by the operator).
     pub(crate) status: &'static str,
     /// `stack` or `legacy`.
     pub(crate) mode: &'static str,
@@ -60,6 +62,8 @@ pub(crate) struct TickOutcome {
     pub(crate) undelivered: usize,
     pub(crate) errors: Vec<String>,
     pub(crate) channel_changes: Vec<ChannelChange>,
+    /// Services the operator stopped: not watched.
+    pub(crate) stopped: Vec<String>,
     pub(crate) duration_ms: f64,
     #[serde(skip)]
     tick_status: Option<TickStatus>,
@@ -76,8 +80,7 @@ pub(crate) struct MetricsOutcome {
 pub(crate) struct PoolOutcome {
     pub(crate) channel: Option<String>,
     pub(crate) upstream: String,
-    /// `healthy`, `unhealthy` or `unknown`.
-    pub(crate) health: &'static str,
+    pub(crate) health: ObservedHealth,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,10 +91,23 @@ pub(crate) struct DeliveredOutcome {
 
 /// The watched pool, as the state dir says now.
 struct PoolView {
-    /// `None`: legacy mode.
-    members: Option<Vec<PoolChannel>>,
+    /// The install record (empty when there is none: legacy mode).
+    record: InstallRecord,
     /// `None` when the file does not parse (then it is not rewritten).
     status: Option<ChannelsStatus>,
+}
+
+impl PoolView {
+    /// Pool members whose channel the operator did not stop; `None` in legacy mode.
+    fn members(&self, stack: &Stack) -> Option<Vec<PoolMember>> {
+        let pool = self.record.pool.as_ref()?;
+        Some(pool.iter().filter(|m| !channels::stopped_channel(stack, &self.record, &m.channel)).cloned().collect())
+    }
+
+    /// Whether the operator stopped an always-on service (the front proxy among them).
+    fn stack_stopped(&self, stack: &Stack) -> bool {
+        stack.services.iter().any(|s| s.channel.is_none() && self.record.stopped.contains(&s.name))
+    }
 }
 
 fn word(status: TickStatus) -> &'static str {
@@ -120,6 +136,9 @@ impl TickOutcome {
     /// Lines for a person (nothing when the tick was quiet).
     pub(crate) fn lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self.events.iter().map(|e| format!("alert: {e}")).collect();
+        if !self.stopped.is_empty() {
+            out.push(format!("stopped by the operator (not watched): {}", self.stopped.join(", ")));
+        }
         for c in &self.channel_changes {
             out.push(format!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason));
         }
@@ -196,7 +215,7 @@ pub(crate) fn alert_config(
 ) -> anyhow::Result<AlertConfig> {
     let mut config = AlertConfig::from_env(paths, lookup).map_err(|e| UsageError(e.to_string()))?;
     if lookup("OXPULSE_METRICS_SRC").is_none_or(|v| v.is_empty()) {
-        let recorded = EnvFile::load(&paths.install_env()).ok().and_then(|e| e.get(KEY_METRICS_URL).map(str::to_owned));
+        let recorded = InstallRecord::load_optional(&paths.install_env())?.and_then(|r| r.metrics_url);
         let default = edge_render::Variables::new(&settings.bundle.stack.variables)
             .get("CADDY_ADMIN")
             .filter(|a| !a.is_empty())
@@ -228,11 +247,10 @@ impl Watchdog {
         &self.stack
     }
 
-    fn pool(&self) -> PoolView {
-        let install = EnvFile::load(&self.paths.install_env()).ok();
-        let members = install.as_ref().and_then(|env| env.get(KEY_POOL)).map(|text| {
-            decode_pool(text).into_iter().map(|(channel, upstream)| PoolChannel { channel, upstream }).collect()
-        });
+    /// The state dir now. A corrupt install record is an error, never a silent switch to
+    /// legacy mode.
+    fn pool(&self) -> anyhow::Result<PoolView> {
+        let record = InstallRecord::load_optional(&self.paths.install_env())?.unwrap_or_default();
         let status = match ChannelsStatus::load(&self.paths.channels_status()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -240,13 +258,21 @@ impl Watchdog {
                 None
             }
         };
-        PoolView { members, status }
+        Ok(PoolView { record, status })
+    }
+
+    /// Whether the operator stopped the service whose container this is.
+    pub(crate) fn stopped_by_operator(&self, container: &str) -> bool {
+        let Ok(view) = self.pool() else { return false };
+        self.stack.services.iter().any(|s| s.container == container && view.record.stopped.contains(&s.name))
     }
 
     /// Pool channels of the stack whose containers the engine says are down, with why.
     /// An engine that cannot be reached says nothing.
     pub(crate) async fn look_at_containers(&self) -> BTreeMap<String, (String, String)> {
-        let PoolView { members: Some(members), .. } = self.pool() else { return BTreeMap::new() };
+        let Some(members) = self.pool().ok().and_then(|view| view.members(&self.stack)) else {
+            return BTreeMap::new();
+        };
         let names: Vec<(String, String)> = members
             .iter()
             .flat_map(|m| self.stack.services_of(&m.channel).map(|s| (s.container.clone(), m.channel.clone())))
@@ -290,16 +316,21 @@ impl Watchdog {
     /// One tick. `down` maps a channel to why one of its containers is down.
     pub(crate) async fn tick(&mut self, down: &BTreeMap<String, String>) -> anyhow::Result<TickOutcome> {
         let started = Instant::now();
-        let view = self.pool();
-        let legacy = view.members.is_none();
-        let watched: Vec<PoolChannel> = match (&view.members, &view.status) {
+        let view = self.pool()?;
+        let stopped: Vec<String> = view.record.stopped.iter().cloned().collect();
+        if view.stack_stopped(&self.stack) {
+            return Ok(self.stopped_outcome(stopped, started));
+        }
+        let members = view.members(&self.stack);
+        let legacy = members.is_none();
+        let watched: Vec<PoolMember> = match (&members, &view.status) {
             (Some(members), Some(status)) => {
                 members.iter().filter(|m| channels::watched(status, &m.channel)).cloned().collect()
             }
             (Some(members), None) => members.clone(),
             (None, _) => Vec::new(),
         };
-        let pool: Vec<PoolMember> = watched.iter().map(|m| PoolMember::new(&m.upstream, &m.channel)).collect();
+        let pool = watched.clone();
 
         let observation = self.alerter.observe().await;
         let report = self.alerter.process(observation.clone(), &pool).await?;
@@ -311,13 +342,12 @@ impl Watchdog {
         let health_of = |u: &str| health.and_then(|h| h.get(u).copied());
 
         let mut changes = Vec::new();
-        if let (false, Some(mut status)) = (legacy, view.status) {
-            let members = view.members.as_deref().unwrap_or_default();
-            let before = status.clone();
-            changes = channels::reconcile(&mut status, members, health_of, |c| down.get(c).cloned());
-            if status != before {
-                status.save(&self.paths.channels_status()).context("cannot update channels-status.env")?;
-            }
+        if let (Some(members), Some(_)) = (&members, &view.status) {
+            // A fresh read-modify-write under the state lock: install may have rewritten the
+            // file while this tick waited on the network.
+            changes = channels::apply(&self.paths, members, health_of, |c| down.get(c).cloned())
+                .context("cannot update channels-status.env")?;
+            let status = ChannelsStatus::load(&self.paths.channels_status())?;
             for c in &changes {
                 tracing::warn!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason);
             }
@@ -338,17 +368,13 @@ impl Watchdog {
             .map(|(channel, upstream)| PoolOutcome {
                 channel: channel.clone(),
                 upstream: upstream.clone(),
-                health: match health_of(upstream) {
-                    Some(UpstreamHealth::Healthy) => "healthy",
-                    Some(UpstreamHealth::Unhealthy) => "unhealthy",
-                    None => "unknown",
-                },
+                health: health_of(upstream).into(),
             })
             .collect();
         self.snapshot.upstreams = shown
             .into_iter()
             .map(|(channel, upstream)| UpstreamSample {
-                healthy: health_of(&upstream).map(|h| h == UpstreamHealth::Healthy),
+                healthy: health_of(&upstream).map(|h| h == edge_core::UpstreamHealth::Healthy),
                 channel: channel.unwrap_or_default(),
                 upstream,
             })
@@ -372,9 +398,36 @@ impl Watchdog {
             undelivered: report.undelivered,
             errors: report.errors.iter().map(ToString::to_string).collect(),
             channel_changes: changes,
+            stopped,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             tick_status: Some(report.status()),
         })
+    }
+
+    /// A tick while the operator has the stack stopped: nothing is watched or alerted.
+    fn stopped_outcome(&mut self, stopped: Vec<String>, started: Instant) -> TickOutcome {
+        self.snapshot.last_tick_seconds = started.elapsed().as_secs_f64();
+        self.snapshot.last_tick_timestamp = now_secs();
+        self.write_textfile();
+        TickOutcome {
+            status: "stopped",
+            mode: "stack",
+            metrics: MetricsOutcome {
+                source: self.alerter.config().metrics.to_string(),
+                reachable: false,
+                error: Some("not read: the operator stopped the stack".to_owned()),
+            },
+            pool: Vec::new(),
+            events: Vec::new(),
+            delivered: Vec::new(),
+            held: 0,
+            undelivered: 0,
+            errors: Vec::new(),
+            channel_changes: Vec::new(),
+            stopped,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            tick_status: None,
+        }
     }
 
     /// Sends a notice (a container event) through the same limiter and outbox.
@@ -387,12 +440,12 @@ impl Watchdog {
 
     /// Marks a pool channel `failed_at_runtime` at once (a container of it died).
     pub(crate) fn fail_channel(&mut self, channel: &str, reason: &str) -> anyhow::Result<Option<ChannelChange>> {
-        let view = self.pool();
-        let (Some(members), Some(mut status)) = (view.members, view.status) else { return Ok(None) };
+        let view = self.pool()?;
+        let (Some(members), Some(_)) = (view.members(&self.stack), view.status) else { return Ok(None) };
         let Some(member) = members.into_iter().find(|m| m.channel == channel) else { return Ok(None) };
-        let changes = channels::reconcile(&mut status, &[member], |_| None, |_| Some(reason.to_owned()));
+        let changes = channels::apply(&self.paths, &[member], |_| None, |_| Some(reason.to_owned()))
+            .context("cannot update channels-status.env")?;
         if let Some(change) = changes.into_iter().next() {
-            status.save(&self.paths.channels_status()).context("cannot update channels-status.env")?;
             tracing::warn!("channel {}: {} -> {} ({})", change.channel, change.from, change.to, change.reason);
             if let Some(entry) = self.snapshot.channels.iter_mut().find(|(c, _)| c == channel) {
                 entry.1 = false;

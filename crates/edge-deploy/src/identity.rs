@@ -4,17 +4,16 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use edge_core::{Paths, SecretKind, Stack};
 
-use crate::UsageError;
+use crate::OpError;
 
 /// The node-config file `--manual-config` is copied to; part of the identity.
-pub(crate) const NODE_CONFIG: &str = "node-config.json";
+pub const NODE_CONFIG: &str = "node-config.json";
 
 /// The identity files of a stack, relative to its config dir: every secret's files and
 /// `node-config.json`.
-pub(crate) fn identity_files(stack: &Stack) -> Vec<String> {
+pub fn identity_files(stack: &Stack) -> Vec<String> {
     let mut files = Vec::new();
     for s in &stack.secrets {
         match &s.kind {
@@ -31,7 +30,7 @@ pub(crate) fn identity_files(stack: &Stack) -> Vec<String> {
 
 /// Copies the identity files present and `install.env` into a new timestamped folder of the
 /// backups dir; returns it, or `None` when there was nothing to back up.
-pub(crate) fn backup(paths: &Paths, stack: &Stack, now: u64) -> anyhow::Result<Option<PathBuf>> {
+pub fn backup(paths: &Paths, stack: &Stack, now: u64) -> Result<Option<PathBuf>, OpError> {
     let mut sources: Vec<(PathBuf, String)> =
         identity_files(stack).into_iter().map(|f| (paths.config_file(&f), f)).filter(|(p, _)| p.is_file()).collect();
     if paths.install_env().is_file() {
@@ -48,9 +47,9 @@ pub(crate) fn backup(paths: &Paths, stack: &Stack, now: u64) -> anyhow::Result<O
         dir = base.join(format!("{stamp}-{n}"));
         n += 1;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create backup dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| OpError::io("create backup dir", &dir, e))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot restrict backup dir {}", dir.display()))?;
+        .map_err(|e| OpError::io("restrict backup dir", &dir, e))?;
     for (source, name) in sources {
         copy_exact(&source, &dir.join(&name))?;
     }
@@ -60,9 +59,9 @@ pub(crate) fn backup(paths: &Paths, stack: &Stack, now: u64) -> anyhow::Result<O
 /// Puts the identity files and `install.env` of a backup back in place, byte-identical and
 /// with their modes. A different file already in place is an error: an identity is never
 /// overwritten silently. Returns the files restored.
-pub(crate) fn restore(paths: &Paths, stack: &Stack, from: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn restore(paths: &Paths, stack: &Stack, from: &Path) -> Result<Vec<PathBuf>, OpError> {
     if !from.is_dir() {
-        return Err(UsageError(format!("--restore-from {}: no such backup dir", from.display())).into());
+        return Err(OpError::Restore { dir: from.to_owned(), message: "no such backup dir".into() });
     }
     let mut pairs: Vec<(PathBuf, PathBuf)> = identity_files(stack)
         .into_iter()
@@ -70,28 +69,32 @@ pub(crate) fn restore(paths: &Paths, stack: &Stack, from: &Path) -> anyhow::Resu
         .filter(|(src, _)| src.is_file())
         .collect();
     if pairs.is_empty() {
-        return Err(UsageError(format!(
-            "--restore-from {}: it holds none of the identity files ({}); is it a backup made by edge uninstall?",
-            from.display(),
-            identity_files(stack).join(", ")
-        ))
-        .into());
+        return Err(OpError::Restore {
+            dir: from.to_owned(),
+            message: format!(
+                "it holds none of the identity files ({}); is it a backup made by edge uninstall?",
+                identity_files(stack).join(", ")
+            ),
+        });
     }
     if from.join("install.env").is_file() {
         pairs.push((from.join("install.env"), paths.install_env()));
     }
     for (src, dest) in &pairs {
         if let Ok(existing) = std::fs::read(dest) {
-            let wanted = std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
+            let wanted = std::fs::read(src).map_err(|e| OpError::io("read", src, e))?;
             if existing != wanted && dest != &paths.install_env() {
-                bail!(
-                    "{} already exists and differs from the backup's; move it away first if the backup's identity is the one to keep",
-                    dest.display()
-                );
+                return Err(OpError::Restore {
+                    dir: from.to_owned(),
+                    message: format!(
+                        "{} already exists and differs from the backup's; move it away first if the backup's identity is the one to keep",
+                        dest.display()
+                    ),
+                });
             }
         }
     }
-    paths.ensure_dirs().with_context(|| format!("cannot create {}", paths.config_dir().display()))?;
+    paths.ensure_dirs().map_err(|e| OpError::io("create", paths.config_dir(), e))?;
     for (src, dest) in &pairs {
         copy_exact(src, dest)?;
     }
@@ -99,10 +102,9 @@ pub(crate) fn restore(paths: &Paths, stack: &Stack, from: &Path) -> anyhow::Resu
 }
 
 /// Copies bytes and mode, atomically.
-fn copy_exact(src: &Path, dest: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
-    let mode =
-        std::fs::metadata(src).with_context(|| format!("cannot stat {}", src.display()))?.permissions().mode() & 0o7777;
+fn copy_exact(src: &Path, dest: &Path) -> Result<(), OpError> {
+    let bytes = std::fs::read(src).map_err(|e| OpError::io("read", src, e))?;
+    let mode = std::fs::metadata(src).map_err(|e| OpError::io("stat", src, e))?.permissions().mode() & 0o7777;
     edge_core::write_atomic_with_mode(dest, &bytes, mode)?;
     Ok(())
 }

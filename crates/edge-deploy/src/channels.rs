@@ -4,29 +4,32 @@
 //!
 //! Only channels of the front proxy's pool flip: a channel out of the pool (skipped, failed
 //! at render, or failed during install) stays as install left it, because `active` means
-//! "in the pool" and only a new install puts it back there.
+//! "in the pool" and only a new install puts it back there. A channel whose container the
+//! operator stopped (`edge stop`) is not watched at all: that is no failure.
+//!
+//! Every change is a read-modify-write of `channels-status.env` under the state lock
+//! ([`apply`]), so the watchdog never writes back a state install has replaced meanwhile.
 
-use edge_core::{ChannelState, ChannelsStatus, UpstreamHealth};
+use edge_core::{ChannelState, ChannelsStatus, InstallRecord, Paths, PoolMember, Stack, UpstreamHealth};
 use serde::Serialize;
 
-/// One pool channel and its dial address (from `install.env`'s `POOL`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PoolChannel {
-    pub(crate) channel: String,
-    pub(crate) upstream: String,
-}
+use crate::OpError;
 
 /// A state change made to `channels-status.env`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct ChannelChange {
-    pub(crate) channel: String,
-    pub(crate) from: ChannelState,
-    pub(crate) to: ChannelState,
-    pub(crate) reason: String,
+pub struct ChannelChange {
+    /// The channel.
+    pub channel: String,
+    /// Its state before.
+    pub from: ChannelState,
+    /// Its state now.
+    pub to: ChannelState,
+    /// The evidence.
+    pub reason: String,
 }
 
 /// Whether a pool channel is watched: its state is one the watchdog owns (or not recorded).
-pub(crate) fn watched(status: &ChannelsStatus, channel: &str) -> bool {
+pub fn watched(status: &ChannelsStatus, channel: &str) -> bool {
     matches!(status.get(channel), None | Some(ChannelState::Active | ChannelState::FailedAtRuntime))
 }
 
@@ -34,9 +37,9 @@ pub(crate) fn watched(status: &ChannelsStatus, channel: &str) -> bool {
 ///
 /// `health` is the upstream's health in the metrics (`None`: unknown, metrics unreadable or
 /// no series); `down` says why a container of the channel is down, if one is.
-pub(crate) fn reconcile(
+pub fn reconcile(
     status: &mut ChannelsStatus,
-    pool: &[PoolChannel],
+    pool: &[PoolMember],
     health: impl Fn(&str) -> Option<UpstreamHealth>,
     down: impl Fn(&str) -> Option<String>,
 ) -> Vec<ChannelChange> {
@@ -67,15 +70,40 @@ pub(crate) fn reconcile(
     changes
 }
 
+/// Applies the evidence to `channels-status.env` under the state lock; returns what changed.
+pub fn apply(
+    paths: &Paths,
+    pool: &[PoolMember],
+    health: impl Fn(&str) -> Option<UpstreamHealth>,
+    down: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<ChannelChange>, OpError> {
+    Ok(ChannelsStatus::update(paths, |status| reconcile(status, pool, health, down))?)
+}
+
+/// The pool members to watch: recorded in the pool, in a state the watchdog owns, and with no
+/// service the operator stopped. `None` in legacy mode (no pool recorded).
+pub fn watched_pool(stack: &Stack, record: &InstallRecord, status: Option<&ChannelsStatus>) -> Option<Vec<PoolMember>> {
+    let pool = record.pool.as_ref()?;
+    Some(
+        pool.iter()
+            .filter(|m| status.is_none_or(|s| watched(s, &m.channel)))
+            .filter(|m| !stopped_channel(stack, record, &m.channel))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Whether the operator stopped a service that carries `channel`.
+pub fn stopped_channel(stack: &Stack, record: &InstallRecord, channel: &str) -> bool {
+    stack.services_of(channel).any(|s| record.stopped.contains(&s.name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pool() -> Vec<PoolChannel> {
-        [("xray", "u1"), ("naive", "u3")]
-            .iter()
-            .map(|(c, u)| PoolChannel { channel: (*c).into(), upstream: (*u).into() })
-            .collect()
+    fn pool() -> Vec<PoolMember> {
+        vec![PoolMember::new("xray", "u1"), PoolMember::new("naive", "u3")]
     }
 
     /// `health`: (upstream, healthy?) pairs; `down`: channels with a container down.
@@ -149,5 +177,36 @@ mod tests {
             "xray=active\nnaive=failed_at_runtime\n",
             &["naive active->failed_at_runtime"],
         );
+    }
+}
+
+#[cfg(test)]
+mod watched_pool_tests {
+    use super::*;
+
+    #[test]
+    fn stopped_and_settled_channels_are_not_watched() {
+        let stack = Stack::partner_edge();
+        let pool = vec![
+            PoolMember::new("xray", "127.0.0.1:3081"),
+            PoolMember::new("hysteria2", "127.0.0.1:3082"),
+            PoolMember::new("naive", "127.0.0.1:3083"),
+        ];
+        let mut record = InstallRecord { pool: Some(pool), ..Default::default() };
+        let status = ChannelsStatus::parse(
+            "xray=active
+hysteria2=failed_at_render
+naive=failed_at_runtime
+",
+        )
+        .unwrap();
+        let ids = |r: &InstallRecord| -> Vec<String> {
+            watched_pool(&stack, r, Some(&status)).unwrap().into_iter().map(|m| m.channel).collect()
+        };
+        assert_eq!(ids(&record), ["xray", "naive"]);
+        record.stopped.insert("naive".into());
+        assert_eq!(ids(&record), ["xray"]);
+        assert!(stopped_channel(&stack, &record, "naive"));
+        assert_eq!(watched_pool(&stack, &InstallRecord::default(), None), None);
     }
 }

@@ -1,0 +1,101 @@
+//! Errors of the operations: each names what the operator must look at.
+
+use std::path::PathBuf;
+
+use edge_channels::DeployError;
+use edge_core::CoreError;
+use edge_render::RenderError;
+
+/// Everything an operation can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The container engine refused or could not be reached; the error names the operation.
+    #[error(transparent)]
+    Engine(DeployError),
+    /// The stack did not render (a template, a variable, a channel's credentials).
+    #[error(transparent)]
+    Render(RenderError),
+    /// A state or config file could not be read, parsed or written.
+    #[error(transparent)]
+    File(CoreError),
+    /// An image override names no service of the stack, or is not `SERVICE=IMAGE`.
+    #[error("--images {item:?}: {message}")]
+    Image {
+        /// The override as given.
+        item: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A service named on the command line is not in the stack.
+    #[error("the stack has no service {name:?} (it has {})", known.join(", "))]
+    UnknownService {
+        /// The name given.
+        name: String,
+        /// The stack's services.
+        known: Vec<String>,
+    },
+    /// A backup dir cannot be restored.
+    #[error("--restore-from {}: {message}", dir.display())]
+    Restore {
+        /// The backup dir.
+        dir: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The host is not ready for the operation (disk, ports, the engine).
+    #[error("preflight: {0}")]
+    Preflight(String),
+    /// A file or folder operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. `create backup dir`.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The stack is not installed on this host.
+    #[error("{stack} is not installed here ({} is missing); run edge install first", install_env.display())]
+    NotInstalled {
+        /// The stack.
+        stack: String,
+        /// Its install record.
+        install_env: PathBuf,
+    },
+}
+
+impl OpError {
+    /// Whether the operator's input is at fault (bad flags, files, templates), rather than
+    /// the host or the engine: the CLI exits 2 for these.
+    pub fn is_input(&self) -> bool {
+        match self {
+            Self::Render(RenderError::Write { .. }) => false,
+            Self::Render(_) | Self::Image { .. } | Self::UnknownService { .. } | Self::Restore { .. } => true,
+            Self::File(CoreError::NodeConfig { .. } | CoreError::Manifest { .. }) => true,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io { action, path: path.to_owned(), source }
+    }
+}
+
+impl From<DeployError> for OpError {
+    fn from(e: DeployError) -> Self {
+        Self::Engine(e)
+    }
+}
+
+impl From<CoreError> for OpError {
+    fn from(e: CoreError) -> Self {
+        Self::File(e)
+    }
+}
+
+impl From<RenderError> for OpError {
+    fn from(e: RenderError) -> Self {
+        Self::Render(e)
+    }
+}

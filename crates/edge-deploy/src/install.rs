@@ -1,0 +1,672 @@
+//! Install as plan → apply → wait → record.
+//!
+//! Deploying is reconciling: containers whose spec hash (full spec plus the rendered files
+//! they mount) and image match are kept, so a re-run on an unchanged stack touches nothing.
+//! Channel containers go first; a channel whose container does not become healthy is
+//! `failed_at_runtime`, the stack is rendered again without it (its upstream leaves the
+//! front proxy's config), and only then are the front proxy and the other services
+//! deployed, so the proxy starts with the final pool. The failed container is left in place
+//! for `docker logs`. A dry run is the plan alone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edge_channels::{
+    Action, ActionKind, Applied, Deployer, Desired, Engine, EngineVersion, Infrastructure, PlanEntry, Readiness,
+    RenderedMount, container_spec, stack_labels,
+};
+use edge_core::{ChannelState, InstallRecord, ObservedHealth, Paths, Stack, StateLock};
+use edge_render::{NodeConfigSource, RenderedStack, Renderer, Source, VariableSources, Variables};
+use serde::Serialize;
+
+use crate::identity::{self, NODE_CONFIG};
+use crate::{Node, OpError, Progress, ProgressSink};
+
+/// Free space the config and state dirs need, in KiB.
+const MIN_FREE_KIB: u64 = 50 * 1024;
+
+/// What to install and how.
+#[derive(Debug, Clone)]
+pub struct InstallRequest {
+    /// Variables above the stack's defaults. Install adds the last install's parameters
+    /// and, unless one is given, the config dir's node-config.json.
+    pub variables: VariableSources,
+    /// node-config.json to use and keep a copy of in the config dir.
+    pub manual_config: Option<PathBuf>,
+    /// Image overrides by service; empty keeps the images the last install used.
+    pub images: BTreeMap<String, String>,
+    /// Put the identity files and install record of this backup back first.
+    pub restore_from: Option<PathBuf>,
+    /// Plan only: change nothing.
+    pub dry_run: bool,
+    /// How long to wait for containers to become healthy.
+    pub health_timeout: Duration,
+    /// How long to wait for the front proxy to see every pool upstream healthy (zero: do not wait).
+    pub pool_wait: Duration,
+}
+
+impl Default for InstallRequest {
+    fn default() -> Self {
+        Self {
+            variables: VariableSources::default(),
+            manual_config: None,
+            images: BTreeMap::new(),
+            restore_from: None,
+            dry_run: false,
+            health_timeout: Duration::from_secs(120),
+            pool_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How an install ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Everything asked for runs and is healthy.
+    Success,
+    /// Done, but an optional channel failed and is out of the pool.
+    Degraded,
+    /// A required channel or a service failed.
+    Failure,
+    /// A dry run: nothing was changed.
+    DryRun,
+}
+
+/// One channel in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelReport {
+    /// The channel.
+    pub id: String,
+    /// Its state, as `channels-status.env` records it.
+    pub state: ChannelState,
+    /// Whether the stack requires it.
+    pub required: bool,
+    /// Why it is not active.
+    pub reason: Option<String>,
+    /// Its dial address in the pool.
+    pub upstream: Option<String>,
+    /// Its containers.
+    pub containers: Vec<String>,
+    /// Its upstream's health in the front proxy's metrics.
+    pub upstream_health: Option<ObservedHealth>,
+}
+
+/// What an install did.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallReport {
+    /// The stack.
+    pub stack: String,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+    /// Whether the install reached a working state (success or degraded).
+    pub ok: bool,
+    /// How it ended.
+    pub status: Outcome,
+    /// The engine.
+    pub engine: EngineVersion,
+    /// Every channel.
+    pub channels: Vec<ChannelReport>,
+    /// Readiness of the service containers (those carrying no channel).
+    pub services: BTreeMap<String, Readiness>,
+    /// What was (or, in a dry run, would be) done; kept containers are left out after a real run.
+    pub plan: Vec<PlanEntry>,
+    /// Identity files created.
+    pub identity_created: Vec<String>,
+    /// Files restored from the backup.
+    pub restored: Vec<PathBuf>,
+    /// Where the installed stack listens: published ports (`host:port/proto`) and the front
+    /// proxy's admin address.
+    pub listening: Vec<String>,
+    /// `channels-status.env`, once written.
+    pub status_file: Option<PathBuf>,
+    /// `install.env`, once written.
+    pub install_env: Option<PathBuf>,
+    /// The stack's summary lines.
+    pub summary: Vec<String>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// One line saying how it ended and what to do next.
+    pub message: String,
+}
+
+/// Installs (or reconciles) the stack on `engine`.
+pub async fn install<E: Engine>(
+    engine: &E,
+    node: &Node,
+    request: &InstallRequest,
+    progress: ProgressSink<'_>,
+) -> Result<InstallReport, OpError> {
+    let started = Instant::now();
+    let stack = node.stack();
+    let paths = &node.paths;
+    let name = node.name().to_owned();
+    let step = |text: &str| progress(Progress::Step(text.to_owned()));
+    let note = |text: String| progress(Progress::Note(text));
+
+    // Preflight: nothing is written before the engine answers and the record reads.
+    step("preflight");
+    let version = engine.version().await?;
+    note(format!("    docker engine {} (API {}) at {}", version.version, version.api_version, version.endpoint));
+    check_disk(paths)?;
+    let images = images_to_use(node, request)?;
+
+    let mut restored = Vec::new();
+    if let Some(from) = &request.restore_from {
+        if request.dry_run {
+            note(format!("    would restore the identity from {}", from.display()));
+        } else {
+            step(&format!("restoring the identity from {}", from.display()));
+            restored = identity::restore(paths, stack, from)?;
+        }
+    }
+
+    let (base, node_config) = variables(paths, stack, request)?;
+    let (secret_vars, identity_created) = secrets(paths, stack, request.dry_run)?;
+    let vars = base.with_layer(Source::Secret, secret_vars);
+
+    step("render");
+    // Overrides go into the manifest, so the rendered compose file names the same images.
+    let mut bundle = node.bundle.clone();
+    for s in &mut bundle.stack.services {
+        if let Some(image) = images.get(&s.name) {
+            s.image = image.clone();
+        }
+    }
+    let renderer = Renderer::new(&bundle);
+    let first = renderer.render_stack(&vars, &BTreeMap::new())?;
+    for c in &first.channels {
+        let why = c.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        note(format!("    {}: {}{why}", c.id, c.state));
+    }
+    let desired_first = desired(&first, &images, paths, stack)?;
+    let deployer = Deployer::new(engine);
+    let plan = deployer.plan(&name, desired_first.clone()).await?;
+    check_ports(&plan)?;
+
+    if request.dry_run {
+        return Ok(InstallReport {
+            stack: name,
+            dry_run: true,
+            ok: true,
+            status: Outcome::DryRun,
+            engine: version,
+            channels: channel_reports(&first, stack, &BTreeMap::new()),
+            services: BTreeMap::new(),
+            plan: plan.entries(),
+            identity_created,
+            restored,
+            listening: listening(&desired_first, &vars),
+            status_file: None,
+            install_env: None,
+            summary: first.summary.clone(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            message: "dry run: nothing was changed".to_owned(),
+        });
+    }
+
+    step("write configs");
+    paths.ensure_dirs().map_err(|e| OpError::io("create", paths.config_dir(), e))?;
+    if let Some(bytes) = &node_config {
+        edge_core::write_atomic_with_mode(&paths.config_file(NODE_CONFIG), bytes, 0o600)?;
+    }
+    write_rendered(&first, paths)?;
+
+    // Channels first: their health decides the pool.
+    step("deploy channels");
+    let infra = Infrastructure { labels: stack_labels(&stack.stack) };
+    let is_channel = |d: &Desired| service_channel(stack, &d.service).is_some();
+    let channel_plan = edge_channels::Plan {
+        actions: plan.actions.iter().filter(|a| a.desired().is_none_or(is_channel)).cloned().collect(),
+    };
+    let mut executed: Vec<PlanEntry> =
+        channel_plan.entries().into_iter().filter(|e| e.action != ActionKind::Keep).collect();
+    let channel_containers = desired_first.iter().filter(|d| is_channel(d)).map(|d| d.name().to_owned()).collect();
+    let wait = Wait { timeout: request.health_timeout, progress };
+    let (applied, readiness) =
+        apply_and_wait(&deployer, &channel_plan, &infra, channel_containers, "wait for channel health", &wait).await?;
+
+    let mut forced: BTreeMap<String, ChannelState> = BTreeMap::new();
+    let mut runtime_reasons: BTreeMap<String, String> = BTreeMap::new();
+    for d in &desired_first {
+        let Some(channel) = service_channel(stack, &d.service) else { continue };
+        if let Some(Readiness::Failed { reason }) = readiness.get(d.name()) {
+            forced.insert(channel.to_owned(), ChannelState::FailedAtRuntime);
+            runtime_reasons.insert(channel.to_owned(), format!("container {} {}", d.name(), reason));
+        }
+    }
+    let rendered = if forced.is_empty() {
+        first
+    } else {
+        step(&format!("render again without {}", forced.keys().cloned().collect::<Vec<_>>().join(", ")));
+        let again = renderer.render_stack(&vars, &forced)?;
+        write_rendered(&again, paths)?;
+        again
+    };
+    remove_stale_channel_files(&rendered, stack, paths);
+
+    // The rest, with the final pool; failed channel containers stay as they are.
+    step("deploy services");
+    let mut desired_final = desired(&rendered, &images, paths, stack)?;
+    for d in &desired_first {
+        let failed_channel = service_channel(stack, &d.service).is_some_and(|c| forced.contains_key(c));
+        if failed_channel && !applied.failed.contains_key(d.name()) {
+            desired_final.push(d.clone());
+        }
+    }
+    let plan_final = deployer.plan(&name, desired_final.clone()).await?;
+    executed.extend(plan_final.entries().into_iter().filter(|e| e.action != ActionKind::Keep));
+    let others = desired_final.iter().filter(|d| !is_channel(d)).map(|d| d.name().to_owned()).collect();
+    let (_, service_readiness) =
+        apply_and_wait(&deployer, &plan_final, &infra, others, "wait for service health", &wait).await?;
+
+    // The front proxy's view of the pool.
+    let metrics_url = vars.get("CADDY_ADMIN").filter(|a| !a.is_empty()).map(|a| format!("http://{a}/metrics"));
+    let pool_health = match &metrics_url {
+        Some(url) if !rendered.pool.is_empty() && !request.pool_wait.is_zero() => {
+            step("wait for the front proxy's pool");
+            crate::metrics::wait_pool(url, &rendered.pool, request.pool_wait, progress).await
+        }
+        _ => BTreeMap::new(),
+    };
+
+    step("write status");
+    let record = InstallRecord {
+        partner_id: vars.get("PARTNER_ID").map(str::to_owned),
+        partner_domain: vars.get("PARTNER_DOMAIN").map(str::to_owned),
+        tunnel: Some(rendered.pool.iter().map(|m| m.channel.as_str()).collect::<Vec<_>>().join(",")),
+        stack: Some(name.clone()),
+        stack_origin: Some(node.bundle.origin.clone()),
+        edge_root: node.rooted.then(|| paths.root().to_owned()),
+        pool: Some(rendered.pool.clone()),
+        metrics_url,
+        images: images.clone(),
+        // Install brings every service up: nothing stays stopped.
+        stopped: Default::default(),
+        edge_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        installed_at: Some(now_secs()),
+        other: Vec::new(),
+    };
+    {
+        let _lock = StateLock::acquire(paths)?;
+        rendered.status.save(&paths.channels_status())?;
+        record.save(&paths.install_env())?;
+    }
+    install_units(paths, node.rooted, progress);
+
+    let mut channels = channel_reports(&rendered, stack, &runtime_reasons);
+    for c in &mut channels {
+        c.upstream_health = c.upstream.as_ref().and_then(|u| pool_health.get(u).copied());
+    }
+    let elapsed = started.elapsed();
+    let (status, message) = outcome(&name, &channels, &service_readiness, elapsed);
+    Ok(InstallReport {
+        stack: name,
+        dry_run: false,
+        ok: status != Outcome::Failure,
+        status,
+        engine: version,
+        channels,
+        services: service_readiness,
+        plan: executed,
+        identity_created,
+        restored,
+        listening: listening(&desired_final, &vars),
+        status_file: Some(paths.channels_status()),
+        install_env: Some(paths.install_env()),
+        summary: rendered.summary.clone(),
+        duration_ms: elapsed.as_millis() as u64,
+        message,
+    })
+}
+
+fn outcome(
+    name: &str,
+    channels: &[ChannelReport],
+    services: &BTreeMap<String, Readiness>,
+    elapsed: Duration,
+) -> (Outcome, String) {
+    let failed_required = channels.iter().find(|c| c.required && c.state != ChannelState::Active);
+    let failed_optional: Vec<&str> = channels
+        .iter()
+        .filter(|c| !c.required && matches!(c.state, ChannelState::FailedAtRender | ChannelState::FailedAtRuntime))
+        .map(|c| c.id.as_str())
+        .collect();
+    let failed_service = services.iter().find_map(|(n, r)| match r {
+        Readiness::Failed { reason } => Some((n, reason)),
+        Readiness::Ready { .. } => None,
+    });
+    let active: Vec<&str> =
+        channels.iter().filter(|c| c.state == ChannelState::Active).map(|c| c.id.as_str()).collect();
+    if let Some(c) = failed_required {
+        return (
+            Outcome::Failure,
+            format!(
+                "install failed: required channel {} is {}: {}; see `docker logs` of its container, fix its configuration and run edge install again",
+                c.id,
+                c.state,
+                c.reason.as_deref().unwrap_or("no reason recorded")
+            ),
+        );
+    }
+    if let Some((container, reason)) = failed_service {
+        return (
+            Outcome::Failure,
+            format!(
+                "install failed: container {container} {reason}; see `docker logs {container}`, fix it and run edge install again"
+            ),
+        );
+    }
+    if !failed_optional.is_empty() {
+        return (
+            Outcome::Degraded,
+            format!(
+                "done with problems in {:.1}s: {} active ({}); failed and out of the pool: {} (see the reasons above, then run edge install again)",
+                elapsed.as_secs_f64(),
+                active.len(),
+                active.join(", "),
+                failed_optional.join(", ")
+            ),
+        );
+    }
+    (
+        Outcome::Success,
+        format!(
+            "done in {:.1}s: {name} installed, {} channel{} active ({})",
+            elapsed.as_secs_f64(),
+            active.len(),
+            if active.len() == 1 { "" } else { "s" },
+            active.join(", ")
+        ),
+    )
+}
+
+/// The image overrides in force: the request's, else those the last install (or the backup
+/// being restored) recorded. Every one must name a service of the stack.
+fn images_to_use(node: &Node, request: &InstallRequest) -> Result<BTreeMap<String, String>, OpError> {
+    let images = if request.images.is_empty() {
+        let recorded = match &request.restore_from {
+            Some(backup) if backup.join("install.env").is_file() => backup.join("install.env"),
+            _ => node.paths.install_env(),
+        };
+        InstallRecord::load_optional(&recorded)?.map(|r| r.images).unwrap_or_default()
+    } else {
+        request.images.clone()
+    };
+    for (service, image) in &images {
+        if node.stack().service(service).is_none() {
+            let known: Vec<&str> = node.stack().services.iter().map(|s| s.name.as_str()).collect();
+            return Err(OpError::Image {
+                item: format!("{service}={image}"),
+                message: format!("the stack has no service {service:?} (it has {})", known.join(", ")),
+            });
+        }
+    }
+    Ok(images)
+}
+
+/// Variables from every layer but the secrets; the node config's bytes when one was given.
+fn variables(paths: &Paths, stack: &Stack, request: &InstallRequest) -> Result<(Variables, Option<Vec<u8>>), OpError> {
+    let mut sources = request.variables.clone();
+    // A re-run (or a restore) reuses the install parameters recorded last time.
+    if let Some(record) = InstallRecord::load_optional(&paths.install_env())? {
+        let recorded = [("PARTNER_ID", record.partner_id), ("PARTNER_DOMAIN", record.partner_domain)];
+        sources.recorded.extend(recorded.into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))));
+    }
+    sources.node_config = Some(match &request.manual_config {
+        Some(path) => NodeConfigSource { path: path.clone(), required: true },
+        None => NodeConfigSource { path: paths.config_file(NODE_CONFIG), required: false },
+    });
+    // Rendered files (the compose file's mounts) name the config dir where it really is.
+    if !sources.flags.iter().any(|(k, _)| k == "CONFIG_DIR") {
+        sources.flags.push(("CONFIG_DIR".to_owned(), paths.config_dir().display().to_string()));
+    }
+    let (vars, node_config) = sources.build(&stack.variables)?;
+    Ok((vars, node_config))
+}
+
+/// The identity: created once. A dry run creates nothing: missing secrets are generated in a
+/// scratch folder so that the templates still render.
+fn secrets(paths: &Paths, stack: &Stack, dry_run: bool) -> Result<(BTreeMap<String, String>, Vec<String>), OpError> {
+    if !dry_run {
+        let ensured = edge_core::secrets::ensure_all(paths.config_dir(), &stack.secrets)?;
+        return Ok((ensured.vars, ensured.created));
+    }
+    let scratch = std::env::temp_dir().join(edge_channels::image::unique_name("edge-dry-run"));
+    let result = (|| -> Result<_, OpError> {
+        std::fs::create_dir_all(&scratch).map_err(|e| OpError::io("create", &scratch, e))?;
+        for f in identity::identity_files(stack) {
+            let src = paths.config_file(&f);
+            if src.is_file() {
+                std::fs::copy(&src, scratch.join(&f)).map_err(|e| OpError::io("copy", &src, e))?;
+            }
+        }
+        let ensured = edge_core::secrets::ensure_all(&scratch, &stack.secrets)?;
+        Ok((ensured.vars, ensured.created))
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// The containers a rendered stack wants, images overridden as asked.
+fn desired(
+    rendered: &RenderedStack,
+    images: &BTreeMap<String, String>,
+    paths: &Paths,
+    stack: &Stack,
+) -> Result<Vec<Desired>, OpError> {
+    let files: BTreeMap<String, RenderedMount> = rendered
+        .files
+        .iter()
+        .filter(|f| !f.is_systemd_unit())
+        .map(|f| {
+            let mount =
+                RenderedMount { host_path: paths.config_file(&f.output), contents: f.contents.as_bytes().to_vec() };
+            (f.template.clone(), mount)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for s in &rendered.services {
+        let mut s = s.clone();
+        if let Some(image) = images.get(&s.name) {
+            s.image = image.clone();
+        }
+        let spec = container_spec(&s, &stack.stack, &files)?;
+        out.push(Desired::new(s.name.clone(), spec, s.depends_on.clone()));
+    }
+    Ok(out)
+}
+
+/// Writes the rendered set (all or nothing), then hands each file a service mounts to the
+/// numeric `uid[:gid]` the service runs as, so a non-root container can read its 0600
+/// config and nobody else can.
+fn write_rendered(rendered: &RenderedStack, paths: &Paths) -> Result<(), OpError> {
+    rendered.write_to(paths.config_dir(), paths.systemd_dir())?;
+    for service in &rendered.services {
+        let Some((uid, gid)) = service.user.as_deref().and_then(numeric_user) else { continue };
+        for mount in &service.files {
+            let Some(file) = rendered.files.iter().find(|f| f.template == mount.template) else { continue };
+            let path = paths.config_file(&file.output);
+            std::os::unix::fs::chown(&path, Some(uid), gid.or(Some(uid)))
+                .map_err(|e| OpError::io("hand to the service user", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// `1000` or `1000:1000`; a user name cannot be resolved on the host, so it is left alone.
+fn numeric_user(user: &str) -> Option<(u32, Option<u32>)> {
+    let (uid, gid) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let gid = match gid {
+        Some(g) => Some(g.parse().ok()?),
+        None => None,
+    };
+    Some((uid.parse().ok()?, gid))
+}
+
+fn service_channel<'a>(stack: &'a Stack, service: &str) -> Option<&'a str> {
+    stack.service(service).and_then(|s| s.channel.as_deref())
+}
+
+struct Wait<'a> {
+    timeout: Duration,
+    progress: ProgressSink<'a>,
+}
+
+/// Applies one phase of the plan, then waits for those of `phase` it could start;
+/// a container that failed to start is recorded as failed rather than waited for.
+async fn apply_and_wait<E: Engine>(
+    deployer: &Deployer<'_, E>,
+    plan: &edge_channels::Plan,
+    infra: &Infrastructure,
+    phase: Vec<String>,
+    wait_step: &str,
+    wait: &Wait<'_>,
+) -> Result<(Applied, BTreeMap<String, Readiness>), OpError> {
+    let on_event = |e| (wait.progress)(Progress::Deploy(e));
+    let applied = deployer.apply(plan, infra, wait.timeout, &on_event).await?;
+    let waiting: Vec<String> = phase.into_iter().filter(|name| !applied.failed.contains_key(name)).collect();
+    if !waiting.is_empty() {
+        (wait.progress)(Progress::Step(wait_step.to_owned()));
+    }
+    let mut readiness = deployer.wait_ready(&waiting, wait.timeout, &on_event).await;
+    for (name, e) in &applied.failed {
+        readiness.insert(name.clone(), Readiness::Failed { reason: e.to_string() });
+    }
+    Ok((applied, readiness))
+}
+
+fn listening(desired: &[Desired], vars: &Variables) -> Vec<String> {
+    let mut out: Vec<String> = desired
+        .iter()
+        .flat_map(|d| &d.spec.ports)
+        .map(|p| {
+            let ip = p.host_ip.as_deref().unwrap_or("0.0.0.0");
+            let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_owned() };
+            format!("{host}:{}/{}", p.host_port, p.protocol)
+        })
+        .collect();
+    if let Some(admin) = vars.get("CADDY_ADMIN").filter(|a| !a.is_empty()) {
+        out.push(format!("{admin}/tcp"));
+    }
+    out
+}
+
+/// Ports the plan will newly publish must be free; a recreated container frees its own.
+fn check_ports(plan: &edge_channels::Plan) -> Result<(), OpError> {
+    for action in &plan.actions {
+        let Action::Create { desired } = action else { continue };
+        for p in &desired.spec.ports {
+            let ip = p.host_ip.as_deref().unwrap_or("0.0.0.0");
+            let addr = format!("{}:{}", if ip.contains(':') { format!("[{ip}]") } else { ip.to_owned() }, p.host_port);
+            let free = match p.protocol.as_str() {
+                "udp" => std::net::UdpSocket::bind(&addr).map(drop),
+                _ => std::net::TcpListener::bind(&addr).map(drop),
+            };
+            if let Err(e) = free
+                && e.kind() == std::io::ErrorKind::AddrInUse
+            {
+                return Err(OpError::Preflight(format!(
+                    "port {addr}/{} that service {} publishes is in use; free it or set the stack variable that chooses it",
+                    p.protocol, desired.service
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The config and state dirs' file system must have room for configs, status and backups.
+fn check_disk(paths: &Paths) -> Result<(), OpError> {
+    let mut dir: &Path = paths.config_dir();
+    while !dir.exists() {
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => return Ok(()),
+        }
+    }
+    // std has no statvfs; df is everywhere docker is.
+    let Ok(out) = std::process::Command::new("df").arg("-Pk").arg(dir).output() else { return Ok(()) };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let free = text.lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).and_then(|v| v.parse::<u64>().ok());
+    match free {
+        Some(kib) if kib < MIN_FREE_KIB => Err(OpError::Preflight(format!(
+            "only {} MiB free under {}; edge needs at least {} MiB",
+            kib / 1024,
+            dir.display(),
+            MIN_FREE_KIB / 1024
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Client configs of channels that are no longer configured hold stale credentials: remove them.
+fn remove_stale_channel_files(rendered: &RenderedStack, stack: &Stack, paths: &Paths) {
+    for t in &stack.templates {
+        let Some(channel) = &t.channel else { continue };
+        let state = rendered.channels.iter().find(|c| &c.id == channel).map(|c| c.state);
+        if matches!(state, Some(ChannelState::Skipped | ChannelState::FailedAtRender)) {
+            let _ = std::fs::remove_file(paths.config_file(&t.output));
+        }
+    }
+}
+
+/// On the real root, enables the watchdog timer the render step wrote; under a root prefix
+/// the units are only written.
+fn install_units(paths: &Paths, rooted: bool, progress: ProgressSink<'_>) {
+    let note = |text: String| progress(Progress::Note(text));
+    if rooted || !Path::new("/run/systemd/system").is_dir() {
+        note(format!("    watchdog units written to {}", paths.systemd_dir().display()));
+        return;
+    }
+    let ok = |args: &[&str]| std::process::Command::new("systemctl").args(args).status().is_ok_and(|s| s.success());
+    if ok(&["daemon-reload"]) && ok(&["enable", "--now", "edge-watchdog.timer"]) {
+        note("    edge-watchdog.timer enabled".to_owned());
+    } else {
+        note("    warning: cannot enable edge-watchdog.timer with systemctl; enable it by hand".to_owned());
+    }
+}
+
+fn channel_reports(
+    rendered: &RenderedStack,
+    stack: &Stack,
+    runtime_reasons: &BTreeMap<String, String>,
+) -> Vec<ChannelReport> {
+    rendered
+        .channels
+        .iter()
+        .map(|c| ChannelReport {
+            id: c.id.clone(),
+            state: c.state,
+            required: c.required,
+            reason: runtime_reasons.get(&c.id).cloned().or_else(|| c.reason.clone()),
+            upstream: c.upstream.clone(),
+            containers: stack.services_of(&c.id).map(|s| s.container.clone()).collect(),
+            upstream_health: None,
+        })
+        .collect()
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_users_are_recognised() {
+        let check =
+            |input: &str, expected: Option<(u32, Option<u32>)>| assert_eq!(numeric_user(input), expected, "{input}");
+        check("65532:65532", Some((65532, Some(65532))));
+        check("1000", Some((1000, None)));
+        check("nonroot", None);
+        check("1000:staff", None);
+        check("", None);
+    }
+}

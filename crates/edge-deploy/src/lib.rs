@@ -1,0 +1,72 @@
+//! Operations on an edge stack, generic over the container engine: install (plan → apply →
+//! wait → record), uninstall, identity backup and restore, `stop`/`start`/`restart`, the
+//! observation `status` and `healthcheck` print, the lifecycle gate, and the runtime channel
+//! states the watchdog keeps.
+//!
+//! Every operation takes an [`edge_channels::Engine`]: [`edge_channels::DockerEngine`] on a
+//! host, the in-memory engine of `edge_channels::testing` in unit tests. Operations report
+//! progress through a [`ProgressSink`] and return a report (data, serialisable); they never
+//! print, read argv or choose exit codes.
+//!
+//! # Example
+//!
+//! Installing the partner edge on the in-memory engine:
+//!
+//! ```
+//! use std::time::Duration;
+//! use edge_channels::testing::FakeEngine;
+//! use edge_core::{ChannelState, ChannelsStatus, StackBundle};
+//! use edge_deploy::{InstallRequest, Node, Outcome, install, quiet};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let root = tempfile::tempdir().unwrap();
+//! let node = Node::new(StackBundle::partner_edge(), Some(root.path())).unwrap();
+//! let images: Vec<&str> = node.stack().services.iter().map(|s| s.image.as_str()).collect();
+//! let engine = FakeEngine::with_images(&images);
+//!
+//! let mut request = InstallRequest { pool_wait: Duration::ZERO, ..InstallRequest::default() };
+//! for (key, value) in [
+//!     ("PARTNER_ID", "acme"),
+//!     ("PARTNER_DOMAIN", "edge.example.com"),
+//!     ("REALITY_SERVER", "203.0.113.7"),
+//!     ("REALITY_PORT", "443"),
+//!     ("REALITY_PUBLIC_KEY", "Xk7tq3Oa0Rr8Dy6oYqJ3OazkJm9q6oHgqRr5Yb4a1kE"),
+//!     ("REALITY_SERVER_NAME", "www.example.com"),
+//!     ("REALITY_SHORT_ID", "0123abcd"),
+//! ] {
+//!     request.variables.flags.push((key.to_owned(), value.to_owned()));
+//! }
+//! let report = install(&engine, &node, &request, &quiet).await.unwrap();
+//! assert_eq!(report.status, Outcome::Success);
+//!
+//! let status = ChannelsStatus::load(&node.paths.channels_status()).unwrap();
+//! assert_eq!(status.get("xray"), Some(ChannelState::Active));
+//! assert_eq!(status.get("naive"), Some(ChannelState::Skipped));
+//! # });
+//! ```
+#![deny(missing_docs)]
+
+pub mod channels;
+mod error;
+mod gate;
+mod health;
+pub mod identity;
+mod install;
+mod lifecycle;
+pub mod metrics;
+mod node;
+mod observe;
+mod progress;
+#[cfg(test)]
+mod tests;
+mod uninstall;
+
+pub use error::OpError;
+pub use gate::{GateFailure, GateReport, GateRequest, RunReport, STEPS, StepReport, StepSummary, gate};
+pub use health::{Check, HealthReport, healthcheck};
+pub use install::{ChannelReport, InstallReport, InstallRequest, Outcome, install};
+pub use lifecycle::{LifecycleReport, LifecycleRequest, ServiceState, Verb, restart, start, stop};
+pub use node::Node;
+pub use observe::{ChannelView, ContainerView, EngineView, MetricsView, Observation, default_metrics_url, observe};
+pub use progress::{Progress, ProgressSink, quiet};
+pub use uninstall::{UninstallReport, UninstallRequest, uninstall};

@@ -1,0 +1,36 @@
+//! The stack on this host: its manifest and templates, and where its files live.
+
+use std::path::Path;
+
+use edge_core::{Paths, StackBundle};
+
+/// One stack on one host.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The stack and its templates.
+    pub bundle: StackBundle,
+    /// Its host paths.
+    pub paths: Paths,
+    /// Whether the paths are under a root prefix (`--root`): then no systemd unit is enabled.
+    pub rooted: bool,
+}
+
+impl Node {
+    /// The stack `bundle` under `root` (the real `/` when `None`). The root is made absolute,
+    /// since bind mounts need absolute host paths.
+    pub fn new(bundle: StackBundle, root: Option<&Path>) -> std::io::Result<Self> {
+        let root = root.map(std::path::absolute).transpose()?;
+        let paths = Paths::new(root.as_deref(), &bundle.stack.stack);
+        Ok(Self { bundle, paths, rooted: root.is_some() })
+    }
+
+    /// The stack's manifest.
+    pub fn stack(&self) -> &edge_core::Stack {
+        &self.bundle.stack
+    }
+
+    /// The stack's name.
+    pub fn name(&self) -> &str {
+        &self.bundle.stack.stack.name
+    }
+}

@@ -1,0 +1,280 @@
+//! Unit tests of the operations on the in-memory engine: the whole install pipeline, the
+//! lifecycle verbs and uninstall/restore, in milliseconds. The real-engine tests in
+//! `tests/it` prove the same on Docker.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use edge_channels::ContainerStatus;
+use edge_channels::testing::FakeEngine;
+use edge_core::{ChannelsStatus, InstallRecord, StackBundle};
+
+use crate::identity::identity_files;
+use crate::{InstallRequest, LifecycleRequest, Node, Outcome, UninstallRequest, install, quiet};
+
+/// Install checks that the ports it will publish are free: tests that install take turns.
+static PORTS: Mutex<()> = Mutex::new(());
+
+struct Host {
+    _ports: MutexGuard<'static, ()>,
+    _root: tempfile::TempDir,
+    node: Node,
+    engine: FakeEngine,
+}
+
+const CHANNEL_VARS: &[(&str, &str)] = &[
+    ("PARTNER_ID", "acme"),
+    ("PARTNER_DOMAIN", "edge.example.com"),
+    ("REALITY_SERVER", "203.0.113.7"),
+    ("REALITY_PORT", "443"),
+    ("REALITY_PUBLIC_KEY", "Xk7tq3Oa0Rr8Dy6oYqJ3OazkJm9q6oHgqRr5Yb4a1kE"),
+    ("REALITY_SERVER_NAME", "www.example.com"),
+    ("REALITY_SHORT_ID", "0123abcd"),
+    ("HYSTERIA2_SERVER", "hy2.example.com"),
+    ("HYSTERIA2_PORT", "443"),
+    ("HYSTERIA2_AUTH", "hy2-auth"),
+    ("HYSTERIA2_OBFS", "hy2-obfs"),
+    ("NAIVE_SERVER", "naive.example.com"),
+    ("NAIVE_USERNAME", "user"),
+    ("NAIVE_PASSWORD", "pass"),
+];
+
+fn host() -> Host {
+    let ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let node = Node::new(StackBundle::partner_edge(), Some(root.path())).unwrap();
+    let images: Vec<&str> = node.stack().services.iter().map(|s| s.image.as_str()).collect();
+    let engine = FakeEngine::with_images(&images);
+    Host { _ports: ports, _root: root, node, engine }
+}
+
+fn request() -> InstallRequest {
+    let mut request = InstallRequest {
+        pool_wait: Duration::ZERO,
+        health_timeout: Duration::from_secs(5),
+        ..InstallRequest::default()
+    };
+    request.variables.flags = CHANNEL_VARS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    request
+}
+
+fn run<T>(future: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+fn status(node: &Node) -> String {
+    ChannelsStatus::load(&node.paths.channels_status()).unwrap().to_string()
+}
+
+fn record(node: &Node) -> InstallRecord {
+    InstallRecord::load_optional(&node.paths.install_env()).unwrap().unwrap()
+}
+
+fn identity(node: &Node) -> Vec<(String, Option<Vec<u8>>)> {
+    identity_files(node.stack())
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(node.paths.config_file(&f)).ok()))
+        .collect()
+}
+
+#[test]
+fn a_fresh_install_deploys_every_configured_channel_and_records_it() {
+    let h = host();
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert_eq!(status(&h.node), "xray=active\nawg=active\nhysteria2=active\nnaive=active\n");
+    let names = h.engine.containers();
+    for s in &h.node.stack().services {
+        assert!(names.contains(&s.container), "{} missing from {names:?}", s.container);
+        assert_eq!(h.engine.status_of(&s.container), Some(ContainerStatus::Running));
+    }
+    let record = record(&h.node);
+    let pool: Vec<&str> = record.pool.as_ref().unwrap().iter().map(|m| m.channel.as_str()).collect();
+    assert_eq!(pool, ["xray", "hysteria2", "naive"]);
+    assert_eq!(record.partner_id.as_deref(), Some("acme"));
+    assert_eq!(report.identity_created, ["EDGE_REALITY", "AWG", "EDGE_TOKEN"]);
+    assert!(report.listening.contains(&"127.0.0.1:3081/tcp".to_owned()), "{:?}", report.listening);
+}
+
+#[test]
+fn a_rerun_changes_nothing_and_needs_no_flags_for_the_install_parameters() {
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let ids = h.engine.ids();
+    let creates = h.engine.calls_of("create");
+    let mut again = request();
+    again.variables.flags.retain(|(k, _)| !k.starts_with("PARTNER_"));
+    let report = run(install(&h.engine, &h.node, &again, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert!(report.plan.is_empty(), "{:?}", report.plan);
+    assert_eq!(h.engine.ids(), ids);
+    assert_eq!(h.engine.calls_of("create"), creates);
+}
+
+#[test]
+fn an_optional_channel_failing_at_runtime_leaves_the_pool_and_degrades() {
+    let h = host();
+    h.engine.make_unhealthy("oxpulse-partner-naive", "HTTP 503");
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Degraded, "{}", report.message);
+    assert!(report.message.contains("failed and out of the pool: naive"), "{}", report.message);
+    assert_eq!(status(&h.node), "xray=active\nawg=active\nhysteria2=active\nnaive=failed_at_runtime\n");
+    let pool: Vec<String> = record(&h.node).pool.unwrap().into_iter().map(|m| m.channel).collect();
+    assert_eq!(pool, ["xray", "hysteria2"]);
+    let caddyfile = std::fs::read_to_string(h.node.paths.config_file("Caddyfile")).unwrap();
+    assert!(!caddyfile.contains("3083"), "naive's upstream left the Caddyfile");
+    assert_eq!(h.engine.status_of("oxpulse-partner-caddy"), Some(ContainerStatus::Running));
+}
+
+#[test]
+fn a_required_channel_failing_fails_the_install() {
+    let h = host();
+    h.engine.make_unhealthy("oxpulse-partner-xray", "HTTP 500");
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Failure);
+    assert!(
+        report.message.starts_with("install failed: required channel xray is failed_at_runtime"),
+        "{}",
+        report.message
+    );
+}
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    let h = host();
+    let report = run(install(&h.engine, &h.node, &InstallRequest { dry_run: true, ..request() }, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::DryRun);
+    assert!(!report.plan.is_empty());
+    assert!(h.engine.containers().is_empty());
+    assert!(!h.node.paths.config_dir().exists());
+}
+
+#[test]
+fn uninstall_then_restore_keeps_the_identity_byte_identical() {
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let before = identity(&h.node);
+    let removed = run(crate::uninstall(&h.engine, &h.node, &UninstallRequest::default())).unwrap();
+    assert!(h.engine.containers().is_empty());
+    assert!(identity(&h.node).iter().all(|(_, b)| b.is_none()));
+    let backup = removed.backup.unwrap();
+    let restore = InstallRequest { restore_from: Some(backup), ..request() };
+    let report = run(install(&h.engine, &h.node, &restore, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert!(report.identity_created.is_empty(), "{:?}", report.identity_created);
+    assert_eq!(identity(&h.node), before);
+}
+
+#[test]
+fn stop_records_the_stop_and_start_brings_everything_back() {
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let all = LifecycleRequest::default();
+    let stopped = run(crate::stop(&h.engine, &h.node, &all)).unwrap();
+    assert_eq!(stopped.status, Outcome::Success, "{}", stopped.message);
+    for s in &h.node.stack().services {
+        assert_eq!(h.engine.status_of(&s.container), Some(ContainerStatus::Exited), "{}", s.container);
+    }
+    assert_eq!(record(&h.node).stopped.len(), h.node.stack().services.len());
+
+    let one = LifecycleRequest { services: vec!["oxpulse-partner-naive".into()], ..LifecycleRequest::default() };
+    let started = run(crate::start(&h.engine, &h.node, &one, &quiet)).unwrap();
+    assert_eq!(started.status, Outcome::Success, "{}", started.message);
+    assert_eq!(h.engine.status_of("oxpulse-partner-naive"), Some(ContainerStatus::Running));
+    assert_eq!(h.engine.status_of("oxpulse-partner-xray"), Some(ContainerStatus::Exited));
+    assert!(!record(&h.node).stopped.contains("naive"));
+
+    let started = run(crate::start(&h.engine, &h.node, &all, &quiet)).unwrap();
+    assert_eq!(started.status, Outcome::Success, "{}", started.message);
+    assert!(record(&h.node).stopped.is_empty());
+    let restarted = run(crate::restart(&h.engine, &h.node, &all, &quiet)).unwrap();
+    assert_eq!(restarted.status, Outcome::Success, "{}", restarted.message);
+    assert!(h.node.stack().services.iter().all(|s| h.engine.status_of(&s.container) == Some(ContainerStatus::Running)));
+}
+
+#[test]
+fn lifecycle_verbs_name_what_is_wrong() {
+    let h = host();
+    let err = run(crate::stop(&h.engine, &h.node, &LifecycleRequest::default())).unwrap_err().to_string();
+    assert!(err.contains("is not installed here") && err.contains("run edge install first"), "{err}");
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let web = LifecycleRequest { services: vec!["web".into()], ..LifecycleRequest::default() };
+    let err = run(crate::stop(&h.engine, &h.node, &web)).unwrap_err();
+    assert!(err.is_input());
+    assert_eq!(err.to_string(), "the stack has no service \"web\" (it has caddy, xray, hysteria2, naive, coturn, sfu)");
+}
+
+#[test]
+fn a_corrupt_install_record_stops_install_before_anything_changes() {
+    let h = host();
+    std::fs::create_dir_all(h.node.paths.state_dir()).unwrap();
+    std::fs::write(h.node.paths.install_env(), "POOL=garbage\n").unwrap();
+    let err = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap_err().to_string();
+    assert!(err.contains("install.env: line 1: POOL"), "{err}");
+    assert!(h.engine.containers().is_empty());
+    assert!(!Path::new(&h.node.paths.channels_status()).exists());
+}
+
+#[test]
+fn an_image_override_must_name_a_service() {
+    let h = host();
+    let mut bad = request();
+    bad.images.insert("web".into(), "nginx".into());
+    let err = run(install(&h.engine, &h.node, &bad, &quiet)).unwrap_err();
+    assert!(err.is_input());
+    assert!(err.to_string().starts_with("--images \"web=nginx\": the stack has no service \"web\""), "{err}");
+}
+
+#[test]
+fn channel_states_survive_install_racing_watchdog_ticks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use edge_core::{PoolMember, UpstreamHealth};
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let naive: Vec<PoolMember> = record(&h.node).pool.unwrap().into_iter().filter(|m| m.channel == "naive").collect();
+    // Installs alternate hysteria2 between configured and not while ticks flip naive: a tick that wrote back a file it read before an install would bring back a
+    // stale hysteria2 state.
+    let without_hysteria2 = || {
+        let mut r = request();
+        r.variables.flags.retain(|(k, _)| !k.starts_with("HYSTERIA2_"));
+        r
+    };
+    let done = AtomicBool::new(false);
+    let mut lost = Vec::new();
+    std::thread::scope(|s| {
+        let (paths, naive, done) = (&h.node.paths, &naive, &done);
+        s.spawn(move || {
+            // naive flaps, so every tick writes the file.
+            let mut health = UpstreamHealth::Unhealthy;
+            while !done.load(Ordering::Relaxed) {
+                crate::channels::apply(paths, naive, |_| Some(health), |_| None).unwrap();
+                health = match health {
+                    UpstreamHealth::Healthy => UpstreamHealth::Unhealthy,
+                    UpstreamHealth::Unhealthy => UpstreamHealth::Healthy,
+                };
+            }
+        });
+        // Stops the ticks however this thread leaves the scope.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(done);
+        for i in 0..6 {
+            let r = if i % 2 == 0 { request() } else { without_hysteria2() };
+            run(install(&h.engine, &h.node, &r, &quiet)).unwrap();
+            let expected = if i % 2 == 0 { "hysteria2=active\n" } else { "hysteria2=skipped\n" };
+            let now = status(&h.node);
+            if !now.contains(expected) {
+                lost.push(format!("install {i}: {now:?}"));
+            }
+        }
+    });
+    assert!(lost.is_empty(), "installs' states lost to ticks: {lost:?}");
+    crate::channels::apply(&h.node.paths, &naive, |_| Some(UpstreamHealth::Unhealthy), |_| None).unwrap();
+    assert_eq!(status(&h.node), "xray=active\nawg=active\nhysteria2=skipped\nnaive=failed_at_runtime\n");
+}
