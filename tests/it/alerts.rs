@@ -44,7 +44,7 @@ impl Node {
     }
 
     fn telegram_dir(&self) -> PathBuf {
-        self.paths().telegram_dir()
+        self.paths().alert_state_dir()
     }
 
     fn last_alert(&self) -> Option<String> {

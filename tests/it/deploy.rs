@@ -26,7 +26,7 @@ const HY2: &[(&str, &str)] = &[
     ("HYSTERIA2_OBFS", "hy2-obfs-77aa01b2"),
 ];
 
-fn naive(password: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn naive(password: &str) -> Vec<(&'static str, String)> {
     vec![
         ("NAIVE_SERVER", "naive.test.invalid".to_owned()),
         ("NAIVE_USERNAME", "naive-user".to_owned()),
@@ -35,7 +35,7 @@ fn naive(password: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Runs `edge` on the test stack; the environment holds only the given credentials.
-fn edge(stack: &TestStack, args: &[&str], env: &[(&str, String)]) -> Output {
+pub(crate) fn edge(stack: &TestStack, args: &[&str], env: &[(&str, String)]) -> Output {
     let started = Instant::now();
     let out = stack.command(Path::new(EDGE)).args(args).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).output();
     let out = out.expect("the edge binary runs");
@@ -50,7 +50,7 @@ fn edge(stack: &TestStack, args: &[&str], env: &[(&str, String)]) -> Output {
     out
 }
 
-fn install(stack: &TestStack, extra: &[&str], env: &[(&str, String)]) -> Output {
+pub(crate) fn install(stack: &TestStack, extra: &[&str], env: &[(&str, String)]) -> Output {
     let node_config = stack.root().join("node-config.input.json");
     std::fs::write(&node_config, NODE_CONFIG).expect("write node config");
     let node_config = node_config.display().to_string();
@@ -66,26 +66,26 @@ fn install(stack: &TestStack, extra: &[&str], env: &[(&str, String)]) -> Output 
     edge(stack, &args, env)
 }
 
-fn all_channels() -> Vec<(&'static str, String)> {
+pub(crate) fn all_channels() -> Vec<(&'static str, String)> {
     let mut env: Vec<(&str, String)> = HY2.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
     env.extend(naive("naive-pass-91f2c4d8"));
     env
 }
 
-fn code(out: &Output) -> Option<i32> {
+pub(crate) fn code(out: &Output) -> Option<i32> {
     out.status.code()
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Container ids of the stack, by name.
-fn container_ids(stack: &TestStack) -> BTreeMap<String, String> {
+pub(crate) fn container_ids(stack: &TestStack) -> BTreeMap<String, String> {
     let text = docker_out(&[
         "ps",
         "-a",
@@ -104,12 +104,12 @@ fn inspect(name: &str) -> serde_json::Value {
     all.get(0).cloned().unwrap_or(serde_json::Value::Null)
 }
 
-fn paths(stack: &TestStack) -> edge_core::Paths {
+pub(crate) fn paths(stack: &TestStack) -> edge_core::Paths {
     let bundle = stack.bundle().expect("stack loads");
     edge_core::Paths::new(Some(stack.root()), &bundle.stack.stack)
 }
 
-fn status_file(stack: &TestStack) -> String {
+pub(crate) fn status_file(stack: &TestStack) -> String {
     let path = paths(stack).channels_status();
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -119,7 +119,7 @@ fn config_file(stack: &TestStack, name: &str) -> std::path::PathBuf {
 }
 
 /// A plain HTTP GET on loopback: status and body.
-fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     let rest = url.trim_start_matches("http://");
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let mut s = std::net::TcpStream::connect(authority)?;
@@ -134,7 +134,7 @@ fn http_get(url: &str) -> std::io::Result<(u16, String)> {
 }
 
 /// Upstream health series in Caddy's metrics, once every expected one is healthy (or after 30 s).
-fn pool_health(stack: &TestStack, expected: &[u16]) -> BTreeMap<String, edge_core::UpstreamHealth> {
+pub(crate) fn pool_health(stack: &TestStack, expected: &[u16]) -> BTreeMap<String, edge_core::UpstreamHealth> {
     let url = format!("http://127.0.0.1:{}/metrics", stack.ports.admin);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -428,4 +428,25 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn a_non_utf8_environment_entry_is_no_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    provision_local_images();
+    let stack = TestStack::partner_edge("nonutf8").expect("test stack");
+    let node_config = stack.root().join("node-config.input.json");
+    std::fs::write(&node_config, NODE_CONFIG).expect("write node config");
+    let out = stack
+        .command(Path::new(EDGE))
+        .args(["install", "--dry-run", "--partner-id", "acme", "--domain", "edge.test.invalid", "--manual-config"])
+        .arg(&node_config)
+        .args(["--images", &partner_edge_images()])
+        .env(std::ffi::OsStr::from_bytes(b"BAD"), std::ffi::OsStr::from_bytes(b"\xff"))
+        .env(std::ffi::OsStr::from_bytes(b"ALSO_\xfe"), "x")
+        .output()
+        .expect("edge runs");
+    assert_ne!(out.status.code(), Some(134), "aborted: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("dry run, nothing changed"), "{}", stdout(&out));
 }

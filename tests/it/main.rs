@@ -2,6 +2,7 @@
 
 mod alerts;
 mod deploy;
+mod lifecycle;
 mod release;
 mod render;
 mod volume_files;

@@ -96,12 +96,12 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn require_docker_or_fail() -> anyhow::Result<()> {
+pub(crate) fn require_docker_or_fail() -> anyhow::Result<()> {
     docker_version().map(drop).map_err(|e| anyhow::anyhow!("the demo needs the Docker engine and {e}; start dockerd"))
 }
 
 /// Builds the `edge` binary and returns its path.
-fn build_edge(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_edge(root: &Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
         .current_dir(root)
@@ -115,7 +115,7 @@ fn build_edge(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(target.join("debug/edge"))
 }
 
-fn run_edge(edge: &Path, root: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+pub(crate) fn run_edge(edge: &Path, root: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     eprintln!("==> edge --root {} {}", root.display(), args.join(" "));
     let status = Command::new(edge)
         .arg("--root")

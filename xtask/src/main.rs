@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod gate;
 mod release;
 mod test;
 mod tidy;
@@ -26,6 +27,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Build the local images and bring up the embedded partner edge in target/demo-root (--down removes it).
     Demo(demo::DemoArgs),
+    /// Run `edge gate` (the whole lifecycle, N times, each step timed) on the demo stack.
+    Gate(gate::GateArgs),
     /// Build the release: static binaries, templates, installer, checksums and the naive image.
     Release(release::ReleaseArgs),
     /// Provision the test dependencies, then run every check CI runs.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Bench(args) => bench::run(args),
         Task::Demo(args) => demo::run(args),
+        Task::Gate(args) => gate::run(args),
         Task::Release(args) => release::run(args),
         Task::Test(args) => test::run(args),
         Task::Tidy => tidy::check(&workspace_root()),

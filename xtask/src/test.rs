@@ -46,8 +46,12 @@ pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
     }
     let mut test = vec!["test", "--workspace"];
     test.extend(args.cargo_test_args.iter().map(String::as_str));
-    step("cargo test --workspace", || cargo(&test))
+    step("cargo test --workspace", || cargo(&test))?;
+    step(&format!("cargo xtask gate --runs {GATE_RUNS}"), || crate::gate::run(crate::gate::GateArgs::runs(GATE_RUNS)))
 }
+
+/// Lifecycle gate runs in CI: about 30 s each on the demo stack.
+const GATE_RUNS: u32 = 3;
 
 fn step(name: &str, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     eprintln!("==> {name}");

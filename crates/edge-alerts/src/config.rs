@@ -215,7 +215,7 @@ impl AlertConfig {
     /// `paths` gives the node's state dir; `host` is the short host name.
     pub fn from_env(paths: &edge_core::Paths, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, AlertError> {
         let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let state_dir = get("OXPULSE_TG_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| paths.telegram_dir());
+        let state_dir = get("OXPULSE_TG_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| paths.alert_state_dir());
         let mut config = Self::new(short_hostname(), state_dir, paths.upstream_state());
 
         if let Some(v) = get("OXPULSE_TG_MIN_INTERVAL") {

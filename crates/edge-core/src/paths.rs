@@ -62,8 +62,9 @@ impl Paths {
     pub fn state_lock(&self) -> PathBuf {
         self.state_dir.join("state.lock")
     }
-    /// The alert state dir (`telegram/`), unless `OXPULSE_TG_STATE_DIR` overrides it.
-    pub fn telegram_dir(&self) -> PathBuf {
+    /// The alert state dir (`telegram/`, the legacy name operators' scripts read): the
+    /// rate-limit clock, the outbox and the lock of the alert limiter.
+    pub fn alert_state_dir(&self) -> PathBuf {
         self.state_dir.join("telegram")
     }
     /// Where uninstall keeps timestamped backups of the identity files.
@@ -102,7 +103,7 @@ mod tests {
         let p = Paths::new(Some(Path::new("/tmp/r")), &meta);
         assert_eq!(p.config_dir(), Path::new("/tmp/r/etc/oxpulse-partner-edge"));
         assert_eq!(p.channels_status(), Path::new("/tmp/r/var/lib/oxpulse-partner-edge/channels-status.env"));
-        assert_eq!(p.telegram_dir(), Path::new("/tmp/r/var/lib/oxpulse-partner-edge/telegram"));
+        assert_eq!(p.alert_state_dir(), Path::new("/tmp/r/var/lib/oxpulse-partner-edge/telegram"));
         let real = Paths::new(None, &meta);
         assert_eq!(real.upstream_state(), Path::new("/var/lib/oxpulse-partner-edge/upstream-state.env"));
     }

@@ -62,11 +62,9 @@ fn render(report: &GateReport) -> String {
         ));
     }
     if report.ok {
-        out.push_str(&format!(
-            "gate passed: {} runs in {:.1}s\n",
-            report.runs.len(),
-            report.duration_ms as f64 / 1000.0
-        ));
+        let runs = report.runs.len();
+        let plural = if runs == 1 { "" } else { "s" };
+        out.push_str(&format!("gate passed: {runs} run{plural} in {:.1}s\n", report.duration_ms as f64 / 1000.0));
     }
     out
 }

@@ -332,7 +332,15 @@ impl Watchdog {
         };
         let pool = watched.clone();
 
-        let observation = self.alerter.observe().await;
+        let mut observation = self.alerter.observe().await;
+        // What the operator stopped is no news: its series leave the page before detection.
+        if let Observation::Metrics { metrics, .. } = &mut observation {
+            for m in view.record.pool.iter().flatten() {
+                if channels::stopped_channel(&self.stack, &view.record, &m.channel) {
+                    metrics.health.remove(&m.upstream);
+                }
+            }
+        }
         let report = self.alerter.process(observation.clone(), &pool).await?;
 
         let (source, health, error) = match &observation {
