@@ -64,6 +64,14 @@ pub struct StackMeta {
     /// Lines printed after a successful install (templates).
     #[serde(default)]
     pub summary: Vec<String>,
+    /// Variables node-config.json may set besides the channels' `requires`; any other key
+    /// of it is an error.
+    #[serde(default)]
+    pub node_config_variables: Vec<String>,
+    /// Variables holding an address (`host:port`) that must be on loopback, such as an
+    /// unauthenticated admin endpoint.
+    #[serde(default)]
+    pub loopback_variables: Vec<String>,
 }
 
 fn default_systemd_dir() -> PathBuf {
@@ -392,6 +400,44 @@ impl Stack {
         self.services.iter().filter(move |s| s.channel.as_deref() == Some(channel))
     }
 
+    /// The variables node-config.json may set: every channel's `requires` and the stack's
+    /// `node_config_variables`.
+    pub fn node_config_variables(&self) -> BTreeSet<&str> {
+        let requires = self.channels.iter().flat_map(|c| &c.requires);
+        requires.chain(&self.stack.node_config_variables).map(String::as_str).collect()
+    }
+
+    /// Flattens node-config.json ([`flatten_node_config`]) and refuses any variable the stack
+    /// does not let it set: a node config must not reach paths, binaries or admin addresses.
+    pub fn read_node_config(&self, json: &str, path: &Path) -> Result<BTreeMap<String, String>, CoreError> {
+        let flat = flatten_node_config(json, path)?;
+        let allowed = self.node_config_variables();
+        if let Some(key) = flat.keys().find(|k| !allowed.contains(k.as_str())) {
+            let list: Vec<&str> = allowed.into_iter().collect();
+            return Err(CoreError::NodeConfig {
+                path: path.to_owned(),
+                message: format!(
+                    "it sets {key}, which node-config.json may not set (it may set {}); give other variables with --set or the environment",
+                    list.join(", ")
+                ),
+            });
+        }
+        Ok(flat)
+    }
+
+    /// Checks that every `loopback_variables` entry with a value is a loopback `host:port`.
+    pub fn check_loopback<'a>(&self, value_of: impl Fn(&str) -> Option<&'a str>) -> Result<(), String> {
+        for name in &self.stack.loopback_variables {
+            let Some(value) = value_of(name).filter(|v| !v.is_empty()) else { continue };
+            if !is_loopback_address(value) {
+                return Err(format!(
+                    "{name}={value:?} must be a loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT): it serves an unauthenticated admin endpoint"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks cross-references; the message names the offending entry.
     pub fn validate(&self) -> Result<(), String> {
         let mut seen = BTreeSet::new();
@@ -416,12 +462,8 @@ impl Stack {
                 return Err(format!("template {:?} is declared twice", t.name));
             }
             channel_ref(format!("template {:?}", t.name), &t.channel)?;
-            if Path::new(&t.output).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-                return Err(format!(
-                    "template {:?} output {:?} must be a relative path without '..'",
-                    t.name, t.output
-                ));
-            }
+            contained(&format!("template {:?} output", t.name), &t.output)?;
+            contained(&format!("template {:?} source", t.name), &t.source)?;
         }
         let mut services = BTreeSet::new();
         let mut containers = BTreeSet::new();
@@ -462,9 +504,41 @@ impl Stack {
             if !is_env_key(&s.name) {
                 return Err(format!("secret name {:?} must be a variable name", s.name));
             }
+            let files: Vec<(&str, &String)> = match &s.kind {
+                SecretKind::RealityKeypair { private, public, uuid } => {
+                    vec![("private", private), ("public", public), ("uuid", uuid)]
+                }
+                SecretKind::WireguardKeypair { private, public } => vec![("private", private), ("public", public)],
+                SecretKind::Token { file, .. } | SecretKind::EnvFile { file, .. } => vec![("file", file)],
+            };
+            for (field, file) in files {
+                contained(&format!("secret {:?} {field}", s.name), file)?;
+            }
+        }
+        for name in self.stack.node_config_variables.iter().chain(&self.stack.loopback_variables) {
+            if !is_env_key(name) {
+                return Err(format!("invalid variable name {name:?} in [stack]"));
+            }
         }
         Ok(())
     }
+}
+
+/// A path of the manifest must stay inside its folder: relative, no `..`, not empty.
+fn contained(what: &str, path: &str) -> Result<(), String> {
+    let p = Path::new(path);
+    if path.is_empty() || p.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(format!("{what} {path:?} must be a relative path without '..'"));
+    }
+    Ok(())
+}
+
+/// `127.x.y.z:PORT`, `[::1]:PORT` or `localhost:PORT`.
+fn is_loopback_address(value: &str) -> bool {
+    if let Ok(addr) = value.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    value.rsplit_once(':').is_some_and(|(host, port)| host == "localhost" && port.parse::<u16>().is_ok())
 }
 
 /// A stack manifest with its template sources.
@@ -586,6 +660,58 @@ mod tests {
         assert!(err.contains("unknown channel \"nope\""), "{err}");
         let err = Stack::from_toml("[stack]\nname = 1\n", "x.toml").unwrap_err().to_string();
         assert!(err.starts_with("invalid stack manifest x.toml:"), "{err}");
+    }
+
+    #[test]
+    fn paths_of_the_manifest_stay_inside_its_folder() {
+        let check = |edit: &dyn Fn(&mut Stack), expected: &str| {
+            let mut s = Stack::partner_edge();
+            edit(&mut s);
+            assert_eq!(s.validate().unwrap_err(), expected);
+        };
+        check(
+            &|s| s.templates[0].source = "/etc/os-release".into(),
+            "template \"caddy\" source \"/etc/os-release\" must be a relative path without '..'",
+        );
+        check(
+            &|s| s.templates[0].source = "../../x".into(),
+            "template \"caddy\" source \"../../x\" must be a relative path without '..'",
+        );
+        check(
+            &|s| {
+                if let SecretKind::RealityKeypair { private, .. } = &mut s.secrets[0].kind {
+                    *private = "/root/.ssh/id_ed25519".into();
+                }
+            },
+            "secret \"EDGE_REALITY\" private \"/root/.ssh/id_ed25519\" must be a relative path without '..'",
+        );
+        check(
+            &|s| {
+                if let SecretKind::Token { file, .. } = &mut s.secrets[2].kind {
+                    *file = "../../../etc/shadow".into();
+                }
+            },
+            "secret \"EDGE_TOKEN\" file \"../../../etc/shadow\" must be a relative path without '..'",
+        );
+        check(
+            &|s| s.templates[1].output = String::new(),
+            "template \"compose\" output \"\" must be a relative path without '..'",
+        );
+    }
+
+    #[test]
+    fn node_config_sets_only_what_the_stack_allows() {
+        let s = Stack::partner_edge();
+        let ok = s.read_node_config(r#"{"reality": {"server": "r", "flow": "x"}}"#, Path::new("n.json")).unwrap();
+        assert_eq!(ok["REALITY_FLOW"], "x");
+        let err = s.read_node_config(r#"{"caddy_admin": "0.0.0.0:2019"}"#, Path::new("n.json")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid node config n.json: it sets CADDY_ADMIN, which node-config.json may not set"),
+            "{err}"
+        );
+        assert!(s.check_loopback(|_| Some("0.0.0.0:2019")).is_err());
+        assert!(s.check_loopback(|_| Some("127.0.0.1:2019")).is_ok());
     }
 
     #[test]

@@ -422,7 +422,7 @@ fn variables(paths: &Paths, stack: &Stack, request: &InstallRequest) -> Result<(
     if !sources.flags.iter().any(|(k, _)| k == "CONFIG_DIR") {
         sources.flags.push(("CONFIG_DIR".to_owned(), paths.config_dir().display().to_string()));
     }
-    let (vars, node_config) = sources.build(&stack.variables)?;
+    let (vars, node_config) = sources.build(stack)?;
     Ok((vars, node_config))
 }
 

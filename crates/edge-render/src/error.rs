@@ -94,6 +94,9 @@ pub enum RenderError {
         /// What is wrong, naming the file.
         message: String,
     },
+    /// A variable's value is not allowed where the stack uses it (an admin address off loopback).
+    #[error("{0}")]
+    Unsafe(String),
     /// Writing a rendered file failed.
     #[error("cannot write {path}: {source}")]
     Write {

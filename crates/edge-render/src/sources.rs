@@ -1,8 +1,9 @@
 //! Where an operation's variables come from, gathered once: `edge render`, `edge install`
 //! and every library caller build their [`Variables`] through [`VariableSources`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use edge_core::Stack;
 
 use crate::{RenderError, Source, Variables, parse_fixture};
 
@@ -41,17 +42,19 @@ impl VariableSources {
             .collect()
     }
 
-    /// The variables: `defaults` with every layer on top. Returns the raw bytes of a required
-    /// node config too, for the caller to keep a copy.
-    pub fn build(&self, defaults: &BTreeMap<String, String>) -> Result<(Variables, Option<Vec<u8>>), RenderError> {
-        let mut vars = Variables::new(defaults).with_layer(Source::Recorded, self.recorded.iter().cloned());
+    /// The variables: `stack`'s defaults with every layer on top. node-config.json may set only
+    /// what the stack lets it ([`Stack::read_node_config`]), and the stack's loopback-only
+    /// variables must end up on loopback. Returns the raw bytes of a required node config
+    /// too, for the caller to keep a copy.
+    pub fn build(&self, stack: &Stack) -> Result<(Variables, Option<Vec<u8>>), RenderError> {
+        let mut vars = Variables::new(&stack.variables).with_layer(Source::Recorded, self.recorded.iter().cloned());
         let mut node_config = None;
         if let Some(source) = &self.node_config {
             match std::fs::read(&source.path) {
                 Ok(bytes) => {
                     let text = String::from_utf8_lossy(&bytes);
-                    let flat = edge_core::flatten_node_config(&text, &source.path)
-                        .map_err(|e| input(&source.path, e.to_string()))?;
+                    let flat =
+                        stack.read_node_config(&text, &source.path).map_err(|e| input(&source.path, e.to_string()))?;
                     vars = vars.with_layer(Source::NodeConfig, flat);
                     if source.required {
                         node_config = Some(bytes);
@@ -74,6 +77,7 @@ impl VariableSources {
         let vars = vars
             .with_layer(Source::Environment, self.environment.iter().cloned())
             .with_layer(Source::Flag, self.flags.iter().cloned());
+        stack.check_loopback(|k| vars.get(k)).map_err(RenderError::Unsafe)?;
         Ok((vars, node_config))
     }
 }
@@ -98,6 +102,24 @@ mod tests {
         (k.to_owned(), v.to_owned())
     }
 
+    /// A stack whose node config may set A and D, with defaults for A and F.
+    fn stack() -> Stack {
+        let toml = r#"
+            [stack]
+            name = "t"
+            compose_project = "t"
+            network = "t"
+            config_dir = "/etc/t"
+            state_dir = "/var/lib/t"
+            node_config_variables = ["A", "D"]
+            loopback_variables = ["ADMIN"]
+            [variables]
+            A = "default"
+            F = "default"
+        "#;
+        Stack::from_toml(toml, "test").unwrap()
+    }
+
     #[test]
     fn layers_stack_in_precedence_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -112,8 +134,7 @@ mod tests {
             environment: vec![pair("B", "env"), pair("C", "env")],
             flags: vec![pair("C", "flag")],
         };
-        let defaults = BTreeMap::from([pair("A", "default"), pair("F", "default")]);
-        let (vars, bytes) = sources.build(&defaults).unwrap();
+        let (vars, bytes) = sources.build(&stack()).unwrap();
         let got: Vec<(&str, &str)> = vars.iter().collect();
         assert_eq!(
             got,
@@ -125,7 +146,7 @@ mod tests {
     #[test]
     fn unreadable_inputs_name_the_file() {
         let check = |sources: VariableSources, expected: &str| {
-            let err = sources.build(&BTreeMap::new()).unwrap_err().to_string();
+            let err = sources.build(&stack()).unwrap_err().to_string();
             assert!(err.contains(expected), "{err}");
         };
         let missing = PathBuf::from("/nonexistent/node-config.json");
@@ -140,11 +161,59 @@ mod tests {
             node_config: Some(NodeConfigSource { path: missing, required: false }),
             ..Default::default()
         };
-        assert!(optional.build(&BTreeMap::new()).is_ok());
+        assert!(optional.build(&stack()).is_ok());
         check(
             VariableSources { fixture: Some("/nonexistent/f.env".into()), ..Default::default() },
             "cannot read the fixture /nonexistent/f.env",
         );
+    }
+
+    #[test]
+    fn a_node_config_sets_only_what_the_stack_lets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node-config.json");
+        // The keys a hostile node config used: a unit's binary, an admin address, a mount root.
+        for (json, variable) in [
+            (r#"{"watchdog_bin": "+/tmp/payload"}"#, "WATCHDOG_BIN"),
+            (r#"{"admin": "0.0.0.0:2019"}"#, "ADMIN"),
+            (r#"{"A": "x", "config_dir": "/"}"#, "CONFIG_DIR"),
+        ] {
+            std::fs::write(&node, json).unwrap();
+            let sources = VariableSources {
+                node_config: Some(NodeConfigSource { path: node.clone(), required: true }),
+                ..Default::default()
+            };
+            let err = sources.build(&stack()).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("it sets {variable}, which node-config.json may not set (it may set A, D)")),
+                "{err}"
+            );
+            assert!(err.contains("node-config.json"), "{err}");
+        }
+    }
+
+    #[test]
+    fn loopback_variables_must_stay_on_loopback() {
+        let check = |value: &str, ok: bool| {
+            let sources = VariableSources { flags: vec![pair("ADMIN", value)], ..Default::default() };
+            match sources.build(&stack()) {
+                Ok(_) => assert!(ok, "{value} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{value}: {e}");
+                    assert!(e.to_string().starts_with(&format!("ADMIN={value:?} must be a loopback address")), "{e}");
+                }
+            }
+        };
+        check("127.0.0.1:2019", true);
+        check("127.0.0.9:1", true);
+        check("[::1]:2019", true);
+        check("localhost:2019", true);
+        check("", true);
+        check("0.0.0.0:2019", false);
+        check("[::]:2019", false);
+        check("203.0.113.7:2019", false);
+        check("localhost.evil.example:2019", false);
+        check("localhost", false);
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub(crate) fn variables(settings: &Settings, flags: &VariableArgs) -> anyhow::Re
     let mut sources = Settings::variable_sources(flags);
     let path = settings.paths.config_file(edge_deploy::identity::NODE_CONFIG);
     sources.node_config = Some(NodeConfigSource { path, required: false });
-    let (vars, _) = sources.build(&stack.variables).map_err(classify)?;
+    let (vars, _) = sources.build(stack).map_err(classify)?;
     match edge_render::read_secrets(settings.paths.config_dir(), &stack.secrets) {
         Ok(secrets) => Ok(vars.with_layer(Source::Secret, secrets)),
         // The config dir is root's (0700): an operator may render without it.
