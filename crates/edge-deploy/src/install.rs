@@ -44,6 +44,9 @@ pub struct InstallRequest {
     pub health_timeout: Duration,
     /// How long to wait for the front proxy to see every pool upstream healthy (zero: do not wait).
     pub pool_wait: Duration,
+    /// Check this host's free disk and the ports to publish before anything changes. Off when
+    /// the engine is not on this host (or is the in-memory one): its ports are not ours to probe.
+    pub host_checks: bool,
 }
 
 impl Default for InstallRequest {
@@ -56,6 +59,7 @@ impl Default for InstallRequest {
             dry_run: false,
             health_timeout: Duration::from_secs(120),
             pool_wait: Duration::from_secs(30),
+            host_checks: true,
         }
     }
 }
@@ -149,7 +153,9 @@ pub async fn install<E: Engine>(
     step("preflight");
     let version = engine.version().await?;
     note(format!("    docker engine {} (API {}) at {}", version.version, version.api_version, version.endpoint));
-    check_disk(paths)?;
+    if request.host_checks {
+        check_disk(paths)?;
+    }
     let images = images_to_use(node, request)?;
 
     let mut restored = Vec::new();
@@ -183,7 +189,9 @@ pub async fn install<E: Engine>(
     let desired_first = desired(&first, &images, paths, stack)?;
     let deployer = Deployer::new(engine);
     let plan = deployer.plan(&name, desired_first.clone()).await?;
-    check_ports(&plan)?;
+    if request.host_checks {
+        check_ports(&plan)?;
+    }
 
     if request.dry_run {
         return Ok(InstallReport {

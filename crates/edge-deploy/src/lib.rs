@@ -24,7 +24,8 @@
 //! let images: Vec<&str> = node.stack().services.iter().map(|s| s.image.as_str()).collect();
 //! let engine = FakeEngine::with_images(&images);
 //!
-//! let mut request = InstallRequest { pool_wait: Duration::ZERO, ..InstallRequest::default() };
+//! // No metrics to wait for, and no host ports to probe: the engine is in memory.
+//! let mut request = InstallRequest { pool_wait: Duration::ZERO, host_checks: false, ..InstallRequest::default() };
 //! for (key, value) in [
 //!     ("PARTNER_ID", "acme"),
 //!     ("PARTNER_DOMAIN", "edge.example.com"),

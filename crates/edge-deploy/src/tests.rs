@@ -40,13 +40,33 @@ const CHANNEL_VARS: &[(&str, &str)] = &[
     ("NAIVE_PASSWORD", "pass"),
 ];
 
+/// The partner edge on free loopback ports: install checks that the ports it publishes are
+/// free on this host, whatever else runs here.
 fn host() -> Host {
     let ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
-    let node = Node::new(StackBundle::partner_edge(), Some(root.path())).unwrap();
+    let mut bundle = StackBundle::partner_edge();
+    for key in ["XRAY_HTTP_PORT", "HYSTERIA2_HTTP_PORT", "NAIVE_HTTP_PORT", "NAIVE_SOCKS_PORT"] {
+        bundle.stack.variables.insert(key.to_owned(), free_port().to_string());
+    }
+    for port in bundle.stack.services.iter_mut().flat_map(|s| &mut s.ports).filter(|p| p.protocol == "udp") {
+        port.host_ip = Some("127.0.0.1".to_owned());
+        port.host = free_port().to_string();
+    }
+    let node = Node::new(bundle, Some(root.path())).unwrap();
     let images: Vec<&str> = node.stack().services.iter().map(|s| s.image.as_str()).collect();
     let engine = FakeEngine::with_images(&images);
     Host { _ports: ports, _root: root, node, engine }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+impl Host {
+    fn variable(&self, key: &str) -> &str {
+        &self.node.stack().variables[key]
+    }
 }
 
 fn request() -> InstallRequest {
@@ -94,7 +114,8 @@ fn a_fresh_install_deploys_every_configured_channel_and_records_it() {
     assert_eq!(pool, ["xray", "hysteria2", "naive"]);
     assert_eq!(record.partner_id.as_deref(), Some("acme"));
     assert_eq!(report.identity_created, ["EDGE_REALITY", "AWG", "EDGE_TOKEN"]);
-    assert!(report.listening.contains(&"127.0.0.1:3081/tcp".to_owned()), "{:?}", report.listening);
+    let xray = format!("127.0.0.1:{}/tcp", h.variable("XRAY_HTTP_PORT"));
+    assert!(report.listening.contains(&xray), "{:?}", report.listening);
 }
 
 #[test]
@@ -123,7 +144,9 @@ fn an_optional_channel_failing_at_runtime_leaves_the_pool_and_degrades() {
     let pool: Vec<String> = record(&h.node).pool.unwrap().into_iter().map(|m| m.channel).collect();
     assert_eq!(pool, ["xray", "hysteria2"]);
     let caddyfile = std::fs::read_to_string(h.node.paths.config_file("Caddyfile")).unwrap();
-    assert!(!caddyfile.contains("3083"), "naive's upstream left the Caddyfile");
+    let naive = format!("127.0.0.1:{}", h.variable("NAIVE_HTTP_PORT"));
+    assert!(!caddyfile.contains(&naive), "naive's upstream left the Caddyfile");
+    assert!(caddyfile.contains(&format!("127.0.0.1:{}", h.variable("XRAY_HTTP_PORT"))));
     assert_eq!(h.engine.status_of("oxpulse-partner-caddy"), Some(ContainerStatus::Running));
 }
 
