@@ -3,6 +3,7 @@
 mod alerts;
 mod deploy;
 mod lifecycle;
+mod recreate;
 mod release;
 mod render;
 mod volume_files;

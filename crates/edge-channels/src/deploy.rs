@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::engine::{ContainerInfo, ContainerStatus, Engine, HealthStatus, LABEL_STACK};
+use crate::engine::{ContainerInfo, ContainerStatus, Engine, HealthStatus, LABEL_STACK, Mount};
 use crate::plan::{Action, Desired, Plan, plan, waves};
 use crate::{ContainerSpec, DeployError};
 
@@ -196,7 +196,8 @@ impl<'e, E: Engine> Deployer<'e, E> {
             self.engine.ensure_volume(v, &labels).await?;
         }
 
-        // Old containers go first: they may hold the ports and names the new ones need.
+        // Old containers go first: they may hold the ports and names the new ones need. Their
+        // volumes stay: a recreated container mounts the anonymous ones again.
         let doomed: Vec<&str> = plan
             .actions
             .iter()
@@ -275,13 +276,8 @@ impl<'e, E: Engine> Deployer<'e, E> {
             });
         }
         match action {
-            Action::Create { desired } | Action::Recreate { desired, .. } => {
-                on_event(Event::Creating { name: name.clone() });
-                let id = self.engine.create_container(&desired.spec).await?;
-                on_event(Event::Starting { name: name.clone() });
-                self.engine.start_container(&name).await?;
-                Ok(Step::Created(id))
-            }
+            Action::Create { desired } => self.create(desired, &[], on_event).await,
+            Action::Recreate { desired, inherited, .. } => self.create(desired, inherited, on_event).await,
             Action::Start { .. } => {
                 on_event(Event::Starting { name: name.clone() });
                 self.engine.start_container(&name).await?;
@@ -289,6 +285,21 @@ impl<'e, E: Engine> Deployer<'e, E> {
             }
             Action::Keep { .. } | Action::Remove { .. } => Ok(Step::Kept),
         }
+    }
+
+    /// Creates and starts a container, `inherited` mounted besides its spec's.
+    async fn create(
+        &self,
+        desired: &Desired,
+        inherited: &[Mount],
+        on_event: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<Step, DeployError> {
+        let name = desired.name().to_owned();
+        on_event(Event::Creating { name: name.clone() });
+        let id = self.engine.create_container(&desired.spec, inherited).await?;
+        on_event(Event::Starting { name: name.clone() });
+        self.engine.start_container(&name).await?;
+        Ok(Step::Created(id))
     }
 
     /// Waits, in parallel, until each named container is running and healthy, at most
@@ -470,6 +481,55 @@ mod tests {
             err,
             "image img:1 of service a is not on the docker engine; build or load it, or pass --images a=REF"
         );
+    }
+
+    #[tokio::test]
+    async fn a_recreated_container_keeps_its_anonymous_volumes_and_no_volume_is_removed() {
+        let engine = FakeEngine::with_images(&[]);
+        engine.add_image_volume("img:1", "/data");
+        engine.add_image_volume("img:1", "/config");
+        deploy(&engine, vec![desired("a", &[]), desired("b", &[])]).await;
+        let old = engine.inspect_container("a").await.unwrap().unwrap();
+        let anonymous: Vec<_> = old.anonymous_volumes().map(|m| (m.source.clone(), m.target.clone())).collect();
+        assert_eq!(anonymous.len(), 2, "{:?}", old.mounts);
+        engine.put_volume_file(&anonymous[0].0, "certs/site.crt", b"cert");
+
+        // A changed env recreates a; a no longer wanted b is removed.
+        let mut a = desired("a", &[]);
+        a.spec.env.insert("LOG".into(), "debug".into());
+        let (plan, applied, ready) = deploy(&engine, vec![a]).await;
+        assert!(matches!(plan.action("a"), Some(Action::Recreate { inherited, .. }) if inherited.len() == 2));
+        assert_eq!(applied.removed, ["b"]);
+        assert!(ready["a"].is_ready());
+        let new = engine.inspect_container("a").await.unwrap().unwrap();
+        assert_ne!(new.id, old.id, "a was recreated");
+        let carried: Vec<_> = new.anonymous_volumes().map(|m| (m.source.clone(), m.target.clone())).collect();
+        assert_eq!(carried, anonymous, "the same volumes at the same paths, no fresh ones");
+        assert_eq!(engine.volume_file(&anonymous[0].0, "certs/site.crt").as_deref(), Some(&b"cert"[..]));
+        assert_eq!(engine.volumes().len(), 4, "b's anonymous volumes stay too: {:?}", engine.volumes());
+        assert_eq!(engine.calls_of("remove_volume"), 0);
+
+        // The next run keeps it: the inherited volumes are not part of its spec hash.
+        let mut a = desired("a", &[]);
+        a.spec.env.insert("LOG".into(), "debug".into());
+        let (plan, _, _) = deploy(&engine, vec![a]).await;
+        assert!(plan.is_noop(), "{:?}", plan.entries());
+    }
+
+    #[tokio::test]
+    async fn a_container_edge_did_not_create_is_refused_and_left_untouched() {
+        let engine = FakeEngine::with_images(&[]);
+        engine.add_image_volume("img:1", "/data");
+        let id = engine.run_unlabelled("a", "img:1");
+        let volume = engine.inspect_container("a").await.unwrap().unwrap().mounts[0].source.clone();
+        engine.put_volume_file(&volume, "caddy/acme.json", b"account");
+
+        let err = Deployer::new(&engine).plan("s", vec![desired("a", &[]), desired("b", &[])]).await.unwrap_err();
+        assert!(matches!(&err, DeployError::NotCreatedByEdge { name } if name == "a"), "{err}");
+        assert_eq!(engine.ids(), BTreeMap::from([("a".to_owned(), id)]));
+        assert_eq!(engine.status_of("a"), Some(ContainerStatus::Running));
+        assert_eq!(engine.volume_file(&volume, "caddy/acme.json").as_deref(), Some(&b"account"[..]));
+        assert_eq!(engine.calls_of("stop") + engine.calls_of("remove") + engine.calls_of("create"), 0);
     }
 
     #[tokio::test]

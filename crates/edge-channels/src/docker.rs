@@ -12,7 +12,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthConfig,
-    HealthStatusEnum, HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    HealthStatusEnum, HostConfig, HostConfigLogConfig, MountPoint, NetworkCreateRequest, NetworkingConfig, PortBinding,
     RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
@@ -23,8 +23,8 @@ use bollard::query_parameters::{
 use futures_util::TryStreamExt;
 
 use crate::engine::{
-    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_SPEC_HASH, MountKind,
-    NetworkAttachment, check_volume_path,
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_SPEC_HASH, Mount,
+    MountKind, NetworkAttachment, check_volume_path, is_anonymous_volume_name,
 };
 use crate::{DeployError, EngineError};
 
@@ -122,6 +122,24 @@ fn info_of(c: ContainerInspectResponse) -> ContainerInfo {
         last_health_output,
         exit_code: state.exit_code,
         restart_count: c.restart_count.unwrap_or_default(),
+        mounts: c.mounts.unwrap_or_default().into_iter().filter_map(mount_of).collect(),
+    }
+}
+
+/// A mount as the engine reports it; `None` for tmpfs and other kinds that hold no data.
+fn mount_of(m: MountPoint) -> Option<Mount> {
+    let target = m.destination.filter(|d| !d.is_empty())?;
+    let read_only = m.rw == Some(false);
+    match m.typ.as_deref() {
+        Some("volume") => {
+            let name = m.name.filter(|n| !n.is_empty())?;
+            let kind = if is_anonymous_volume_name(&name) { MountKind::AnonymousVolume } else { MountKind::Volume };
+            Some(Mount { source: name, target, read_only, kind })
+        }
+        Some("bind") => {
+            Some(Mount { source: m.source.filter(|s| !s.is_empty())?, target, read_only, kind: MountKind::Bind })
+        }
+        _ => None,
     }
 }
 
@@ -138,8 +156,9 @@ fn restart_policy(text: &str) -> RestartPolicy {
 
 const NANOS: i64 = 1_000_000_000;
 
-/// The engine's create request for a spec; labels include the spec hash.
-fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+/// The engine's create request for a spec, `inherited` mounted besides the spec's mounts;
+/// labels include the spec hash (of the spec alone).
+fn create_body(spec: &ContainerSpec, inherited: &[Mount]) -> ContainerCreateBody {
     let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
     labels.insert(LABEL_SPEC_HASH.to_owned(), spec.spec_hash());
 
@@ -152,9 +171,12 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut exposed: Vec<String> = port_bindings.keys().cloned().collect();
     exposed.sort();
 
+    // An anonymous volume is mounted by its name, as a named one: the engine then uses it
+    // instead of making a fresh one for a path the image declares.
     let binds: Vec<String> = spec
         .mounts
         .iter()
+        .chain(inherited)
         .map(|m| {
             let ro = m.read_only || matches!(m.kind, MountKind::File { .. });
             format!("{}:{}{}", m.source, m.target, if ro { ":ro" } else { "" })
@@ -312,6 +334,8 @@ impl DockerEngine {
             }
         })?;
         let result = op(name.clone()).await;
+        // `v` removes only the anonymous volumes this never-started helper got for paths its
+        // image declares, never `volume`, which it mounts by name.
         let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
         let removed = match self.docker.remove_container(&name, Some(options)).await {
             Ok(()) => Ok(()),
@@ -377,11 +401,11 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, DeployError> {
+    async fn create_container(&self, spec: &ContainerSpec, inherited: &[Mount]) -> Result<String, DeployError> {
         let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
         let created = self
             .docker
-            .create_container(Some(options), create_body(spec))
+            .create_container(Some(options), create_body(spec, inherited))
             .await
             .map_err(|e| DeployError::CreateContainer { name: spec.name.clone(), source: engine_error(e) })?;
         for w in created.warnings.iter().filter(|w| !w.trim().is_empty()) {
@@ -422,7 +446,9 @@ impl Engine for DockerEngine {
     }
 
     async fn remove_container(&self, name: &str) -> Result<bool, DeployError> {
-        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        // Never `v`: anonymous volumes hold data too (a Caddy's certificates); they outlive
+        // the container, and a recreated one mounts them again.
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(false).build();
         match self.docker.remove_container(name, Some(options)).await {
             Ok(()) => Ok(true),
             Err(e) => match engine_error(e) {
@@ -639,7 +665,7 @@ mod tests {
             read_only: false,
             kind: MountKind::File { digest: "d".into() },
         });
-        let body = create_body(&spec);
+        let body = create_body(&spec, &[]);
         assert_eq!(body.labels.as_ref().unwrap()[LABEL_SPEC_HASH], spec.spec_hash());
         let host = body.host_config.unwrap();
         assert_eq!(host.binds.unwrap(), ["/etc/e/n.json:/etc/naive/config.json:ro"]);
@@ -648,6 +674,45 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("net"));
         assert_eq!(host.log_config.unwrap().config.unwrap()["max-size"], "10m");
         assert_eq!(body.exposed_ports.unwrap(), ["3080/tcp"]);
+    }
+
+    #[test]
+    fn inherited_volumes_are_mounted_by_name_and_left_out_of_the_hash() {
+        let spec = crate::testing::spec("c", "img:1");
+        let anonymous = "a".repeat(64);
+        let inherited = [Mount {
+            source: anonymous.clone(),
+            target: "/data".into(),
+            read_only: false,
+            kind: MountKind::AnonymousVolume,
+        }];
+        let body = create_body(&spec, &inherited);
+        assert_eq!(body.host_config.unwrap().binds.unwrap(), [format!("{anonymous}:/data")]);
+        assert_eq!(body.labels.unwrap()[LABEL_SPEC_HASH], spec.spec_hash());
+    }
+
+    #[test]
+    fn reported_mounts_tell_anonymous_volumes_from_named_ones() {
+        let check = |typ: &str, name: &str, source: &str, rw: bool, expected: Option<(&str, bool, MountKind)>| {
+            let point = MountPoint {
+                typ: Some(typ.into()),
+                name: Some(name.into()),
+                source: Some(source.into()),
+                destination: Some("/data".into()),
+                rw: Some(rw),
+                ..Default::default()
+            };
+            let got = mount_of(point).map(|m| (m.source, m.read_only, m.kind));
+            assert_eq!(got, expected.map(|(s, ro, k)| (s.to_owned(), ro, k)), "{typ} {name} {source}");
+        };
+        let hex = "0123456789abcdef".repeat(4);
+        let host = format!("/var/lib/docker/volumes/{hex}/_data");
+        check("volume", &hex, &host, true, Some((&hex, false, MountKind::AnonymousVolume)));
+        check("volume", "caddy-data", "/v", false, Some(("caddy-data", true, MountKind::Volume)));
+        check("volume", &hex.to_uppercase(), "/v", true, Some((&hex.to_uppercase(), false, MountKind::Volume)));
+        check("volume", &hex[1..], "/v", true, Some((&hex[1..], false, MountKind::Volume)));
+        check("bind", "", "/etc/e/Caddyfile", false, Some(("/etc/e/Caddyfile", true, MountKind::Bind)));
+        check("tmpfs", "", "", true, None);
     }
 
     #[test]

@@ -119,6 +119,26 @@ pub enum MountKind {
         /// Hex sha256 of the file's contents.
         digest: String,
     },
+    /// An anonymous volume: one the engine made and named itself (64 hex digits) for a path
+    /// the container or its image declared. Containers report them in
+    /// [`ContainerInfo::mounts`]; a recreated container inherits its predecessor's, mounted by
+    /// name ([`Engine::create_container`]). A manifest never declares one.
+    AnonymousVolume,
+}
+
+impl Mount {
+    /// Its target with trailing slashes dropped (`/data/` and `/data` are one path).
+    pub fn clean_target(&self) -> &str {
+        match self.target.trim_end_matches('/') {
+            "" => "/",
+            t => t,
+        }
+    }
+}
+
+/// Whether a volume name is one the engine gives an anonymous volume: 64 lowercase hex digits.
+pub(crate) fn is_anonymous_volume_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The network a container joins.
@@ -159,6 +179,9 @@ pub struct ContainerInfo {
     pub exit_code: Option<i64>,
     /// How often the engine restarted it.
     pub restart_count: i64,
+    /// What is mounted into it: volumes (named or [`MountKind::AnonymousVolume`]) and host
+    /// paths ([`MountKind::Bind`], rendered files included). Tmpfs mounts are left out.
+    pub mounts: Vec<Mount>,
 }
 
 impl ContainerInfo {
@@ -170,6 +193,11 @@ impl ContainerInfo {
     /// The stack its labels name.
     pub fn stack(&self) -> Option<&str> {
         self.labels.get(LABEL_STACK).map(String::as_str)
+    }
+
+    /// Its anonymous volumes ([`MountKind::AnonymousVolume`]).
+    pub fn anonymous_volumes(&self) -> impl Iterator<Item = &Mount> {
+        self.mounts.iter().filter(|m| m.kind == MountKind::AnonymousVolume)
     }
 
     /// Whether it is running and, if it has a health check, healthy.
@@ -293,8 +321,17 @@ pub trait Engine: Send + Sync {
     /// A container by name; `None` if there is none.
     fn inspect_container(&self, name: &str) -> impl Future<Output = Result<Option<ContainerInfo>, DeployError>> + Send;
 
-    /// Creates a container (not started); returns its id.
-    fn create_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, DeployError>> + Send;
+    /// Creates a container (not started) from `spec`; returns its id.
+    ///
+    /// `inherited` are mounted too: the anonymous volumes of the container it replaces, at
+    /// the paths they had there (see [`crate::Action::Recreate`]). They are not part of the
+    /// spec and do not enter its hash. A volume the image declares at a path no mount covers
+    /// gets a fresh anonymous volume, as the engine always does.
+    fn create_container(
+        &self,
+        spec: &ContainerSpec,
+        inherited: &[Mount],
+    ) -> impl Future<Output = Result<String, DeployError>> + Send;
 
     /// Starts a container; starting a running one is not an error.
     fn start_container(&self, name: &str) -> impl Future<Output = Result<(), DeployError>> + Send;
@@ -305,7 +342,10 @@ pub trait Engine: Send + Sync {
     /// Restarts a container.
     fn restart_container(&self, name: &str, grace: Duration) -> impl Future<Output = Result<(), DeployError>> + Send;
 
-    /// Removes a container (forcibly) and its anonymous volumes; returns `false` if it did not exist.
+    /// Removes a container (forcibly); returns `false` if it did not exist.
+    ///
+    /// Its volumes stay, anonymous ones included: data goes only when a volume is removed by
+    /// name ([`Engine::remove_volume`]).
     fn remove_container(&self, name: &str) -> impl Future<Output = Result<bool, DeployError>> + Send;
 
     /// Sends a signal to a container's main process.
@@ -384,6 +424,17 @@ mod tests {
         check("gate//marker", false);
         check("gate/", false);
         check("nul\0byte", false);
+    }
+
+    #[test]
+    fn mount_targets_compare_without_trailing_slashes() {
+        let target =
+            |t: &str| Mount { source: "v".into(), target: t.into(), read_only: false, kind: MountKind::Volume };
+        assert_eq!(target("/data/").clean_target(), "/data");
+        assert_eq!(target("/data").clean_target(), "/data");
+        assert_eq!(target("/").clean_target(), "/");
+        assert!(is_anonymous_volume_name(&"0a".repeat(32)));
+        assert!(!is_anonymous_volume_name("caddy_data") && !is_anonymous_volume_name(&"0A".repeat(32)));
     }
 
     proptest::proptest! {

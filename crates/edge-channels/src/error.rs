@@ -220,6 +220,17 @@ pub enum DeployError {
         /// The stack being deployed.
         stack: String,
     },
+    /// A container with a wanted name was not created by edge (it has no spec-hash label):
+    /// edge does not take it over, so that its data is never lost to a recreation.
+    #[error(
+        "container {name} exists and was not created by edge (it has no edge.spec-hash label); edge does not take over \
+         containers it did not create: back up its volumes, then remove it (docker rm {name}) or rename it \
+         (docker rename {name} {name}-old) and try again"
+    )]
+    NotCreatedByEdge {
+        /// Container name.
+        name: String,
+    },
     /// Services depend on each other in a cycle.
     #[error("services depend on each other in a cycle: {services}")]
     DependencyCycle {

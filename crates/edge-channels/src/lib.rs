@@ -8,6 +8,10 @@
 //! the [`Deployer`] applies that and waits for health. Re-running on an unchanged stack
 //! touches nothing.
 //!
+//! No data is lost on the way: a recreated container inherits the anonymous volumes of the
+//! one it replaces, removing a container never removes a volume, and a same-named container
+//! edge did not create is refused, never recreated ([`DeployError::NotCreatedByEdge`]).
+//!
 //! No bollard type crosses this crate's boundary, and a credential never reaches a
 //! container's env, command or labels: it only travels in rendered files mounted read-only.
 //!

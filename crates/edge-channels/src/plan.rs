@@ -2,14 +2,18 @@
 //! engine has, to create / recreate / start / keep / remove actions.
 //!
 //! Reconcile, never recreate blindly: a container whose name, spec hash and image id all
-//! match is kept as it is (adopted), whoever started it.
+//! match is kept as it is, whoever started it. A container edge did not create (no spec-hash
+//! label) is never taken over: planning refuses it ([`DeployError::NotCreatedByEdge`]).
+//!
+//! A recreation never loses data: the new container inherits the anonymous volumes of the old
+//! one, as Docker Compose does on recreate, and no volume is removed with the old container.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::DeployError;
-use crate::engine::{ContainerInfo, ContainerSpec, ContainerStatus, LABEL_CHANNEL};
+use crate::engine::{ContainerInfo, ContainerSpec, ContainerStatus, LABEL_CHANNEL, Mount};
 
 /// A container the stack wants.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +51,7 @@ pub enum Action {
         /// What to create.
         desired: Desired,
     },
-    /// The container differs from the spec: remove it and create it anew.
+    /// The container differs from the spec: remove it (keeping its volumes) and create it anew.
     Recreate {
         /// What to create.
         desired: Desired,
@@ -55,6 +59,9 @@ pub enum Action {
         id: String,
         /// What differs.
         reason: String,
+        /// The old container's anonymous volumes at paths the spec does not mount: the new
+        /// container mounts them at the same paths, so their data carries over.
+        inherited: Vec<Mount>,
     },
     /// The container matches the spec but is not running: start it.
     Start {
@@ -221,7 +228,8 @@ impl Plan {
 /// running another id of its reference is recreated.
 ///
 /// A container holding a desired name but labelled for another stack is a
-/// [`DeployError::NameConflict`]: it is never taken over.
+/// [`DeployError::NameConflict`], and one without a spec-hash label (edge did not create it)
+/// is [`DeployError::NotCreatedByEdge`]: neither is ever taken over.
 pub fn plan(
     stack: &str,
     desired: Vec<Desired>,
@@ -252,10 +260,12 @@ pub fn plan(
                 stack: stack.to_owned(),
             });
         }
-        let reason = match c.spec_hash() {
-            None => Some("not created by edge (no spec hash label)".to_owned()),
-            Some(h) if h != d.hash() => Some("spec changed".to_owned()),
-            Some(_) => match image_ids.get(&d.spec.image) {
+        let Some(hash) = c.spec_hash() else {
+            return Err(DeployError::NotCreatedByEdge { name: c.name.clone() });
+        };
+        let reason = match hash {
+            h if h != d.hash() => Some("spec changed".to_owned()),
+            _ => match image_ids.get(&d.spec.image) {
                 Some(id) if *id != c.image_id => Some(format!("image {} was rebuilt", d.spec.image)),
                 _ if matches!(c.status, ContainerStatus::Dead | ContainerStatus::Removing) => {
                     Some(format!("container is {}", c.status))
@@ -265,7 +275,10 @@ pub fn plan(
         };
         let id = c.id.clone();
         actions.push(match reason {
-            Some(reason) => Action::Recreate { desired: d, id, reason },
+            Some(reason) => {
+                let inherited = inherited_volumes(c, &d.spec);
+                Action::Recreate { desired: d, id, reason, inherited }
+            }
             None if matches!(c.status, ContainerStatus::Created | ContainerStatus::Exited) => {
                 Action::Start { desired: d, id }
             }
@@ -273,6 +286,13 @@ pub fn plan(
         });
     }
     Ok(Plan { actions })
+}
+
+/// The anonymous volumes of `old` that a container made from `spec` inherits: those at paths
+/// `spec` does not mount (a path it mounts gets what the spec says).
+fn inherited_volumes(old: &ContainerInfo, spec: &ContainerSpec) -> Vec<Mount> {
+    let taken: BTreeSet<&str> = spec.mounts.iter().map(Mount::clean_target).collect();
+    old.anonymous_volumes().filter(|m| !taken.contains(m.clean_target())).cloned().collect()
 }
 
 /// Orders desired services into waves: each wave depends only on earlier ones.
@@ -300,7 +320,7 @@ pub fn waves<'a>(services: &[&'a Desired]) -> Result<Vec<Vec<&'a Desired>>, Depl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{HealthStatus, LABEL_SPEC_HASH, LABEL_STACK};
+    use crate::engine::{HealthStatus, LABEL_SPEC_HASH, LABEL_STACK, MountKind};
     use crate::testing::spec;
 
     fn desired(name: &str) -> Desired {
@@ -321,7 +341,12 @@ mod tests {
             last_health_output: None,
             exit_code: None,
             restart_count: 0,
+            mounts: d.spec.mounts.clone(),
         }
+    }
+
+    fn mount(source: &str, target: &str, kind: MountKind) -> Mount {
+        Mount { source: source.into(), target: target.into(), read_only: false, kind }
     }
 
     /// Plans and returns `(kind, container, reason)` per action.
@@ -373,23 +398,65 @@ mod tests {
     }
 
     #[test]
-    fn rebuilt_image_unlabelled_or_stopped_containers() {
+    fn rebuilt_image_or_stopped_containers() {
         use ActionKind::*;
-        let (a, b, c) = (desired("a"), desired("b"), desired("c"));
+        let (a, c) = (desired("a"), desired("c"));
         let rebuilt = running(&a, "sha256:0");
-        let mut unlabelled = running(&b, "sha256:1");
-        unlabelled.labels.clear();
         let mut stopped = running(&c, "sha256:1");
         stopped.status = ContainerStatus::Exited;
         check(
-            vec![a, b, c],
-            vec![rebuilt, unlabelled, stopped],
-            &[
-                (Recreate, "a", Some("image img:1 was rebuilt")),
-                (Recreate, "b", Some("not created by edge (no spec hash label)")),
-                (Start, "c", None),
-            ],
+            vec![a, c],
+            vec![rebuilt, stopped],
+            &[(Recreate, "a", Some("image img:1 was rebuilt")), (Start, "c", None)],
         );
+    }
+
+    #[test]
+    fn a_container_edge_did_not_create_is_refused_not_recreated() {
+        let (a, b) = (desired("a"), desired("b"));
+        let mut unlabelled = running(&b, "sha256:1");
+        unlabelled.labels.clear();
+        unlabelled.mounts = vec![mount(&"c".repeat(64), "/data", MountKind::AnonymousVolume)];
+        // Even labelled for this stack, a container without a spec hash is not edge's.
+        let mut stack_label_only = running(&b, "sha256:1");
+        stack_label_only.labels.remove(LABEL_SPEC_HASH);
+        let images = BTreeMap::from([("img:1".to_owned(), "sha256:1".to_owned())]);
+        for theirs in [unlabelled, stack_label_only] {
+            let actual = vec![running(&a, "sha256:1"), theirs];
+            let err = plan("s", vec![a.clone(), b.clone()], &actual, &images).unwrap_err();
+            assert!(matches!(&err, DeployError::NotCreatedByEdge { name } if name == "b"), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                "container b exists and was not created by edge (it has no edge.spec-hash label); edge does not take \
+                 over containers it did not create: back up its volumes, then remove it (docker rm b) or rename it \
+                 (docker rename b b-old) and try again"
+            );
+        }
+    }
+
+    #[test]
+    fn a_recreation_inherits_the_anonymous_volumes_at_paths_the_spec_leaves_free() {
+        let mut old = desired("a");
+        old.spec.mounts.push(mount("a-data", "/data", MountKind::Volume));
+        let mut actual = running(&old, "sha256:1");
+        let (certs, config, shadowed) = ("1".repeat(64), "2".repeat(64), "3".repeat(64));
+        actual.mounts.extend([
+            mount(&certs, "/certs/", MountKind::AnonymousVolume),
+            Mount { read_only: true, ..mount(&config, "/config", MountKind::AnonymousVolume) },
+            mount(&shadowed, "/cache", MountKind::AnonymousVolume),
+            mount("/etc/e/Caddyfile", "/etc/caddy/Caddyfile", MountKind::Bind),
+        ]);
+        let mut new = old.clone();
+        new.spec.env.insert("LOG".into(), "debug".into());
+        new.spec.mounts.push(mount("a-cache", "/cache/", MountKind::Volume));
+        let images = BTreeMap::from([("img:1".to_owned(), "sha256:1".to_owned())]);
+        let plan = plan("s", vec![new], &[actual], &images).unwrap();
+        let Some(Action::Recreate { reason, inherited, .. }) = plan.action("a") else {
+            panic!("a is recreated: {:?}", plan.entries());
+        };
+        assert_eq!(reason, "spec changed");
+        let got: Vec<_> = inherited.iter().map(|m| (m.source.as_str(), m.target.as_str(), m.read_only)).collect();
+        assert_eq!(got, [(certs.as_str(), "/certs/", false), (config.as_str(), "/config", true)]);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!
 //! # async fn demo() -> Result<(), edge_channels::DeployError> {
 //! let engine = FakeEngine::with_images(&["img:1"]);
-//! engine.create_container(&spec("naive", "img:1")).await?;
+//! engine.create_container(&spec("naive", "img:1"), &[]).await?;
 //! engine.start_container("naive").await?;
 //! engine.crash("naive");
 //! assert_eq!(engine.status_of("naive"), Some(ContainerStatus::Exited));
@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use crate::engine::{
     ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_SPEC_HASH, LABEL_STACK,
-    NetworkAttachment, check_volume_path,
+    Mount, MountKind, NetworkAttachment, check_volume_path,
 };
 use crate::{DeployError, EngineError};
 
@@ -59,6 +59,8 @@ pub const CRASH_EXIT_CODE: i64 = 1;
 struct State {
     containers: BTreeMap<String, ContainerInfo>,
     images: BTreeMap<String, String>,
+    /// Image reference → the paths it declares as volumes (Dockerfile `VOLUME`).
+    image_volumes: BTreeMap<String, Vec<String>>,
     networks: BTreeSet<String>,
     /// Volume name → file path inside it → contents.
     volumes: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
@@ -66,6 +68,46 @@ struct State {
     fail_start: BTreeMap<String, String>,
     calls: Vec<&'static str>,
     next_id: u64,
+}
+
+impl State {
+    /// A container `name` from `image` (stopped, never started) with `labels`, mounting
+    /// `mounts` and a fresh anonymous volume for each path the image declares that no mount
+    /// covers; returns its id.
+    fn add_container(
+        &mut self,
+        name: &str,
+        image: &str,
+        labels: BTreeMap<String, String>,
+        mut mounts: Vec<Mount>,
+    ) -> String {
+        for path in self.image_volumes.get(image).cloned().unwrap_or_default() {
+            if mounts.iter().any(|m| m.clean_target() == path.trim_end_matches('/')) {
+                continue;
+            }
+            self.next_id += 1;
+            let volume = format!("{:064x}", self.next_id);
+            self.volumes.insert(volume.clone(), BTreeMap::new());
+            mounts.push(Mount { source: volume, target: path, read_only: false, kind: MountKind::AnonymousVolume });
+        }
+        self.next_id += 1;
+        let id = format!("c{}", self.next_id);
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: name.to_owned(),
+            image: image.to_owned(),
+            image_id: self.images.get(image).cloned().unwrap_or_default(),
+            labels,
+            status: ContainerStatus::Created,
+            health: HealthStatus::None,
+            last_health_output: None,
+            exit_code: None,
+            restart_count: 0,
+            mounts,
+        };
+        self.containers.insert(name.to_owned(), info);
+        id
+    }
 }
 
 /// An engine holding containers, images, networks and volumes (with their files) in memory.
@@ -99,6 +141,36 @@ impl FakeEngine {
             let id = format!("sha256:{}", s.images.len());
             s.images.entry(reference.to_owned()).or_insert(id);
         });
+    }
+
+    /// Containers made from image `reference` get an anonymous volume at `path` unless a mount
+    /// covers it, as an image's `VOLUME` does (a Caddy image's `/data`).
+    pub fn add_image_volume(&self, reference: &str, path: &str) {
+        self.add_image(reference);
+        self.with(|s| s.image_volumes.entry(reference.to_owned()).or_default().push(path.to_owned()));
+    }
+
+    /// A running container `name` from `image` that edge did not create (`docker run`): no
+    /// labels, and the anonymous volumes its image declares. Returns its id.
+    pub fn run_unlabelled(&self, name: &str, image: &str) -> String {
+        self.with(|s| {
+            let id = s.add_container(name, image, BTreeMap::new(), Vec::new());
+            if let Some(c) = s.containers.get_mut(name) {
+                c.status = ContainerStatus::Running;
+            }
+            id
+        })
+    }
+
+    /// Writes `contents` to `path` in volume `volume`, creating the volume if needed, as a
+    /// container writing there would.
+    pub fn put_volume_file(&self, volume: &str, path: &str, contents: &[u8]) {
+        self.with(|s| s.volumes.entry(volume.to_owned()).or_default().insert(path.to_owned(), contents.to_vec()));
+    }
+
+    /// The contents of `path` in volume `volume`, if both exist.
+    pub fn volume_file(&self, volume: &str, path: &str) -> Option<Vec<u8>> {
+        self.with(|s| s.volumes.get(volume)?.get(path).cloned())
     }
 
     /// Container `name`'s health check will fail with `output`.
@@ -152,7 +224,7 @@ impl FakeEngine {
     }
 
     /// How often operation `op` was called: `create`, `start`, `stop`, `remove`, `kill`,
-    /// `create_network`, `create_volume` (counting only actual creations),
+    /// `create_network`, `create_volume` (counting only actual creations), `remove_volume`,
     /// `write_volume_file` or `read_volume_file`.
     pub fn calls_of(&self, op: &str) -> usize {
         self.with(|s| s.calls.iter().filter(|c| **c == op).count())
@@ -179,33 +251,28 @@ impl Engine for FakeEngine {
         Ok(self.with(|s| s.containers.get(name).cloned()))
     }
 
-    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, DeployError> {
+    async fn create_container(&self, spec: &ContainerSpec, inherited: &[Mount]) -> Result<String, DeployError> {
         self.with(|s| {
             s.calls.push("create");
+            let error = |status, message: &str| DeployError::CreateContainer {
+                name: spec.name.clone(),
+                source: EngineError::new(Some(status), message),
+            };
             if s.containers.contains_key(&spec.name) {
-                return Err(DeployError::CreateContainer {
-                    name: spec.name.clone(),
-                    source: EngineError::new(Some(409), "name in use"),
-                });
+                return Err(error(409, "name in use"));
             }
-            s.next_id += 1;
-            let id = format!("c{}", s.next_id);
+            if let Some(m) = inherited.iter().find(|m| !s.volumes.contains_key(&m.source)) {
+                return Err(error(404, &format!("no such volume: {}", m.source)));
+            }
             let mut labels = spec.labels.clone();
             labels.insert(LABEL_SPEC_HASH.into(), spec.spec_hash());
-            let info = ContainerInfo {
-                id: id.clone(),
-                name: spec.name.clone(),
-                image: spec.image.clone(),
-                image_id: s.images.get(&spec.image).cloned().unwrap_or_default(),
-                labels,
-                status: ContainerStatus::Created,
-                health: HealthStatus::None,
-                last_health_output: None,
-                exit_code: None,
-                restart_count: 0,
-            };
-            s.containers.insert(spec.name.clone(), info);
-            Ok(id)
+            // The engine reports a rendered file as the bind mount it is.
+            let reported = spec.mounts.iter().map(|m| match m.kind {
+                MountKind::File { .. } => Mount { kind: MountKind::Bind, ..m.clone() },
+                _ => m.clone(),
+            });
+            let mounts = reported.chain(inherited.iter().cloned()).collect();
+            Ok(s.add_container(&spec.name, &spec.image, labels, mounts))
         })
     }
 
@@ -289,7 +356,10 @@ impl Engine for FakeEngine {
     }
 
     async fn remove_volume(&self, name: &str) -> Result<bool, DeployError> {
-        Ok(self.with(|s| s.volumes.remove(name).is_some()))
+        Ok(self.with(|s| {
+            s.calls.push("remove_volume");
+            s.volumes.remove(name).is_some()
+        }))
     }
 
     async fn volume_exists(&self, name: &str) -> Result<bool, DeployError> {
@@ -402,7 +472,7 @@ mod tests {
     async fn a_crashed_container_has_exited() {
         let engine = FakeEngine::default();
         engine.add_image("img:1");
-        engine.create_container(&spec("a", "img:1")).await.unwrap();
+        engine.create_container(&spec("a", "img:1"), &[]).await.unwrap();
         assert_eq!(engine.status_of("a"), Some(ContainerStatus::Created));
         engine.start_container("a").await.unwrap();
         engine.crash("a");
