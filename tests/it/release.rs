@@ -247,6 +247,46 @@ fn check_installer(dist: &Path, version: &str) {
     assert!(run.status.success(), "piped install.sh failed:\n{}", text(&run));
     assert!(prefix.join("bin/edge").is_file());
 
+    // Piped from a directory an attacker filled with a consistent fake release: the script
+    // downloads from the URL and never installs what the current directory holds.
+    let planted = work.path().join("planted");
+    copy_tree(dist, &planted);
+    let fake_edge = planted.join(format!("edge-{version}-{}", host_arch()));
+    std::fs::write(&fake_edge, "#!/bin/sh\necho planted\n").expect("plant");
+    let sums = std::fs::read_to_string(planted.join("SHA256SUMS")).expect("sums");
+    let fake_sum = sha256_hex(&std::fs::read(&fake_edge).expect("planted file"));
+    let sums: String = sums
+        .lines()
+        .map(|l| match l.split_once("  ") {
+            Some((_, name)) if planted.join(name) == fake_edge => format!("{fake_sum}  {name}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(planted.join("SHA256SUMS"), sums).expect("plant sums");
+    let prefix = work.path().join("piped-in-planted");
+    let script = std::fs::File::open(dist.join("install.sh")).expect("install.sh");
+    let run = Command::new("sh")
+        .env("EDGE_PREFIX", &prefix)
+        .env("EDGE_RELEASE_URL", format!("file://{}", dist.display()))
+        .current_dir(&planted)
+        .stdin(script)
+        .output()
+        .expect("sh runs");
+    assert!(run.status.success(), "piped install.sh failed:\n{}", text(&run));
+    let edge = Command::new(prefix.join("bin/edge")).arg("--version").output().expect("installed edge");
+    assert!(String::from_utf8_lossy(&edge.stdout).contains(version), "the planted edge was installed: {}", text(&edge));
+
+    // A plain http:// release URL is refused before anything is fetched.
+    let prefix = work.path().join("http");
+    let run = install(&prefix, Installer::Piped("http://127.0.0.1:9/edge"));
+    assert!(!run.status.success(), "an http:// release was accepted:\n{}", text(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("refusing release URL http://127.0.0.1:9/edge"),
+        "{}",
+        text(&run)
+    );
+    assert!(!prefix.exists());
+
     // A tampered file: nothing is installed, and the message says why.
     let tampered = work.path().join("tampered");
     copy_tree(dist, &tampered);
@@ -259,6 +299,15 @@ fn check_installer(dist: &Path, version: &str) {
     assert!(!run.status.success(), "tampered release installed:\n{}", text(&run));
     assert!(String::from_utf8_lossy(&run.stderr).contains("checksum mismatch"), "{}", text(&run));
     assert!(!prefix.exists(), "something was installed from a tampered release");
+}
+
+fn host_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 enum Installer<'a> {

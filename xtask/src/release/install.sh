@@ -3,10 +3,14 @@
 # and only then installs edge and edge-watchdog. Nothing downloaded is run before it is verified.
 #
 #   curl -fsSL @RELEASE_URL@/install.sh | sh
-#   sh install.sh        # next to the release files: installs from them, no download
+#   sh /path/to/release/install.sh   # run as a file next to the release files: no download
+#
+# Piped into sh, the script downloads: it never trusts the current directory, whatever it holds.
 #
 # Environment:
-#   EDGE_RELEASE_URL  where the release files are (default @RELEASE_URL@)
+#   EDGE_RELEASE_URL  where the release files are (default @RELEASE_URL@); https:// only
+#                     (file:// for a local mirror)
+#   EDGE_LOCAL_DIR    install from the release files in this folder instead of downloading
 #   EDGE_PREFIX       install prefix (default /usr/local): binaries go to $EDGE_PREFIX/bin
 #   EDGE_SHARE_DIR    templates and systemd unit templates (default $EDGE_PREFIX/share/edge)
 set -eu
@@ -35,21 +39,38 @@ else
     fail "neither sha256sum nor shasum found: cannot verify the release"
 fi
 
+case "$release_url" in
+    https://* | file://*) ;;
+    *) fail "refusing release URL $release_url: only https:// (or file:// for a local mirror) keeps the download from being altered on the way" ;;
+esac
+
 fetch() { # URL FILE
     mkdir -p "$(dirname "$2")"
     if command -v curl >/dev/null 2>&1; then
         curl -fsSL --proto '=https,file' -o "$2" "$1"
     elif command -v wget >/dev/null 2>&1; then
-        wget -q -O "$2" "$1"
+        wget -q --https-only -O "$2" "$1"
     else
         fail "neither curl nor wget found: cannot download $1"
     fi
 }
 
-# Run from a file next to the release files: use them; piped into sh: download into a temp dir.
-here=$(dirname "$0")
-if [ -f "$here/SHA256SUMS" ] && [ -f "$here/install.sh" ]; then
-    src=$(cd "$here" && pwd)
+# Local mode only for a script that is really a file named install.sh next to its SHA256SUMS,
+# or a folder named by EDGE_LOCAL_DIR. Piped into sh, $0 is the shell's name and its dirname the
+# current directory: that is never taken as the release.
+local_dir="${EDGE_LOCAL_DIR:-}"
+if [ -z "$local_dir" ]; then
+    case "$0" in
+        install.sh | */install.sh)
+            if [ -f "$0" ] && [ ! -L "$0" ] && [ -f "$(dirname "$0")/SHA256SUMS" ]; then
+                local_dir=$(dirname "$0")
+            fi
+            ;;
+    esac
+fi
+if [ -n "$local_dir" ]; then
+    [ -f "$local_dir/SHA256SUMS" ] || fail "$local_dir holds no SHA256SUMS: not an edge release folder"
+    src=$(cd "$local_dir" && pwd)
     download=false
 else
     src=$(mktemp -d)
