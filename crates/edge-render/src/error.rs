@@ -27,14 +27,23 @@ pub enum RenderError {
         /// What is wrong.
         message: String,
     },
-    /// A value cannot be put into the template's format without changing the file's structure.
-    #[error("{template}:{line}: {message}")]
+    /// A value cannot be put into the template's format without changing the
+    /// file's structure, or is not the number or boolean the template asks for.
+    #[error(
+        "{template}:{line}: {}{} {message}",
+        variable.as_deref().unwrap_or("the value"),
+        hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
     Value {
         /// The template.
         template: String,
         /// 1-based line of the placeholder.
         line: usize,
-        /// What is wrong with the value.
+        /// The variable (or variables) in the value, when the placeholder names one.
+        variable: Option<String>,
+        /// Where the value came from, when that is not plain (a stack default built from another variable).
+        hint: Option<String>,
+        /// What is wrong with the value, a predicate after its name (`starts with '+', ...`).
         message: String,
     },
     /// Rendering failed for another reason (a filter, a loop over a non-list...).

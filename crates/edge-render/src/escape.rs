@@ -4,14 +4,91 @@
 //! The renderer picks the escaper from where a placeholder stands in the
 //! template (inside a JSON string, as a whole YAML value, inside a quoted
 //! Caddyfile token...), see [`crate::translate`].
+//!
+//! A value keeps the type its position has: wherever it lands in JSON or
+//! YAML it is a string, whatever it looks like (`8080`, `true`, `1e999`).
+//! A template that needs a number or a boolean asks for it (`{{ PORT | int }}`,
+//! see [`Typed`]), and a value that is not one is an error.
+//!
+//! Errors are predicates to put after the value's name:
+//! `holds a backquote and ...`, `starts with '+', which ...`.
 
 use std::fmt::Write as _;
 
-/// A JSON value for a placeholder outside any string: a JSON number or
-/// `true`/`false` stays bare (`"port": {{ PORT }}` gives a number), anything
-/// else becomes a string literal.
-pub fn json_value(value: &str) -> String {
-    if is_json_number(value) || value == "true" || value == "false" { value.to_owned() } else { json_string(value) }
+/// A type a template asks a placeholder's value to have, with the filter
+/// that ends its expression: `| int`, `| float` or `| bool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Typed {
+    /// A decimal integer (`-12`, `443`).
+    Int,
+    /// A finite number (`1.5`, `-2e3`, `7`).
+    Float,
+    /// `true` or `false` (also read from `yes`/`no`, `on`/`off`, `1`/`0`).
+    Bool,
+}
+
+impl Typed {
+    /// The type a filter name asks for.
+    pub fn from_filter(name: &str) -> Option<Self> {
+        match name {
+            "int" => Some(Self::Int),
+            "float" => Some(Self::Float),
+            "bool" => Some(Self::Bool),
+            _ => None,
+        }
+    }
+
+    /// The filter's name.
+    pub fn filter(self) -> &'static str {
+        match self {
+            Self::Int => "int",
+            Self::Float => "float",
+            Self::Bool => "bool",
+        }
+    }
+
+    /// The literal of `value` as this type, in a canonical form that JSON,
+    /// YAML 1.1 and YAML 1.2 all read as that number or boolean, and that
+    /// is a plain word in every other format (`443`, `1.5e+300`, `true`).
+    pub fn literal(self, value: &str) -> Result<String, String> {
+        let fail = |what: &str| Err(format!("is not {what}, which `| {}` asks for", self.filter()));
+        match self {
+            Self::Int => {
+                let digits = value.strip_prefix('-').unwrap_or(value);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return fail("a decimal integer");
+                }
+                match value.parse::<i64>() {
+                    Ok(n) => Ok(n.to_string()),
+                    Err(_) => fail("an integer between -2^63 and 2^63-1"),
+                }
+            }
+            Self::Float => {
+                if !is_json_number(value) {
+                    return fail("a decimal number");
+                }
+                match value.parse::<f64>() {
+                    Ok(f) if f.is_finite() => Ok(float_literal(f)),
+                    _ => fail("a finite 64-bit number"),
+                }
+            }
+            Self::Bool => match value.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok("true".to_owned()),
+                "false" | "no" | "off" | "0" => Ok("false".to_owned()),
+                _ => fail("a boolean (true, false, yes, no, on, off, 1 or 0)"),
+            },
+        }
+    }
+}
+
+/// `f` with a dot in its mantissa and a signed exponent, as YAML 1.1 wants floats.
+fn float_literal(f: f64) -> String {
+    // Debug always writes a dot or an exponent: `3.0`, `1.5`, `1e300`, `1e-7`.
+    let text = format!("{f:?}");
+    let Some((mantissa, exponent)) = text.split_once('e') else { return text };
+    let dot = if mantissa.contains('.') { "" } else { ".0" };
+    let sign = if exponent.starts_with('-') { "" } else { "+" };
+    format!("{mantissa}{dot}e{sign}{exponent}")
 }
 
 /// A complete JSON string literal, quotes included.
@@ -81,24 +158,12 @@ fn is_json_number(text: &str) -> bool {
     i == b.len()
 }
 
-/// A YAML value for a placeholder that is a whole scalar: a decimal integer
-/// or `true`/`false` stays bare, so does a word both YAML 1.1 and 1.2 read
-/// as that same string (`unless-stopped`, `/etc/caddy`); anything else
-/// becomes a double-quoted scalar.
+/// A whole YAML scalar holding the string `value`: bare when YAML 1.1 and
+/// 1.2 both read that word as the same string (`unless-stopped`,
+/// `/etc/caddy`), else double-quoted. Never a number, a boolean or null:
+/// `8080`, `true` and `~` come out quoted.
 pub fn yaml_value(value: &str) -> String {
-    let integer = {
-        let digits = value.strip_prefix('-').unwrap_or(value);
-        !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && (digits == "0" || !digits.starts_with('0'))
-            && digits.len() <= 18
-            && value != "-0"
-    };
-    if integer || value == "true" || value == "false" || yaml_plain_word(value) {
-        value.to_owned()
-    } else {
-        yaml_double_quoted(value)
-    }
+    if yaml_plain_word(value) { value.to_owned() } else { yaml_double_quoted(value) }
 }
 
 /// Starts with a letter, `_` or `/`, then letters, digits, `_./-` only, and is
@@ -149,7 +214,7 @@ pub fn yaml_double_content(value: &str) -> String {
 pub fn yaml_single_content(value: &str) -> Result<String, String> {
     if let Some(c) = value.chars().find(|&c| !yaml_printable(c) || c == '\u{feff}' || c == '\t') {
         return Err(format!(
-            "the value holds {c:?}, which a single-quoted YAML scalar cannot hold; put the placeholder in double quotes"
+            "holds {c:?}, which a single-quoted YAML scalar cannot hold; put the placeholder in double quotes"
         ));
     }
     Ok(value.replace('\'', "''"))
@@ -197,7 +262,7 @@ pub fn caddy_double_content(value: &str) -> Result<String, String> {
 pub fn caddy_backquote_content(value: &str) -> Result<String, String> {
     check_caddy(value)?;
     if value.contains('`') {
-        return Err("the value holds a backquote, which a backquoted Caddyfile token cannot hold".to_owned());
+        return Err("holds a backquote, which a backquoted Caddyfile token cannot hold".to_owned());
     }
     Ok(caddy_braces(value))
 }
@@ -207,18 +272,150 @@ pub fn caddy_comment(value: &str) -> String {
     value.replace('\r', "\\r").replace('\n', "\\n").replace("{$", "{\\$")
 }
 
+/// Where a token stands in a Caddyfile: what Caddy would read as syntax there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaddyPosition {
+    /// A site block's address (a top-level line before its `{`): `[scheme://]host[:port]` only.
+    Site,
+    /// The first token of a line inside a block (a directive, a subdirective,
+    /// a map key), where `import`, `(snippet)` and `@matcher` are syntax.
+    LineStart,
+    /// A directive's first argument, where a matcher (`*`, `/path`, `@name`) may stand.
+    Matcher,
+    /// Any other argument.
+    Argument,
+}
+
+impl CaddyPosition {
+    /// The position a translated template names (`site`, `line`, `matcher`, `arg`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "site" => Self::Site,
+            "line" => Self::LineStart,
+            "matcher" => Self::Matcher,
+            "arg" => Self::Argument,
+            _ => return None,
+        })
+    }
+
+    /// Its name in a translated template.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Site => "site",
+            Self::LineStart => "line",
+            Self::Matcher => "matcher",
+            Self::Argument => "arg",
+        }
+    }
+}
+
+/// Rejects text Caddy would read as syntax where it stands, quoted or not
+/// (Caddy's parser looks at a token's text, not at its quotes).
+///
+/// `start`: the text begins its token (nothing of the template's before it);
+/// `whole`: the text is the whole token. A template's own text before a
+/// value (`@{{ NAME }}`) is the template's choice; a value's is not.
+pub fn caddy_position(text: &str, at: CaddyPosition, start: bool, whole: bool) -> Result<(), String> {
+    let starts = |c: char| start && text.starts_with(c);
+    match at {
+        CaddyPosition::Argument => Ok(()),
+        CaddyPosition::Site if whole => caddy_site_address(text),
+        CaddyPosition::Site | CaddyPosition::LineStart => {
+            if whole && text == "import" {
+                Err("is `import`, which Caddy reads as its import directive at the start of a line".to_owned())
+            } else if starts('(') && (!whole || text.ends_with(')')) {
+                Err("is in parentheses, which Caddy reads as a snippet definition at the start of a line".to_owned())
+            } else if starts('@') {
+                Err("starts with '@', which Caddy reads as a named matcher at the start of a line".to_owned())
+            } else {
+                Ok(())
+            }
+        }
+        CaddyPosition::Matcher => {
+            if whole && text == "*" {
+                Err("is `*`, which Caddy reads as a matcher as a directive's first argument".to_owned())
+            } else if starts('/') {
+                Err("starts with '/', which Caddy reads as a path matcher as a directive's first argument".to_owned())
+            } else if starts('@') {
+                Err("starts with '@', which Caddy reads as a named matcher as a directive's first argument".to_owned())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Accepts a site address `[scheme://]host[:port]` (one trailing comma, the
+/// list separator, aside): scheme `http` or `https`; host a DNS name (`*`
+/// labels allowed, a lone `*` not), an IPv4 address or a bracketed IPv6 one, empty only
+/// with a scheme or a port (`:8080`); port 1 to 65535.
+pub fn caddy_site_address(text: &str) -> Result<(), String> {
+    let err = || Err("is not a site address: Caddy takes [scheme://]host[:port] here".to_owned());
+    let address = text.strip_suffix(',').unwrap_or(text);
+    if address == "import" {
+        return Err("is `import`, which Caddy reads as its import directive at the start of a line".to_owned());
+    }
+    let (scheme, rest) = match address.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, address),
+    };
+    if scheme.is_some_and(|s| !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https")) {
+        return Err("has a scheme other than http:// or https://, which a Caddy site address cannot have".to_owned());
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let Some((inside, after)) = v6.split_once(']') else { return err() };
+        if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return err();
+        }
+        match after {
+            "" => (rest, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (&rest[..rest.len() - after.len()], Some(port)),
+                None => return err(),
+            },
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    if let Some(port) = port
+        && !(!port.is_empty()
+            && port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p)))
+    {
+        return err();
+    }
+    let label_ok = |l: &str| {
+        l == "*"
+            || (!l.is_empty()
+                && !l.starts_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    };
+    let host_ok = if host.starts_with('[') {
+        true
+    } else if host == "*" {
+        // A lone `*` looks like the catch-all matcher, not a host.
+        false
+    } else if host.is_empty() {
+        scheme.is_some() || port.is_some()
+    } else {
+        host.split('.').all(label_ok)
+    };
+    if host_ok { Ok(()) } else { err() }
+}
+
 fn check_caddy(value: &str) -> Result<(), String> {
     if value.contains("{$") {
-        return Err(
-            "the value holds '{$', which Caddy expands as an environment variable anywhere in a Caddyfile".to_owned()
-        );
+        return Err("holds '{$', which Caddy expands as an environment variable anywhere in a Caddyfile".to_owned());
     }
     Ok(())
 }
 
 fn caddy_unquotable() -> String {
-    "the value holds a backquote and a backslash before a quote (or at its end): no Caddyfile token can hold it"
-        .to_owned()
+    "holds a backquote and a backslash before a quote (or at its end): no Caddyfile token can hold it".to_owned()
 }
 
 /// In a double-quoted token, `\"` is the only escape: a backslash right before
@@ -259,6 +456,23 @@ pub fn systemd_word(value: &str) -> String {
     out
 }
 
+/// The first word of an `Exec*=` command line (`ExecStart=`, `ExecStop=`...):
+/// [`systemd_word`], but a leading `-`, `@`, `:`, `+`, `!` or `|` is
+/// refused, because systemd reads those as prefixes (`+` runs the command
+/// with full privileges) before it unquotes anything. `whole`: the value is
+/// the whole word, so it cannot be empty.
+pub fn systemd_command(value: &str, whole: bool) -> Result<String, String> {
+    if let Some(c) = value.chars().next().filter(|c| "-@:+!|".contains(*c)) {
+        return Err(format!(
+            "starts with {c:?}, which systemd reads as a command prefix ('+' runs the command with full privileges, '-' ignores its failure...): give the command's path"
+        ));
+    }
+    if whole && value.is_empty() {
+        return Err("is empty where systemd needs the command's path".to_owned());
+    }
+    Ok(systemd_word(value))
+}
+
 /// Percent-encodes everything but RFC 3986's unreserved characters, for the
 /// user or password part of a URL.
 pub fn url_userinfo(value: &str) -> String {
@@ -289,22 +503,25 @@ mod tests {
 
     #[test]
     fn json() {
-        check(json_value, "443", "443");
-        check(json_value, "-1.5e3", "-1.5e3");
-        check(json_value, "0443", "\"0443\"");
-        check(json_value, "1.", "\"1.\"");
-        check(json_value, "true", "true");
-        check(json_value, "null", "\"null\"");
-        check(json_value, "a\"b\\c\n\u{1}", r#""a\"b\\c\n\u0001""#);
+        // Strings stay strings, whatever they look like.
+        check(json_string, "443", "\"443\"");
+        check(json_string, "-1.5e3", "\"-1.5e3\"");
+        check(json_string, "true", "\"true\"");
+        check(json_string, "null", "\"null\"");
+        check(json_string, "a\"b\\c\n\u{1}", r#""a\"b\\c\n\u0001""#);
         check(json_content, "{{x}}", "{{x}}");
     }
 
     #[test]
     fn yaml() {
-        check(yaml_value, "1080", "1080");
+        check(yaml_value, "1080", "\"1080\"");
+        check(yaml_value, "-1", "\"-1\"");
         check(yaml_value, "010", "\"010\"");
+        check(yaml_value, "true", "\"true\"");
         check(yaml_value, "yes", "\"yes\"");
         check(yaml_value, "Off", "\"Off\"");
+        check(yaml_value, "~", "\"~\"");
+        check(yaml_value, ".inf", "\".inf\"");
         check(yaml_value, "unless-stopped", "unless-stopped");
         check(yaml_value, "/etc/caddy/Caddyfile", "/etc/caddy/Caddyfile");
         check(yaml_value, "3478:3478", "\"3478:3478\"");
@@ -313,6 +530,122 @@ mod tests {
         check(yaml_double_content, "\u{85}\u{2028}\u{feff}\u{7f}", r"\x85\u2028\ufeff\x7f");
         assert_eq!(yaml_single_content("it's").unwrap(), "it''s");
         assert!(yaml_single_content("a\nb").unwrap_err().contains("double quotes"));
+    }
+
+    #[test]
+    fn typed_literals() {
+        let check = |t: Typed, input: &str, expected: Result<&str, &str>| {
+            let got = t.literal(input);
+            match expected {
+                Ok(e) => assert_eq!(got.as_deref(), Ok(e), "{t:?} {input:?}"),
+                Err(e) => assert!(got.as_ref().is_err_and(|m| m.contains(e)), "{t:?} {input:?}: {got:?}"),
+            }
+        };
+        check(Typed::Int, "443", Ok("443"));
+        check(Typed::Int, "-7", Ok("-7"));
+        check(Typed::Int, "0443", Ok("443"));
+        check(Typed::Int, "-0", Ok("0"));
+        check(Typed::Int, "9223372036854775807", Ok("9223372036854775807"));
+        check(Typed::Int, "9223372036854775808", Err("between -2^63 and 2^63-1"));
+        for bad in ["", "-", "+5", " 5", "5 ", "0x10", "1e3", "1.0", "443/tcp", "true"] {
+            check(Typed::Int, bad, Err("is not a decimal integer, which `| int` asks for"));
+        }
+        check(Typed::Float, "1.5", Ok("1.5"));
+        check(Typed::Float, "3", Ok("3.0"));
+        check(Typed::Float, "-2e3", Ok("-2000.0"));
+        check(Typed::Float, "1e300", Ok("1.0e+300"));
+        check(Typed::Float, "1.5e-7", Ok("1.5e-7"));
+        check(Typed::Float, "1e999", Err("a finite 64-bit number"));
+        for bad in ["", "1.", ".5", "0x10", "inf", "NaN", "1e", "--1"] {
+            check(Typed::Float, bad, Err("is not a decimal number, which `| float` asks for"));
+        }
+        for yes in ["true", "TRUE", "yes", "on", "1"] {
+            check(Typed::Bool, yes, Ok("true"));
+        }
+        for no in ["false", "No", "off", "0"] {
+            check(Typed::Bool, no, Ok("false"));
+        }
+        for bad in ["", "y", "2", "truthy"] {
+            check(Typed::Bool, bad, Err("is not a boolean"));
+        }
+    }
+
+    #[test]
+    fn caddy_positions() {
+        use CaddyPosition::*;
+        // (text, position, start, whole) → Ok or a fragment of the error.
+        let check = |text: &str, at: CaddyPosition, start: bool, whole: bool, expected: Result<(), &str>| {
+            let got = caddy_position(text, at, start, whole);
+            match expected {
+                Ok(()) => assert_eq!(got, Ok(()), "{text:?} at {at:?}"),
+                Err(e) => assert!(got.as_ref().is_err_and(|m| m.contains(e)), "{text:?} at {at:?}: {got:?}"),
+            }
+        };
+        for good in [
+            "edge.example.com",
+            "edge.example.com,",
+            "*.example.com",
+            "localhost",
+            ":8080",
+            "127.0.0.1:3081",
+            "http://127.0.0.1:8080",
+            "HTTPS://edge.example.com:443",
+            "http://",
+            "[::1]:2019",
+            "[2001:db8::1]",
+            "under_score.example",
+        ] {
+            check(good, Site, true, true, Ok(()));
+        }
+        for bad in [
+            "(x)",
+            "@m",
+            "/x",
+            "*",
+            "",
+            "edge.example.com/path",
+            "a b",
+            "a..b",
+            "-x.example.com",
+            ":0",
+            ":65536",
+            ":http",
+            "a:1:2",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "é.example",
+            "edge.example.com{",
+        ] {
+            check(bad, Site, true, true, Err("is not a site address"));
+        }
+        check("import", Site, true, true, Err("is `import`"));
+        check("ftp://x.example", Site, true, true, Err("scheme other than http:// or https://"));
+        // A quoted part of an address: only what would read as syntax at its start.
+        check("(x", Site, true, false, Err("snippet"));
+        check("@x", Site, true, false, Err("named matcher"));
+        check("(x", Site, false, false, Ok(()));
+
+        check("import", LineStart, true, true, Err("import directive"));
+        check("import", LineStart, true, false, Ok(()));
+        check("(x)", LineStart, true, true, Err("snippet definition"));
+        check("(x", LineStart, true, false, Err("snippet definition"));
+        check("(x", LineStart, true, true, Ok(()));
+        check("@name", LineStart, true, true, Err("named matcher"));
+        check("@name", LineStart, false, true, Ok(()));
+        check("127.0.0.1:3081", LineStart, true, true, Ok(()));
+        check("/x", LineStart, true, true, Ok(()));
+
+        check("*", Matcher, true, true, Err("is `*`"));
+        check("*", Matcher, true, false, Ok(()));
+        check("/api", Matcher, true, true, Err("path matcher"));
+        check("/api", Matcher, false, true, Ok(()));
+        check("@m", Matcher, true, false, Err("named matcher"));
+        check("app:8080", Matcher, true, true, Ok(()));
+
+        for any in ["import", "(x)", "@m", "*", "/x"] {
+            check(any, Argument, true, true, Ok(()));
+        }
     }
 
     #[test]
@@ -344,6 +677,24 @@ mod tests {
     fn systemd() {
         check(systemd_word, "/usr/local/bin/edge-watchdog", "/usr/local/bin/edge-watchdog");
         check(systemd_word, "a b%c$d\"\n", r#""a b%%c$$d\"\n""#);
+        check(systemd_word, "+x", "+x");
+        let check = |value: &str, whole: bool, expected: Result<&str, &str>| {
+            let got = systemd_command(value, whole);
+            match expected {
+                Ok(e) => assert_eq!(got.as_deref(), Ok(e), "{value:?}"),
+                Err(e) => assert!(got.as_ref().is_err_and(|m| m.contains(e)), "{value:?}: {got:?}"),
+            }
+        };
+        check("/usr/local/bin/edge-watchdog", true, Ok("/usr/local/bin/edge-watchdog"));
+        check("edge-watchdog", true, Ok("edge-watchdog"));
+        check("/opt/my tools/w", true, Ok("\"/opt/my tools/w\""));
+        check("/opt", false, Ok("/opt"));
+        check("", false, Ok("\"\""));
+        check("", true, Err("is empty where systemd needs the command's path"));
+        for prefix in ['+', '-', '@', ':', '!', '|'] {
+            check(&format!("{prefix}/tmp/payload"), true, Err("which systemd reads as a command prefix"));
+            check(&format!("{prefix}/tmp/payload"), false, Err(&format!("starts with '{prefix}'")));
+        }
     }
 
     /// Undoes Caddy 2.6's lexer on one token, then its runtime brace escapes.
@@ -386,21 +737,35 @@ mod tests {
         fn json_literals_parse_back_to_the_value(v in any::<String>()) {
             let parsed: serde_json::Value = serde_json::from_str(&json_string(&v)).unwrap();
             prop_assert_eq!(parsed.as_str(), Some(v.as_str()));
-            let parsed: serde_json::Value = serde_json::from_str(&json_value(&v)).unwrap();
-            match parsed {
-                serde_json::Value::String(s) => prop_assert_eq!(s, v),
-                other => prop_assert_eq!(other.to_string(), v),
-            }
         }
 
         #[test]
-        fn yaml_values_parse_back_to_the_value(v in "\\PC{0,12}|[a-z/_][a-z0-9_./-]{0,8}|-?[0-9]{1,4}") {
+        fn yaml_values_parse_back_to_the_string(
+            v in "\\PC{0,12}|[a-zA-Z/_~.][a-zA-Z0-9_./-]{0,8}|[-+.]?[0-9][0-9_.:eE+-]{0,6}|[tTfFyYnNoO~][a-zA-Z]{0,4}"
+        ) {
             let parsed: serde_yaml::Value = serde_yaml::from_str(&format!("k: {}\n", yaml_value(&v))).unwrap();
-            match &parsed["k"] {
-                serde_yaml::Value::String(s) => prop_assert_eq!(s, &v),
-                serde_yaml::Value::Number(n) => prop_assert_eq!(n.to_string(), v),
-                serde_yaml::Value::Bool(b) => prop_assert_eq!(b.to_string(), v),
-                other => prop_assert!(false, "{:?} parsed as {:?}", v, other),
+            prop_assert_eq!(parsed["k"].as_str(), Some(v.as_str()), "{}", yaml_value(&v));
+        }
+
+        #[test]
+        fn typed_literals_parse_as_their_type(v in "-?[0-9]{1,20}|-?[0-9]{1,3}(\\.[0-9]{1,3})?([eE][-+]?[0-9]{1,3})?|\\PC{0,6}") {
+            if let Ok(lit) = Typed::Int.literal(&v) {
+                let n: i64 = v.parse().unwrap();
+                prop_assert_eq!(serde_json::from_str::<serde_json::Value>(&lit).unwrap(), serde_json::json!(n));
+                let y: serde_yaml::Value = serde_yaml::from_str(&format!("k: {lit}\n")).unwrap();
+                prop_assert_eq!(y["k"].as_i64(), Some(n));
+            }
+            if let Ok(lit) = Typed::Float.literal(&v) {
+                let f: f64 = v.parse().unwrap();
+                prop_assert!(lit.contains('.'), "{}", lit);
+                // serde_json's default float parser may be one ulp off.
+                let json = serde_json::from_str::<serde_json::Value>(&lit).unwrap().as_f64().unwrap();
+                prop_assert!((json - f).abs() <= f.abs() * 1e-15, "{} read as {}", lit, json);
+                let y: serde_yaml::Value = serde_yaml::from_str(&format!("k: {lit}\n")).unwrap();
+                prop_assert_eq!(y["k"].as_f64(), Some(f), "{}", lit);
+            }
+            if let Ok(lit) = Typed::Bool.literal(&v) {
+                prop_assert!(lit == "true" || lit == "false");
             }
         }
 
@@ -425,6 +790,28 @@ mod tests {
                     prop_assert_eq!(caddy_unlex(&token), Some(v.clone()), "token {}", token);
                 }
                 Err(e) => prop_assert!(v.contains("{$") || v.contains('`'), "{}", e),
+            }
+        }
+
+        #[test]
+        fn site_addresses_are_only_addresses(v in "\\PC{0,16}|(https?://)?[a-z0-9*(@/._:\\[\\]-]{0,16}(:[0-9]{1,6})?,?") {
+            if caddy_site_address(&v).is_ok() {
+                let address = v.strip_suffix(',').unwrap_or(&v);
+                prop_assert!(address != "import" && !address.is_empty(), "{:?}", v);
+                prop_assert!(
+                    address.chars().all(|c| c.is_ascii_alphanumeric() || "*._-:/[]".contains(c)),
+                    "{:?}", v
+                );
+                prop_assert!(!address.starts_with(['(', '@', '/']), "{:?}", v);
+                prop_assert!(caddy_token(&v).is_ok());
+            }
+        }
+
+        #[test]
+        fn systemd_commands_never_start_with_a_prefix(v in any::<String>(), whole in any::<bool>()) {
+            if let Ok(word) = systemd_command(&v, whole) {
+                prop_assert!(!word.starts_with(['-', '@', ':', '+', '!', '|']), "{}", word);
+                prop_assert!(!word.is_empty());
             }
         }
 

@@ -4,9 +4,15 @@
 //! layered [`Variables`]. Every `{{ value }}` is escaped for the lexical
 //! context it lands in (a JSON string, a YAML scalar, a Caddyfile token, a
 //! systemd word, a shell word), so no value can break a file or add
-//! structure. Operators' legacy templates (`{{VAR}}`, `{{#if VAR}} … {{/if}}`)
-//! render too. Undefined variables are errors naming the template line, and
-//! nothing is written until the whole set has rendered.
+//! structure, and a value Caddy or systemd would read as syntax where it
+//! stands (a site address that is not `[scheme://]host[:port]`, `import`, a
+//! `+` before a command) is refused. A value keeps the type its position
+//! has: in JSON and YAML it is a string, whatever it looks like, unless the
+//! template asks for a number or a boolean (`{{ PORT | int }}`, `| float`,
+//! `| bool`). Operators' legacy templates (`{{VAR}}`, `{{#if VAR}} … {{/if}}`)
+//! render too. Undefined variables and refused values are errors naming the
+//! variable and the template line, and nothing is written until the whole
+//! set has rendered.
 //!
 //! edge-render knows nothing of Docker or the network; tera stays inside it
 //! (no tera type in its API).

@@ -7,7 +7,7 @@ use edge_core::{ChannelState, ChannelsStatus, PoolMember, Service, Stack, StackB
 use serde::Serialize;
 use tera::{Context, Tera, Value};
 
-use crate::escape;
+use crate::escape::{self, CaddyPosition, Typed};
 use crate::translate::translate;
 use crate::{RenderError, Source, Variables};
 
@@ -479,28 +479,83 @@ fn render_source(
     tera.render(label, context).map_err(|e| runtime_error(label, source, &e, vars))
 }
 
-type EscapeFn = fn(&str) -> Result<String, String>;
+/// Where a placeholder stands, as the translated template tells its escaping filter.
+struct Place {
+    /// 1-based template line.
+    line: u64,
+    /// The variables in the escaped text (`PARTNER_DOMAIN`, `HOST, PORT`); empty when unknown.
+    name: String,
+    /// In a Caddyfile: the token's position.
+    at: CaddyPosition,
+    /// The value begins its token (the template wrote nothing before it).
+    start: bool,
+    /// The value is its whole token or word.
+    whole: bool,
+}
+
+impl Place {
+    fn from_args(args: &HashMap<String, Value>) -> Self {
+        let flag = |k: &str| args.get(k).and_then(Value::as_bool).unwrap_or(true);
+        Self {
+            line: args.get("line").and_then(Value::as_u64).unwrap_or(0),
+            name: args.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            at: args
+                .get("at")
+                .and_then(Value::as_str)
+                .and_then(CaddyPosition::from_name)
+                .unwrap_or(CaddyPosition::Argument),
+            start: flag("start"),
+            whole: flag("whole"),
+        }
+    }
+
+    /// A filter's error, carrying the line and the variable to [`runtime_error`].
+    fn error(&self, message: &str) -> tera::Error {
+        tera::Error::msg(format!("{ESCAPE_MARK}{}{SEP}{}{SEP}{message}", self.line, self.name))
+    }
+}
+
+/// Separates the fields of an escaping filter's error.
+const SEP: char = '\u{1}';
+
+type EscapeFn = fn(&str, &Place) -> Result<String, String>;
+
+/// An escaper that needs no place.
+type PlainEscapeFn = fn(&str) -> Result<String, String>;
+
+fn caddy_checked(v: &str, p: &Place, escape: PlainEscapeFn) -> Result<String, String> {
+    escape::caddy_position(v, p.at, p.start, p.whole)?;
+    escape(v)
+}
 
 fn register_filters(tera: &mut Tera) {
-    let contextual: [(&str, EscapeFn); 13] = [
-        ("escape_json_value", |v| Ok(escape::json_value(v))),
-        ("escape_json_content", |v| Ok(escape::json_content(v))),
-        ("escape_yaml_value", |v| Ok(escape::yaml_value(v))),
-        ("escape_yaml_dq_content", |v| Ok(escape::yaml_double_content(v))),
-        ("escape_yaml_sq_content", escape::yaml_single_content),
-        ("escape_caddy_token", escape::caddy_token),
-        ("escape_caddy_dq_content", escape::caddy_double_content),
-        ("escape_caddy_bq_content", escape::caddy_backquote_content),
-        ("escape_caddy_comment", |v| Ok(escape::caddy_comment(v))),
-        ("escape_systemd_word", |v| Ok(escape::systemd_word(v))),
-        ("escape_env_word", |v| Ok(escape::env_word(v))),
-        ("escape_env_sq_content", |v| Ok(v.replace('\'', r"'\''"))),
-        ("escape_env_dq_content", |v| Ok(format!("\"{}\"", escape::env_word(v)))),
+    let contextual: [(&str, EscapeFn); 17] = [
+        ("escape_json_value", |v, _| Ok(escape::json_string(v))),
+        ("escape_json_content", |v, _| Ok(escape::json_content(v))),
+        ("escape_yaml_value", |v, _| Ok(escape::yaml_value(v))),
+        ("escape_yaml_dq_content", |v, _| Ok(escape::yaml_double_content(v))),
+        ("escape_yaml_sq_content", |v, _| escape::yaml_single_content(v)),
+        ("escape_caddy_token", |v, p| {
+            escape::caddy_position(v, p.at, p.start, true)?;
+            escape::caddy_token(v)
+        }),
+        ("escape_caddy_dq_content", |v, p| caddy_checked(v, p, escape::caddy_double_content)),
+        ("escape_caddy_bq_content", |v, p| caddy_checked(v, p, escape::caddy_backquote_content)),
+        ("escape_caddy_comment", |v, _| Ok(escape::caddy_comment(v))),
+        ("escape_systemd_word", |v, _| Ok(escape::systemd_word(v))),
+        ("escape_systemd_command", |v, p| escape::systemd_command(v, p.whole)),
+        ("escape_env_word", |v, _| Ok(escape::env_word(v))),
+        ("escape_env_sq_content", |v, _| Ok(v.replace('\'', r"'\''"))),
+        ("escape_env_dq_content", |v, _| Ok(format!("\"{}\"", escape::env_word(v)))),
+        // `{{ PORT | int }}` and co: the value as a number or a boolean, or an error.
+        ("as_int", |v, _| Typed::Int.literal(v)),
+        ("as_float", |v, _| Typed::Float.literal(v)),
+        ("as_bool", |v, _| Typed::Bool.literal(v)),
     ];
     for (name, f) in contextual {
         tera.register_filter(name, move |value: &Value, args: &HashMap<String, Value>| {
-            let line = args.get("line").and_then(Value::as_u64).unwrap_or(0);
-            f(&value_text(value)).map(Value::String).map_err(|m| tera::Error::msg(format!("{ESCAPE_MARK}{line}:{m}")))
+            let place = Place::from_args(args);
+            f(&value_text(value), &place).map(Value::String).map_err(|m| place.error(&m))
         });
     }
     tera.register_filter("escape_line", |value: &Value, _: &HashMap<String, Value>| {
@@ -524,14 +579,16 @@ fn register_filters(tera: &mut Tera) {
             other => other.to_string(),
         }))
     });
-    let explicit: [(&str, EscapeFn); 3] = [
+    let explicit: [(&str, PlainEscapeFn); 3] = [
         ("caddy", escape::caddy_token),
         ("systemd", |v| Ok(escape::systemd_word(v))),
         ("env", |v| Ok(escape::env_word(v))),
     ];
     for (name, f) in explicit {
         tera.register_filter(name, move |value: &Value, _: &HashMap<String, Value>| {
-            f(&value_text(value)).map(Value::String).map_err(|m| tera::Error::msg(format!("{ESCAPE_MARK}0:{m}")))
+            f(&value_text(value))
+                .map(Value::String)
+                .map_err(|m| tera::Error::msg(format!("{ESCAPE_MARK}0{SEP}{SEP}{m}")))
         });
     }
 }
@@ -579,9 +636,17 @@ fn runtime_error(label: &str, source: &str, e: &tera::Error, vars: &Variables) -
     let chain = error_chain(e);
     for msg in &chain {
         if let Some(rest) = msg.find(ESCAPE_MARK).map(|i| &msg[i + ESCAPE_MARK.len()..]) {
-            let (line, message) = rest.split_once(':').unwrap_or(("0", rest));
-            let line = line.parse().unwrap_or(0);
-            return RenderError::Value { template: label.to_owned(), line: line.max(1), message: message.to_owned() };
+            let mut fields = rest.splitn(3, SEP);
+            let (line, name, message) = (fields.next(), fields.next(), fields.next());
+            let line = line.and_then(|l| l.parse().ok()).unwrap_or(0usize);
+            let variable = name.filter(|n| !n.is_empty());
+            return RenderError::Value {
+                template: label.to_owned(),
+                line: line.max(1),
+                variable: variable.map(str::to_owned),
+                hint: variable.and_then(|v| vars.default_template(v)).map(|d| format!("its stack default {d:?}")),
+                message: message.unwrap_or(rest).to_owned(),
+            };
         }
         if let Some(name) = msg
             .strip_prefix("Variable `")

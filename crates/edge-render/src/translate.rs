@@ -9,11 +9,22 @@
 //!    for the lexical context it stands in: inside a JSON string or outside,
 //!    a whole YAML scalar or part of one, a bare or quoted Caddyfile token...
 //!    A placeholder that is part of a bare token (`image: repo:{{ TAG }}`)
-//!    turns that whole token into a quoted one.
+//!    turns that whole token into a quoted one. The section also tells the
+//!    escaper the placeholder's line and variable (for messages) and, in a
+//!    Caddyfile, the token's position (a site address, a line's first token,
+//!    a directive's first argument): Caddy reads some words as syntax there.
+//!    In a systemd unit, the first word of an `Exec*=` line is a command,
+//!    which must not start with one of systemd's prefixes.
+//!
+//! A placeholder whose last filter is `int`, `float` or `bool` is typed: its
+//! value is converted (or refused) and written as that type's literal, the
+//! only way a value becomes a JSON or YAML number or boolean.
 //!
 //! No pass adds or removes a line, so tera's line numbers are the template's.
 
 use edge_core::TemplateFormat;
+
+use crate::escape::{CaddyPosition, Typed};
 
 /// Filters the renderer registers; an expression whose last filter is one of these is left alone.
 pub(crate) const EXPLICIT_FILTERS: &[&str] = &["safe", "json", "yaml", "caddy", "systemd", "env"];
@@ -26,8 +37,8 @@ pub(crate) fn translate(source: &str, format: TemplateFormat) -> String {
         TemplateFormat::Yaml => Yaml::default().run(&segments),
         TemplateFormat::Caddyfile => Caddy::default().run(&segments),
         TemplateFormat::Env => Env::default().run(&segments),
-        TemplateFormat::Systemd => wrap_all(&segments, "escape_systemd_word"),
-        TemplateFormat::Text => segments.iter().map(Seg::text).collect(),
+        TemplateFormat::Systemd => Systemd::default().run(&segments),
+        TemplateFormat::Text => segments.iter().map(raw).collect(),
     }
 }
 
@@ -231,53 +242,180 @@ fn explicitly_filtered(expr: &str) -> bool {
     EXPLICIT_FILTERS.contains(&name)
 }
 
-/// `{{ expr }}` wrapped in the escaping filter section for its context.
-fn wrapped(seg: &Seg, filter: &str) -> String {
-    let Seg::Expr { expr, trim_left, trim_right, line } = seg else { return seg.text() };
+/// The variable an expression outputs (`m.upstream` in `m.upstream | default(value="x")`), for messages.
+fn subject(expr: &str) -> Option<&str> {
+    let e = expr.trim_start();
+    let end = e.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')).unwrap_or(e.len());
+    let name = e[..end].trim_end_matches('.');
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_').then_some(name)
+}
+
+/// An expression whose last filter asks for a type (`PORT | int`): what to
+/// convert, and the type. Alone, `| int` is taken off and the value itself
+/// is converted (tera's own `int` turns a non-number into 0); with arguments
+/// (`| int(default=443)`) tera's filter runs and its result is checked.
+fn typed(expr: &str) -> Option<(&str, Typed)> {
+    let pipe = last_pipe(expr)?;
+    let filter = expr[pipe + 1..].trim();
+    let name_end = filter.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(filter.len());
+    let t = Typed::from_filter(&filter[..name_end])?;
+    let args = filter[name_end..].trim_start();
+    if args.is_empty() {
+        Some((expr[..pipe].trim(), t))
+    } else if args.starts_with('(') && args.ends_with(')') {
+        Some((expr.trim(), t))
+    } else {
+        None
+    }
+}
+
+/// Position of an expression's last `|` outside string literals and brackets.
+fn last_pipe(expr: &str) -> Option<usize> {
+    let mut quote = None;
+    let mut depth = 0i32;
+    let mut last = None;
+    for (i, b) in expr.bytes().enumerate() {
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None => match b {
+                b'"' | b'\'' | b'`' => quote = Some(b),
+                b'(' | b'[' => depth += 1,
+                b')' | b']' => depth -= 1,
+                b'|' if depth == 0 => last = Some(i),
+                _ => {}
+            },
+        }
+    }
+    last
+}
+
+/// A filter section's opening tag: the escaper, the placeholder's line, the
+/// variables that end up in it (for messages) and the escaper's other arguments.
+struct Section {
+    filter: &'static str,
+    line: usize,
+    names: Vec<String>,
+    args: String,
+}
+
+impl Section {
+    fn new(filter: &'static str, seg: &Seg, args: String) -> Self {
+        let mut section = Self { filter, line: 0, names: Vec::new(), args };
+        if let Seg::Expr { line, .. } = seg {
+            section.line = *line;
+        }
+        section.add(seg);
+        section
+    }
+
+    /// Names one more placeholder's variable.
+    fn add(&mut self, seg: &Seg) {
+        if let Seg::Expr { expr, .. } = seg
+            && let Some(name) = subject(typed(expr).map_or(expr.as_str(), |(inner, _)| inner))
+            && !self.names.iter().any(|n| n == name)
+        {
+            self.names.push(name.to_owned());
+        }
+    }
+
+    fn open(&self, trim_left: bool) -> String {
+        let l = if trim_left { "-" } else { "" };
+        let name = if self.names.is_empty() { String::new() } else { format!(", name=\"{}\"", self.names.join(", ")) };
+        format!("{{%{l} filter {}(line={}{name}{}) %}}", self.filter, self.line, self.args)
+    }
+}
+
+/// `{{ expr }}` in the section of the escaper for its context (`args`: the
+/// escaper's arguments besides the line and the name, each after `, `); a
+/// typed placeholder (`| int`) gets its conversion instead, whose literal
+/// is safe in every context.
+fn wrapped(seg: &Seg, filter: &'static str, args: &str) -> String {
+    let Seg::Expr { expr, trim_left, trim_right, .. } = seg else { return seg.text() };
+    if let Some(typed) = typed_section(seg) {
+        return typed;
+    }
     if explicitly_filtered(expr) {
         return seg.text();
     }
-    let l = if *trim_left { "-" } else { "" };
     let r = if *trim_right { "-" } else { "" };
-    format!("{{%{l} filter {filter}(line={line}) %}}{{{{ {expr} }}}}{{% endfilter {r}%}}")
+    let open = Section::new(filter, seg, args.to_owned()).open(*trim_left);
+    format!("{open}{{{{ {expr} }}}}{{% endfilter {r}%}}")
 }
 
-fn wrap_all(segments: &[Seg], filter: &str) -> String {
-    segments.iter().map(|s| if matches!(s, Seg::Expr { .. }) { wrapped(s, filter) } else { s.text() }).collect()
+/// A placeholder inside a section that escapes its whole token or scalar:
+/// the expression as it is, or its typed conversion.
+fn raw(seg: &Seg) -> String {
+    typed_section(seg).unwrap_or_else(|| seg.text())
 }
 
-/// The output being built: a filter section can be opened where a token began, after the fact.
+/// `{{ PORT | int }}` → the `as_int` section converting the value to the literal of its type.
+fn typed_section(seg: &Seg) -> Option<String> {
+    let Seg::Expr { expr, trim_left, trim_right, .. } = seg else { return None };
+    let (inner, t) = typed(expr)?;
+    let r = if *trim_right { "-" } else { "" };
+    let filter = match t {
+        Typed::Int => "as_int",
+        Typed::Float => "as_float",
+        Typed::Bool => "as_bool",
+    };
+    let open = Section::new(filter, seg, String::new()).open(*trim_left);
+    Some(format!("{open}{{{{ {inner} }}}}{{% endfilter {r}%}}"))
+}
+
+/// A piece of the output being built.
+enum Piece {
+    /// Template text (`literal`) or generated tera.
+    Text { literal: bool, text: String },
+    /// The opening tag of section `n` of [`Out::sections`], written at the end.
+    Open(usize),
+}
+
+/// The output being built: a filter section can be opened where a token
+/// began, after the fact, and name the variables met until it closes.
 #[derive(Default)]
 struct Out {
-    pieces: Vec<(bool, String)>,
+    pieces: Vec<Piece>,
+    sections: Vec<Section>,
 }
 
 impl Out {
     /// Appends template text (true) or generated tera (false).
     fn push(&mut self, literal: bool, s: &str) {
         match self.pieces.last_mut() {
-            Some((l, last)) if *l == literal => last.push_str(s),
-            _ => self.pieces.push((literal, s.to_owned())),
+            Some(Piece::Text { literal: l, text }) if *l == literal => text.push_str(s),
+            _ => self.pieces.push(Piece::Text { literal, text: s.to_owned() }),
         }
     }
     /// Starts a new piece so that a later re-quote can begin here; returns its index.
     fn mark(&mut self) -> usize {
-        self.pieces.push((true, String::new()));
+        self.pieces.push(Piece::Text { literal: true, text: String::new() });
         self.pieces.len() - 1
     }
-    /// Opens a filter section at piece `from`, so the token from there on is escaped as a whole.
-    fn open_section_at(&mut self, from: usize, open: String) {
-        self.pieces.insert(from, (false, open));
+    /// Opens a section at piece `from` (or here), so the token from there on
+    /// is escaped as a whole; returns the section's number.
+    fn open_section(&mut self, from: Option<usize>, section: Section) -> usize {
+        let n = self.sections.len();
+        self.sections.push(section);
+        match from {
+            Some(from) => self.pieces.insert(from, Piece::Open(n)),
+            None => self.pieces.push(Piece::Open(n)),
+        }
+        n
+    }
+    fn section(&mut self, n: usize) -> &mut Section {
+        &mut self.sections[n]
     }
     fn finish(self) -> String {
-        self.pieces.into_iter().map(|(_, s)| s).collect()
+        let sections = self.sections;
+        self.pieces
+            .into_iter()
+            .map(|p| match p {
+                Piece::Text { text, .. } => text,
+                Piece::Open(n) => sections[n].open(false),
+            })
+            .collect()
     }
-}
-
-/// The opening tag of a filter section escaping a whole token or scalar.
-fn section_open(filter: &str, seg: &Seg) -> String {
-    let line = if let Seg::Expr { line, .. } = seg { *line } else { 0 };
-    format!("{{% filter {filter}(line={line}) %}}")
 }
 
 const SECTION_CLOSE: &str = "{% endfilter %}";
@@ -336,8 +474,11 @@ impl Json {
                     }
                     out.push_str(t);
                 }
-                Seg::Expr { .. } => out
-                    .push_str(&wrapped(seg, if self.in_string { "escape_json_content" } else { "escape_json_value" })),
+                Seg::Expr { .. } => out.push_str(&wrapped(
+                    seg,
+                    if self.in_string { "escape_json_content" } else { "escape_json_value" },
+                    "",
+                )),
                 Seg::Tag(t) => out.push_str(t),
             }
         }
@@ -370,6 +511,8 @@ struct Yaml {
     pending_ws: String,
     /// Blocks opened inside the current section.
     depth: usize,
+    /// The current section's number in the output.
+    section: Option<usize>,
 }
 
 impl Yaml {
@@ -516,29 +659,29 @@ impl Yaml {
             YamlState::Single => "escape_yaml_sq_content",
             YamlState::Section => {
                 // Already inside the scalar's section: the value goes in raw and is escaped with the rest.
-                out.push(false, &seg.text());
+                if let Some(n) = self.section {
+                    out.section(n).add(seg);
+                }
+                out.push(false, &raw(seg));
                 self.prev = Some('x');
                 return;
             }
             YamlState::Plain => {
                 if self.start.is_none() && ends_scalar {
-                    out.push(false, &wrapped(seg, "escape_yaml_value"));
+                    out.push(false, &wrapped(seg, "escape_yaml_value", ""));
                     self.after_value();
                     return;
                 }
                 // Part of a plain scalar: the whole scalar is escaped as one value.
-                let open = section_open("escape_yaml_value", seg);
-                match self.start {
-                    Some(from) => out.open_section_at(from, open),
-                    None => out.push(false, &open),
-                }
-                out.push(false, &seg.text());
+                let section = Section::new("escape_yaml_value", seg, String::new());
+                self.section = Some(out.open_section(self.start, section));
+                out.push(false, &raw(seg));
                 self.state = YamlState::Section;
                 self.prev = Some('x');
                 return;
             }
         };
-        out.push(false, &wrapped(seg, filter));
+        out.push(false, &wrapped(seg, filter, ""));
         self.prev = Some('x');
     }
 
@@ -599,6 +742,98 @@ enum CaddyState {
     Section,
 }
 
+/// What a Caddyfile block holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    /// The global options block: options, no matchers.
+    Global,
+    /// A site block, a snippet, or a `route`/`handle` block in one: directives, with matchers.
+    Directives,
+    /// Any other block (a directive's subdirectives, a `map`, a matcher set).
+    Other,
+}
+
+/// Directives whose block holds directives again.
+const DIRECTIVE_BLOCKS: &[&str] = &["route", "handle", "handle_path", "handle_errors"];
+
+/// Where the scan stands in the Caddyfile's structure: the open blocks and
+/// the tokens of the current line, so each token gets its [`CaddyPosition`].
+#[derive(Debug, Clone, Default)]
+struct Shape {
+    blocks: Vec<Block>,
+    /// Tokens begun on the current line.
+    tokens: usize,
+    /// The line's first token, when the template wrote all of it.
+    first: Option<String>,
+    /// The line's last ended token, when the template wrote all of it.
+    last: Option<String>,
+    /// A token came already: a `{` at the top no longer opens the global options.
+    started: bool,
+    /// The site has no braces: top-level lines after its address are its directives.
+    bare_site: bool,
+}
+
+impl Shape {
+    /// The position of a token beginning now; counts it.
+    fn begin(&mut self) -> CaddyPosition {
+        let directive = |i| match i {
+            0 => CaddyPosition::LineStart,
+            1 => CaddyPosition::Matcher,
+            _ => CaddyPosition::Argument,
+        };
+        let at = match self.blocks.last() {
+            None if self.bare_site => directive(self.tokens),
+            None if self.tokens > 0 && self.first.as_deref() == Some("import") => CaddyPosition::Argument,
+            None => CaddyPosition::Site,
+            Some(Block::Directives) => directive(self.tokens),
+            Some(_) if self.tokens == 0 => CaddyPosition::LineStart,
+            Some(_) => CaddyPosition::Argument,
+        };
+        self.tokens += 1;
+        at
+    }
+
+    /// A token ended: `literal` is its text when the template wrote all of it.
+    fn end(&mut self, literal: Option<&str>) {
+        if self.tokens == 1 {
+            self.first = literal.map(str::to_owned);
+        }
+        self.last = literal.map(str::to_owned);
+        match literal {
+            Some("{") => {
+                let first = self.first.as_deref().unwrap_or("");
+                let block = match self.blocks.last() {
+                    None if !self.started && self.tokens == 1 => Block::Global,
+                    None => Block::Directives,
+                    Some(Block::Directives) if DIRECTIVE_BLOCKS.contains(&first) => Block::Directives,
+                    Some(_) => Block::Other,
+                };
+                self.blocks.push(block);
+            }
+            Some("}") => {
+                self.blocks.pop();
+            }
+            _ => {}
+        }
+        self.started = true;
+    }
+
+    fn line_end(&mut self) {
+        // A top-level line that opens no block is a site without braces (or an import).
+        if self.blocks.is_empty()
+            && !self.bare_site
+            && self.tokens > 0
+            && !matches!(self.last.as_deref(), Some("{" | "}"))
+            && self.first.as_deref().is_none_or(|f| f != "import" && !f.starts_with('('))
+        {
+            self.bare_site = true;
+        }
+        self.tokens = 0;
+        self.first = None;
+        self.last = None;
+    }
+}
+
 #[derive(Default)]
 struct Caddy {
     state: CaddyState,
@@ -607,6 +842,17 @@ struct Caddy {
     escaped: bool,
     /// Blocks opened inside the current section.
     depth: usize,
+    /// The current section's number in the output.
+    section: Option<usize>,
+    shape: Shape,
+    /// The shape at each open `{% if %}`: each of its branches starts from it.
+    branches: Vec<Shape>,
+    /// The current token's position; None for the rest of a token split by a block tag.
+    token_at: Option<CaddyPosition>,
+    /// The current bare token's text, while the template wrote all of it.
+    token_text: Option<String>,
+    /// Nothing written yet inside the current quotes.
+    quote_empty: bool,
 }
 
 impl Caddy {
@@ -629,9 +875,12 @@ impl Caddy {
                             out.push(false, t);
                             self.start = out.mark();
                             self.state = CaddyState::Bare;
+                            self.token_at = None;
+                            self.token_text = None;
                             continue;
                         }
                     }
+                    self.branch(t);
                     out.push(false, t);
                 }
                 Seg::Expr { .. } => self.expr(&mut out, seg, following_chars(segments, i).next()),
@@ -641,11 +890,44 @@ impl Caddy {
         out.finish()
     }
 
+    /// Each branch of an `{% if %}` starts from the shape the `if` saw, when it stands between tokens.
+    fn branch(&mut self, tag: &str) {
+        let word = tag.strip_prefix("{%").map(|t| t.trim_start_matches('-').split_whitespace().next().unwrap_or(""));
+        match word {
+            Some("if") => self.branches.push(self.shape.clone()),
+            Some("elif" | "else") if self.state == CaddyState::Between => {
+                if let Some(saved) = self.branches.last() {
+                    self.shape = saved.clone();
+                }
+            }
+            Some("endif") => {
+                self.branches.pop();
+            }
+            _ => {}
+        }
+    }
+
+    fn begin_token(&mut self) -> CaddyPosition {
+        let at = self.shape.begin();
+        self.token_at = Some(at);
+        at
+    }
+
+    fn end_token(&mut self) {
+        if self.token_at.take().is_some() {
+            let literal = self.token_text.take();
+            self.shape.end(literal.as_deref());
+        }
+        self.token_text = None;
+    }
+
     fn close_section(&mut self, out: &mut Out) {
         if self.state == CaddyState::Section {
             self.depth = 0;
+            self.section = None;
             out.push(false, SECTION_CLOSE);
             self.state = CaddyState::Between;
+            self.end_token();
         }
     }
 
@@ -653,8 +935,15 @@ impl Caddy {
     fn line_break_in_tag(&mut self, out: &mut Out) {
         match self.state {
             CaddyState::Section => self.close_section(out),
-            CaddyState::Bare | CaddyState::Comment => self.state = CaddyState::Between,
+            CaddyState::Bare => {
+                self.state = CaddyState::Between;
+                self.end_token();
+            }
+            CaddyState::Comment => self.state = CaddyState::Between,
             _ => {}
+        }
+        if self.state == CaddyState::Between {
+            self.shape.line_end();
         }
     }
 
@@ -662,12 +951,18 @@ impl Caddy {
         match self.state {
             CaddyState::Between => match c {
                 '#' => self.state = CaddyState::Comment,
-                '"' => self.state = CaddyState::Double,
-                '`' => self.state = CaddyState::Back,
+                '"' | '`' => {
+                    self.state = if c == '"' { CaddyState::Double } else { CaddyState::Back };
+                    self.begin_token();
+                    self.quote_empty = true;
+                }
+                '\n' => self.shape.line_end(),
                 c if c.is_whitespace() => {}
                 _ => {
                     self.start = out.mark();
                     self.state = CaddyState::Bare;
+                    self.begin_token();
+                    self.token_text = Some(c.to_string());
                 }
             },
             CaddyState::Bare => {
@@ -677,30 +972,41 @@ impl Caddy {
                     self.escaped = true;
                 } else if c.is_whitespace() {
                     self.state = CaddyState::Between;
+                    self.end_token();
+                    if c == '\n' {
+                        self.shape.line_end();
+                    }
+                }
+                if let Some(text) = &mut self.token_text
+                    && self.state == CaddyState::Bare
+                {
+                    text.push(c);
                 }
             }
-            CaddyState::Double => {
+            CaddyState::Double | CaddyState::Back => {
+                let close = if self.state == CaddyState::Double { '"' } else { '`' };
                 if self.escaped {
                     self.escaped = false;
-                } else if c == '\\' {
+                } else if c == '\\' && close == '"' {
                     self.escaped = true;
-                } else if c == '"' {
+                } else if c == close {
                     self.state = CaddyState::Between;
+                    self.end_token();
                 }
-            }
-            CaddyState::Back => {
-                if c == '`' {
-                    self.state = CaddyState::Between;
-                }
+                self.quote_empty = false;
             }
             CaddyState::Comment => {
                 if c == '\n' {
                     self.state = CaddyState::Between;
+                    self.shape.line_end();
                 }
             }
             CaddyState::Section => {
                 if c.is_whitespace() {
                     self.close_section(out);
+                    if c == '\n' {
+                        self.shape.line_end();
+                    }
                 }
             }
         }
@@ -713,33 +1019,112 @@ impl Caddy {
             if self.state == CaddyState::Between {
                 self.start = out.mark();
                 self.state = CaddyState::Bare;
+                self.begin_token();
             }
+            self.token_text = None;
             return;
         }
-        let filter = match self.state {
-            CaddyState::Double => "escape_caddy_dq_content",
-            CaddyState::Back => "escape_caddy_bq_content",
-            CaddyState::Comment => "escape_caddy_comment",
-            CaddyState::Section => {
-                // Already inside the token's section: the value goes in raw and is escaped with the rest.
-                out.push(false, &seg.text());
+        let position = |at: Option<CaddyPosition>| match at {
+            Some(at) if at != CaddyPosition::Argument => format!(", at=\"{}\"", at.name()),
+            _ => String::new(),
+        };
+        let (filter, close) = match self.state {
+            CaddyState::Double => ("escape_caddy_dq_content", '"'),
+            CaddyState::Back => ("escape_caddy_bq_content", '`'),
+            CaddyState::Comment => {
+                out.push(false, &wrapped(seg, "escape_caddy_comment", ""));
                 return;
             }
-            CaddyState::Between if next.is_none_or(char::is_whitespace) => "escape_caddy_token",
+            CaddyState::Section => {
+                // Already inside the token's section: the value goes in raw and is escaped with the rest.
+                if let Some(n) = self.section {
+                    out.section(n).add(seg);
+                }
+                out.push(false, &raw(seg));
+                return;
+            }
+            CaddyState::Between if next.is_none_or(char::is_whitespace) => {
+                let at = self.begin_token();
+                out.push(false, &wrapped(seg, "escape_caddy_token", &format!("{}, start=true", position(Some(at)))));
+                self.end_token();
+                return;
+            }
             CaddyState::Between | CaddyState::Bare => {
                 // Part of a bare token: the whole token is escaped as one value.
-                let open = section_open("escape_caddy_token", seg);
-                if self.state == CaddyState::Bare {
-                    out.open_section_at(self.start, open);
+                let from = if self.state == CaddyState::Bare {
+                    Some(self.start)
                 } else {
-                    out.push(false, &open);
-                }
-                out.push(false, &seg.text());
+                    self.begin_token();
+                    None
+                };
+                let args = format!("{}, start={}", position(self.token_at), from.is_none());
+                self.section = Some(out.open_section(from, Section::new("escape_caddy_token", seg, args)));
+                out.push(false, &raw(seg));
                 self.state = CaddyState::Section;
+                self.token_text = None;
                 return;
             }
         };
-        out.push(false, &wrapped(seg, filter));
+        // Inside the template's quotes: the value is the token's start, maybe all of it.
+        let start = self.quote_empty;
+        let whole = start && next == Some(close);
+        let args = format!("{}, start={start}, whole={whole}", position(self.token_at));
+        out.push(false, &wrapped(seg, filter, &args));
+        self.quote_empty = false;
+    }
+}
+
+/// Systemd units: one word per placeholder, and the first word of an
+/// `Exec*=` command line is checked for systemd's prefixes.
+#[derive(Default)]
+struct Systemd {
+    /// The current line so far, a placeholder read as `x`.
+    line: String,
+}
+
+/// Settings whose value is a command line.
+const EXEC_KEYS: &[&str] =
+    &["ExecStart", "ExecStartPre", "ExecStartPost", "ExecCondition", "ExecReload", "ExecStop", "ExecStopPost"];
+
+impl Systemd {
+    fn run(mut self, segments: &[Seg]) -> String {
+        let mut out = String::new();
+        for (i, seg) in segments.iter().enumerate() {
+            match seg {
+                Seg::Text(t) => {
+                    for c in t.chars() {
+                        if c == '\n' {
+                            self.line.clear();
+                        } else {
+                            self.line.push(c);
+                        }
+                    }
+                    out.push_str(t);
+                }
+                Seg::Tag(t) => {
+                    if t.contains('\n') {
+                        self.line.clear();
+                    }
+                    out.push_str(t);
+                }
+                Seg::Expr { .. } => {
+                    if self.command_starts_here() {
+                        let whole = following_chars(segments, i).next().is_none_or(char::is_whitespace);
+                        out.push_str(&wrapped(seg, "escape_systemd_command", &format!(", whole={whole}")));
+                    } else {
+                        out.push_str(&wrapped(seg, "escape_systemd_word", ""));
+                    }
+                    self.line.push('x');
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the line so far is `ExecStart=` and maybe prefixes: a placeholder here starts the command.
+    fn command_starts_here(&self) -> bool {
+        let Some((key, value)) = self.line.split_once('=') else { return false };
+        EXEC_KEYS.contains(&key.trim()) && value.trim_start().chars().all(|c| "-@:+!|".contains(c))
     }
 }
 
@@ -779,7 +1164,7 @@ impl Env {
                         EnvState::Double => "escape_env_dq_content",
                         EnvState::Comment => "escape_line",
                     };
-                    out.push_str(&wrapped(seg, filter));
+                    out.push_str(&wrapped(seg, filter, ""));
                     self.line_start = false;
                 }
             }
@@ -850,26 +1235,48 @@ mod tests {
         check(T, "a {% if x %}\n", "a {% if x %}\n");
     }
 
+    /// `{{ expr }}` in the section of `filter` with arguments `args` (after the line).
+    fn sec(filter: &str, line: usize, args: &str, expr: &str) -> String {
+        format!("{{% filter {filter}(line={line}{args}) %}}{{{{ {expr} }}}}{{% endfilter %}}")
+    }
+
     #[test]
     fn json_contexts() {
-        check(
-            J,
-            r#"{"a": {{ A }}, "b": "x{{B}}"}"#,
-            r#"{"a": {% filter escape_json_value(line=1) %}{{ A }}{% endfilter %}, "b": "x{% filter escape_json_content(line=1) %}{{ B }}{% endfilter %}"}"#,
-        );
-        check(
-            J,
-            r#"{"a": "\"{{ A }}"}"#,
-            r#"{"a": "\"{% filter escape_json_content(line=1) %}{{ A }}{% endfilter %}"}"#,
-        );
+        let a = sec("escape_json_value", 1, ", name=\"A\"", "A");
+        let b = sec("escape_json_content", 1, ", name=\"B\"", "B");
+        check(J, r#"{"a": {{ A }}, "b": "x{{B}}"}"#, &format!(r#"{{"a": {a}, "b": "x{b}"}}"#));
+        let a = sec("escape_json_content", 1, ", name=\"A\"", "A");
+        check(J, r#"{"a": "\"{{ A }}"}"#, &format!(r#"{{"a": "\"{a}"}}"#));
         check(J, "{{ A | json }}\n{{ B | safe }}", "{{ A | json }}\n{{ B | safe }}");
     }
 
     #[test]
+    fn typed_placeholders_convert_their_value() {
+        let port = sec("as_int", 1, ", name=\"PORT\"", "PORT");
+        check(J, r#"{"port": {{ PORT | int }}}"#, &format!(r#"{{"port": {port}}}"#));
+        check(J, r#"{"port": "{{ PORT|int }}"}"#, &format!(r#"{{"port": "{port}"}}"#));
+        let udp = sec("as_bool", 1, ", name=\"UDP\"", "UDP");
+        check(Y, "udp: {{ UDP | bool }}\n", &format!("udp: {udp}\n"));
+        let ratio = sec("as_float", 1, ", name=\"R\"", "R | default(value=\"1\")");
+        check(Y, "r: {{ R | default(value=\"1\") | float }}\n", &format!("r: {ratio}\n"));
+        // With arguments, tera's own filter runs first and its result is checked.
+        let with_default = sec("as_int", 1, ", name=\"PORT\"", "PORT | int(default=443)");
+        check(J, "{{ PORT | int(default=443) }}", &with_default);
+        // Part of a bigger scalar: a string holding the number.
+        let s = "{% filter escape_yaml_value(line=1, name=\"H, PORT\") %}";
+        check(Y, "a: {{ H }}:{{ PORT | int }}\n", &format!("a: {s}{{{{ H }}}}:{port}{{% endfilter %}}\n"));
+        // Whitespace control stays on the outside.
+        check(T, "{{- PORT | int -}}", "{%- filter as_int(line=1, name=\"PORT\") %}{{ PORT }}{% endfilter -%}");
+        // Not a typed filter: a pipe in a string, a filter after `int`, an operator after it.
+        let x = sec("escape_json_value", 1, ", name=\"X\"", "X | default(value=\"a|int\")");
+        check(J, "{{ X | default(value=\"a|int\") }}", &x);
+        let y = sec("escape_json_value", 1, ", name=\"Y\"", "Y | int | string");
+        check(J, "{{ Y | int | string }}", &y);
+    }
+
+    #[test]
     fn yaml_contexts() {
-        let f = |name: &str, expr: &str, line: usize| {
-            format!("{{% filter {name}(line={line}) %}}{{{{ {expr} }}}}{{% endfilter %}}")
-        };
+        let f = |name: &str, expr: &str, line: usize| sec(name, line, &format!(", name=\"{expr}\""), expr);
         check(Y, "a: {{ A }}\n", &format!("a: {}\n", f("escape_yaml_value", "A", 1)));
         check(
             Y,
@@ -886,44 +1293,111 @@ mod tests {
                 f("escape_yaml_sq_content", "B", 2)
             ),
         );
-        // A placeholder inside a plain scalar: the whole scalar is escaped as one value.
-        let s = "{% filter escape_yaml_value(line=1) %}";
+        // A placeholder inside a plain scalar: the whole scalar is escaped as one value, naming every variable in it.
+        let s = |names: &str| format!("{{% filter escape_yaml_value(line=1, name=\"{names}\") %}}");
         let e = "{% endfilter %}";
-        check(Y, "image: re\"po:{{ TAG }}-x  # c\n", &format!("image: {s}re\"po:{{{{ TAG }}}}-x{e}  # c\n"));
-        check(Y, "a: {{ H }}:{{ P }}\n", &format!("a: {s}{{{{ H }}}}:{{{{ P }}}}{e}\n"));
+        check(Y, "image: re\"po:{{ TAG }}-x  # c\n", &format!("image: {}re\"po:{{{{ TAG }}}}-x{e}  # c\n", s("TAG")));
+        check(Y, "a: {{ H }}:{{ P }}\n", &format!("a: {}{{{{ H }}}}:{{{{ P }}}}{e}\n", s("H, P")));
         let a = f("escape_yaml_value", "A", 1);
-        check(Y, "a: [{{ A }}, x{{ B }}]\n", &format!("a: [{a}, {s}x{{{{ B }}}}{e}]\n"));
+        check(Y, "a: [{{ A }}, x{{ B }}]\n", &format!("a: [{a}, {}x{{{{ B }}}}{e}]\n", s("B")));
+        check(Y, "a: {{ m.x }}\n", &format!("a: {}\n", sec("escape_yaml_value", 1, ", name=\"m.x\"", "m.x")));
     }
 
     #[test]
     fn caddy_contexts() {
-        let f = |name: &str, expr: &str| format!("{{% filter {name}(line=1) %}}{{{{ {expr} }}}}{{% endfilter %}}");
-        check(C, "{{ SITE }} {", &format!("{} {{", f("escape_caddy_token", "SITE")));
-        let s = "{% filter escape_caddy_token(line=1) %}";
-        check(C, "to http://{{ H }}:80 x", &format!("to {s}http://{{{{ H }}}}:80{{% endfilter %}} x"));
-        check(C, "to {{ H }}:80", &format!("to {s}{{{{ H }}}}:80{{% endfilter %}}"));
+        let f = |name: &str, expr: &str, args: &str| sec(name, 2, &format!(", name=\"{expr}\"{args}"), expr);
+        let s = |name: &str, args: &str| format!("{{% filter escape_caddy_token(line=2, name=\"{name}\"{args}) %}}");
+        let e = "{% endfilter %}";
+        check(
+            C,
+            "# x\n{{ SITE }} {",
+            &format!("# x\n{} {{", f("escape_caddy_token", "SITE", ", at=\"site\", start=true")),
+        );
+        check(
+            C,
+            "x {\nr a http://{{ H }}:80 x",
+            &format!("x {{\nr a {}http://{{{{ H }}}}:80{e} x", s("H", ", start=false")),
+        );
+        check(C, "x {\na b {{ H }}:80", &format!("x {{\na b {}{{{{ H }}}}:80{e}", s("H", ", start=true")));
         // Sections and tera blocks stay nested.
         check(
             C,
-            "to a:{{ A }}{% if N %} b:{{ B }}{% endif %}\n",
+            "x {\n\tto a:{{ A }}{% if N %} b:{{ B }}{% endif %}\n",
             &format!(
-                "to {s}a:{{{{ A }}}}{{% endfilter %}}{{% if N %}} {s}b:{{{{ B }}}}{{% endfilter %}}{{% endif %}}\n"
+                "x {{\n\tto {}a:{{{{ A }}}}{e}{{% if N %}} {}b:{{{{ B }}}}{e}{{% endif %}}\n",
+                s("A", ", at=\"matcher\", start=false"),
+                s("B", ", start=false")
             ),
         );
         check(
             C,
-            "x {{ A }}{% if R %}:ro{% endif %} y\n",
-            &format!("x {s}{{{{ A }}}}{{% if R %}}:ro{{% endif %}}{{% endfilter %}} y\n"),
+            "x {\n\tx y {{ A }}{% if R %}:ro{% endif %} y\n",
+            &format!("x {{\n\tx y {}{{{{ A }}}}{{% if R %}}:ro{{% endif %}}{e} y\n", s("A", ", start=true")),
         );
         check(
             C,
-            "respond \"a {{ B }}\" `{{ C }}` # {{ D }}",
+            "x {\nrespond \"a {{ B }}\" `{{ C }}` # {{ D }}",
             &format!(
-                "respond \"a {}\" `{}` # {}",
-                f("escape_caddy_dq_content", "B"),
-                f("escape_caddy_bq_content", "C"),
-                f("escape_caddy_comment", "D")
+                "x {{\nrespond \"a {}\" `{}` # {}",
+                f("escape_caddy_dq_content", "B", ", at=\"matcher\", start=false, whole=false"),
+                f("escape_caddy_bq_content", "C", ", start=true, whole=true"),
+                f("escape_caddy_comment", "D", "")
             ),
         );
+    }
+
+    /// The position each placeholder `{{ V }}` of a Caddyfile gets, in order.
+    fn caddy_positions(input: &str) -> Vec<String> {
+        translate(input, C)
+            .match_indices("filter escape_caddy_")
+            .map(|(i, _)| {
+                let tag = &translate(input, C)[i..];
+                let tag = &tag[..tag.find(')').unwrap()];
+                tag.split_once("at=\"").map_or("arg", |(_, r)| r.split('"').next().unwrap()).to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn caddy_token_positions() {
+        let check = |input: &str, expected: &[&str]| assert_eq!(caddy_positions(input), expected, "{input:?}");
+        check(
+            "{\n\tadmin {{ A }}\n}\n{{ S }} {\n\t{{ D }} {{ M }} {{ X }}\n}\n",
+            &["arg", "site", "line", "matcher", "arg"],
+        );
+        // The first top-level block with no address is the global options; later ones are sites.
+        check("{{ S }}, {{ T }} {\n}\n{\n\t{{ D }} {{ M }}\n}\n", &["site", "site", "line", "matcher"]);
+        // Subdirective blocks, maps and matcher sets take no matcher; route and handle blocks do.
+        check(
+            "s {\n\treverse_proxy {\n\t\tto {{ A }}\n\t\t{{ B }} {{ C }}\n\t}\n\thandle {\n\t\tr {{ D }}\n\t}\n}\n",
+            &["arg", "line", "arg", "matcher"],
+        );
+        check(
+            "s {\n\tmap {a} {b} {\n\t\t{{ K }} {{ V }}\n\t}\n\t@m {\n\t\tpath {{ P }}\n\t}\n}\n",
+            &["line", "arg", "arg"],
+        );
+        // Snippets hold directives; an import's arguments are arguments.
+        check("(snip) {\n\tr {{ M }}\n}\nimport snip {{ A }}\n", &["matcher", "arg"]);
+        // A site without braces: the following lines are its directives.
+        check("{{ S }}\nr {{ M }} {{ X }}\n", &["site", "matcher", "arg"]);
+        // Block tags do not count as lines; `else` starts from where `if` stood.
+        check("{% if A %}\n{{ S }} {\n{% else %}\n{{ T }} {\n{% endif %}\n\t{{ D }}\n}\n", &["site", "site", "line"]);
+        // Quoted tokens get their position too; comments none.
+        check("s {\n\t\"{{ D }}\" \"{{ M }}\" # {{ C }}\n}\n", &["line", "matcher", "arg"]);
+        // Braces inside a token are not blocks.
+        check("s {\n\tx {http.a} {{ A }}\n\t{{ B }}\n}\n", &["arg", "line"]);
+    }
+
+    #[test]
+    fn systemd_command_words() {
+        const S: TemplateFormat = TemplateFormat::Systemd;
+        let cmd = |whole: bool| sec("escape_systemd_command", 1, &format!(", name=\"B\", whole={whole}"), "B");
+        let word = |name: &str| sec("escape_systemd_word", 1, &format!(", name=\"{name}\""), name);
+        check(S, "ExecStart={{ B }} --once", &format!("ExecStart={} --once", cmd(true)));
+        check(S, "ExecStopPost = -{{ B }}", &format!("ExecStopPost = -{}", cmd(true)));
+        check(S, "ExecStart={{ B }}/bin/x {{ A }}", &format!("ExecStart={}/bin/x {}", cmd(false), word("A")));
+        check(S, "ExecStart=/bin/{{ A }}", &format!("ExecStart=/bin/{}", word("A")));
+        check(S, "Description={{ A }}", &format!("Description={}", word("A")));
+        check(S, "ExecSearchPath={{ A }}", &format!("ExecSearchPath={}", word("A")));
     }
 }

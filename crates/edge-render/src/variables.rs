@@ -124,6 +124,12 @@ impl Variables {
         self.unresolved.get(key).map(String::as_str)
     }
 
+    /// The stack default a variable's value was resolved from, when that
+    /// default is itself a template (`CADDY_SITE = "{{ PARTNER_DOMAIN }}"`).
+    pub fn default_template(&self, key: &str) -> Option<&str> {
+        self.raw.get(key).filter(|e| e.source == Source::Default && e.value.contains("{{")).map(|e| e.value.as_str())
+    }
+
     /// All resolved variables, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.resolved.iter().map(|(k, v)| (k.as_str(), v.as_str()))

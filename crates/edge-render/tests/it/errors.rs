@@ -68,7 +68,7 @@ fn a_value_no_caddyfile_can_hold_is_an_error_naming_the_line() {
     let err = render_caddy_override("x\n{{ CADDY_SITE }} {\n}\n", &[("CADDY_SITE", "{$HOME}")]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "ops/Caddyfile.tpl:2: the value holds '{$', which Caddy expands as an environment variable anywhere in a Caddyfile"
+        "ops/Caddyfile.tpl:2: CADDY_SITE holds '{$', which Caddy expands as an environment variable anywhere in a Caddyfile"
     );
 }
 

@@ -1,5 +1,6 @@
 //! Values of any content through whole templates: the rendered JSON, YAML and
-//! env files parse back to the exact value; Caddyfile lines keep their tokens.
+//! env files parse back to the exact value, a string wherever it stands;
+//! Caddyfile lines keep their tokens.
 
 use std::sync::OnceLock;
 
@@ -28,6 +29,12 @@ output = "probe.yaml"
 format = "yaml"
 
 [[templates]]
+name = "yaml_no_single"
+source = "probe-no-single.yaml.tera"
+output = "probe-no-single.yaml"
+format = "yaml"
+
+[[templates]]
 name = "caddy"
 source = "Caddyfile.tera"
 output = "Caddyfile"
@@ -46,16 +53,25 @@ output = "probe.env"
 format = "env"
 "#;
 
-const JSON: &str = r#"{"bare": {{ V }}, "quoted": "{{ V }}", "mixed": "<{{ V }}>", "legacy": "{{V}}", "k{{ V }}": 1}"#;
+/// Every position a JSON value can stand in: a member's value, an array
+/// item, a key, inside strings.
+const JSON: &str = r#"{"bare": {{ V }}, "quoted": "{{ V }}", "mixed": "<{{ V }}>", "legacy": "{{V}}", "k{{ V }}": 1,
+  "items": [{{ V }}, {{V}}], "keyed": { {{ V }}: {{ V }} }}"#;
 
+/// Every position a YAML scalar can stand in: block and flow values, keys,
+/// sequence items, plain scalars with more text, quoted scalars.
 const YAML: &str = r#"bare: {{ V }}
 quoted: "{{ V }}"
+single: '{{ V }}'
 mixed: <{{ V }}>
 plain: a {{ V }} b  # comment {{ V }}
 flow: [{{ V }}, "x{{ V }}", y{{ V }}]
 seq:
   - {{ V }}
 k{{ V }}: key
+keyed:
+  {{ V }}: {{ V }}
+fmap: {k: {{ V }}, {{ V }}: k}
 "#;
 
 /// Bare tokens: the escaper picks the quoting.
@@ -75,6 +91,7 @@ fn probe() -> &'static (tempfile::TempDir, StackBundle) {
         for (name, text) in [
             ("probe.json.tera", JSON),
             ("probe.yaml.tera", YAML),
+            ("probe-no-single.yaml.tera", YAML.replace("single: '{{ V }}'", "# single").as_str()),
             ("Caddyfile.tera", CADDY),
             ("Caddyfile.quoted.tera", CADDY_QUOTED),
             ("probe.env.tera", ENV),
@@ -92,24 +109,13 @@ fn render(template: &str, v: &str) -> Result<String, edge_render::RenderError> {
     Renderer::new(bundle).render_template(template, None, &vars)
 }
 
-/// A value written bare may come back typed (a number, a boolean): its text is the value.
-fn same_scalar_json(got: &serde_json::Value, v: &str) -> bool {
-    match got {
-        serde_json::Value::String(s) => s == v,
-        other => {
-            let text = other.to_string();
-            text == v
-        }
-    }
+/// The value came back as a string holding exactly `v`: never a number, a boolean or null.
+fn json_string_is(got: &serde_json::Value, v: &str) -> bool {
+    got.as_str() == Some(v)
 }
 
-fn same_scalar_yaml(got: &serde_yaml::Value, v: &str) -> bool {
-    match got {
-        serde_yaml::Value::String(s) => s == v,
-        serde_yaml::Value::Number(n) => n.to_string() == v,
-        serde_yaml::Value::Bool(b) => b.to_string() == v,
-        _ => false,
-    }
+fn yaml_string_is(got: &serde_yaml::Value, v: &str) -> bool {
+    got.as_str() == Some(v)
 }
 
 /// Caddy 2.6's lexer (lexer.go without heredocs): each token with the line it starts on.
@@ -227,36 +233,85 @@ fn unbrace(s: &str) -> String {
     s.replace("\\{", "{").replace("\\}", "}")
 }
 
+/// Strings JSON or YAML would read as something else if written bare:
+/// numbers (`12345678`, `1e999`, `0x10`, `0o7`, `1_000`, `.5`), booleans and
+/// null in YAML 1.1 and 1.2, timestamps, sexagesimals, special floats.
+const LOOKALIKES: &str = "[-+]?[0-9][0-9_]{0,8}|[-+]?[0-9]{0,3}\\.?[0-9]{0,3}([eE][-+]?[0-9]{1,4})?|0[xXoObB][0-9a-fA-F]{1,4}\
+    |(?i:true|false|yes|no|y|n|on|off|null|~|\\.inf|-\\.inf|\\.nan)|[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{1,2}:[0-9]{2}(:[0-9]{2})?\
+    |[0-9a-f]{8}|[0-9]{1,3}(\\.[0-9]{1,3}){3}";
+
+fn check_json(v: &str) -> Result<(), TestCaseError> {
+    let text = render("json", v).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+    prop_assert!(json_string_is(&doc["bare"], v), "{}", text);
+    prop_assert_eq!(doc["quoted"].as_str(), Some(v));
+    prop_assert_eq!(doc["mixed"].as_str().map(str::to_owned), Some(format!("<{v}>")));
+    prop_assert_eq!(doc["legacy"].as_str(), Some(v));
+    prop_assert_eq!(&doc[format!("k{v}")], &serde_json::json!(1));
+    prop_assert!(json_string_is(&doc["items"][0], v) && json_string_is(&doc["items"][1], v), "{}", text);
+    prop_assert!(json_string_is(&doc["keyed"][v], v), "{}", text);
+    prop_assert_eq!(doc.as_object().map(|o| o.len()), Some(7));
+    Ok(())
+}
+
+fn check_yaml(v: &str) -> Result<(), TestCaseError> {
+    let text = match render("yaml", v) {
+        Ok(text) => text,
+        // Only a single-quoted scalar refuses a value (a line break, a control character...).
+        Err(e) => {
+            prop_assert!(e.to_string().starts_with("yaml:3: V holds "), "{}", e);
+            render("yaml_no_single", v).unwrap()
+        }
+    };
+    prop_assert_eq!(text.lines().count(), YAML.lines().count(), "{}", text);
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+    prop_assert!(yaml_string_is(&doc["bare"], v), "{}", text);
+    prop_assert_eq!(doc["quoted"].as_str(), Some(v));
+    prop_assert_eq!(doc["mixed"].as_str().map(str::to_owned), Some(format!("<{v}>")));
+    prop_assert_eq!(doc["plain"].as_str().map(str::to_owned), Some(format!("a {v} b")));
+    prop_assert!(yaml_string_is(&doc["flow"][0], v), "{}", text);
+    prop_assert_eq!(doc["flow"][1].as_str().map(str::to_owned), Some(format!("x{v}")));
+    prop_assert_eq!(doc["flow"][2].as_str().map(str::to_owned), Some(format!("y{v}")));
+    prop_assert!(yaml_string_is(&doc["seq"][0], v), "{}", text);
+    prop_assert_eq!(doc[format!("k{v}").as_str()].as_str(), Some("key"));
+    // Keys are strings too: looked up by the string, not by a number or a boolean.
+    let keyed = doc["keyed"].as_mapping().unwrap();
+    prop_assert_eq!(keyed.len(), 1);
+    prop_assert!(yaml_string_is(keyed.keys().next().unwrap(), v) && yaml_string_is(&keyed[v], v), "{}", text);
+    prop_assert!(yaml_string_is(&doc["fmap"]["k"], v), "{}", text);
+    if v != "k" {
+        prop_assert_eq!(doc["fmap"][v].as_str(), Some("k"), "{}", text);
+    }
+    if let Some(single) = doc.get("single") {
+        prop_assert_eq!(single.as_str(), Some(v));
+    }
+    prop_assert_eq!(doc.as_mapping().map(|m| m.len()), Some(if doc.get("single").is_some() { 10 } else { 9 }));
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn json_parses_back_to_the_value(v in any::<String>()) {
-        let text = render("json", &v).unwrap();
-        let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
-        prop_assert!(same_scalar_json(&doc["bare"], &v), "{}", text);
-        prop_assert_eq!(doc["quoted"].as_str(), Some(v.as_str()));
-        prop_assert_eq!(doc["mixed"].as_str().map(str::to_owned), Some(format!("<{v}>")));
-        prop_assert_eq!(doc["legacy"].as_str(), Some(v.as_str()));
-        prop_assert_eq!(&doc[format!("k{v}")], &serde_json::json!(1));
-        prop_assert_eq!(doc.as_object().map(|o| o.len()), Some(5));
+    fn json_parses_back_to_the_string(v in any::<String>()) {
+        check_json(&v)?;
     }
 
     #[test]
-    fn yaml_parses_back_to_the_value(v in any::<String>()) {
-        let text = render("yaml", &v).unwrap();
-        prop_assert_eq!(text.lines().count(), YAML.lines().count(), "{}", text);
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
-        prop_assert!(same_scalar_yaml(&doc["bare"], &v), "{}", text);
-        prop_assert_eq!(doc["quoted"].as_str(), Some(v.as_str()));
-        prop_assert_eq!(doc["mixed"].as_str().map(str::to_owned), Some(format!("<{v}>")));
-        prop_assert_eq!(doc["plain"].as_str().map(str::to_owned), Some(format!("a {v} b")));
-        prop_assert!(same_scalar_yaml(&doc["flow"][0], &v), "{}", text);
-        prop_assert_eq!(doc["flow"][1].as_str().map(str::to_owned), Some(format!("x{v}")));
-        prop_assert_eq!(doc["flow"][2].as_str().map(str::to_owned), Some(format!("y{v}")));
-        prop_assert!(same_scalar_yaml(&doc["seq"][0], &v), "{}", text);
-        prop_assert_eq!(doc[format!("k{v}").as_str()].as_str(), Some("key"));
-        prop_assert_eq!(doc.as_mapping().map(|m| m.len()), Some(7));
+    fn json_parses_back_to_the_string_whatever_it_looks_like(v in LOOKALIKES) {
+        check_json(&v)?;
+    }
+
+    #[test]
+    fn yaml_parses_back_to_the_string(v in any::<String>()) {
+        check_yaml(&v)?;
+    }
+
+    #[test]
+    fn yaml_parses_back_to_the_string_whatever_it_looks_like(v in LOOKALIKES) {
+        check_yaml(&v)?;
     }
 
     #[test]

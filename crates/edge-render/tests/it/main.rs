@@ -3,5 +3,7 @@
 mod channels;
 mod errors;
 mod escaping;
+mod keywords;
 mod snapshots;
 mod support;
+mod types;
