@@ -98,6 +98,17 @@ pub(crate) fn container_ids(stack: &TestStack) -> BTreeMap<String, String> {
     text.lines().filter_map(|l| l.split_once(' ')).map(|(n, id)| (n.to_owned(), id.to_owned())).collect()
 }
 
+/// The `edge.spec-hash` label of each container of the stack.
+fn spec_hashes(stack: &TestStack) -> BTreeMap<String, String> {
+    container_ids(stack)
+        .into_keys()
+        .map(|name| {
+            let hash = inspect(&name)["Config"]["Labels"]["edge.spec-hash"].as_str().unwrap_or_default().to_owned();
+            (name, hash)
+        })
+        .collect()
+}
+
 fn inspect(name: &str) -> serde_json::Value {
     let text = docker_out(&["inspect", name]);
     let all: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
@@ -173,6 +184,9 @@ fn install_reconciles_instead_of_recreating() {
         assert_eq!(labels["com.docker.compose.project"], stack.name.as_str());
         assert!(labels["edge.spec-hash"].as_str().is_some_and(|h| h.len() == 64));
     }
+    // The labels are keyed with the host's spec-hash key, an identity file.
+    let key_file = config_file(&stack, "spec-hash.key");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
     let health = pool_health(&stack, &[p.xray, p.hysteria2, p.naive]);
     assert_eq!(health.len(), 3, "one series per active channel: {health:?}");
     assert!(health.values().all(|h| *h == edge_core::UpstreamHealth::Healthy), "{health:?}");
@@ -278,8 +292,10 @@ fn uninstall_and_restore_keep_the_identity_and_the_volumes() {
     let out = install(&stack, &[], &[]);
     assert_eq!(code(&out), Some(0));
     let bundle = stack.bundle().unwrap();
-    let identity = ["reality.priv", "reality.pub", "reality.uuid", "awg-private.key", "awg-public.key", "token"];
+    let identity =
+        ["reality.priv", "reality.pub", "reality.uuid", "awg-private.key", "awg-public.key", "token", "spec-hash.key"];
     let before: Vec<Vec<u8>> = identity.iter().map(|f| std::fs::read(config_file(&stack, f)).unwrap()).collect();
+    let hashes_before = spec_hashes(&stack);
 
     // Data in a named volume.
     let volume = bundle.stack.volumes.iter().find(|v| v.ends_with("sfu-data")).unwrap().clone();
@@ -303,6 +319,7 @@ fn uninstall_and_restore_keep_the_identity_and_the_volumes() {
     assert_eq!(code(&out), Some(0));
     let after: Vec<Vec<u8>> = identity.iter().map(|f| std::fs::read(config_file(&stack, f)).unwrap()).collect();
     assert_eq!(before, after, "the identity files are back byte-identical");
+    assert_eq!(spec_hashes(&stack), hashes_before, "the restored spec-hash key labels every container as before");
     assert_eq!(std::fs::read(&marker).unwrap(), b"keep me", "the volume's data survived");
     assert_eq!(code(&edge(&stack, &["healthcheck"], &[])), Some(0));
 

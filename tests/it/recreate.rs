@@ -10,6 +10,7 @@ use edge_channels::{
     Action, ContainerSpec, DeployError, Deployer, Desired, DockerEngine, Engine, Infrastructure, LABEL_STACK, Mount,
     MountKind, NetworkAttachment,
 };
+use edge_core::SpecHashKey;
 use edge_tests::docker::{STANDIN_IMAGE, TestStack, docker_out, ensure_image, provision_local_images};
 
 use crate::deploy::{code, container_ids, install, stderr};
@@ -86,11 +87,12 @@ fn a_recreated_container_keeps_its_anonymous_volume_and_its_data() {
         ensure_volume_image().await;
         let engine = DockerEngine::connect().await.expect("the docker engine answers");
         let deployer = Deployer::new(&engine).with_poll_interval(Duration::from_millis(100));
+        let key = SpecHashKey::generate().expect("a spec-hash key");
         let deploy = |spec: ContainerSpec| {
-            let deployer = &deployer;
+            let (deployer, key) = (&deployer, &key);
             let stack = name.clone();
             async move {
-                let plan = deployer.plan(&stack, vec![Desired::new("svc", spec, vec![])]).await.expect("planning");
+                let plan = deployer.plan(&stack, vec![Desired::new("svc", spec, vec![])], key).await.expect("planning");
                 let quiet = |_| {};
                 let applied =
                     deployer.apply(&plan, &Infrastructure::default(), Duration::from_secs(30), &quiet).await.unwrap();

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use edge_core::SpecHashKey;
 use futures_util::future::join_all;
 use serde::Serialize;
 
@@ -165,12 +166,13 @@ impl<'e, E: Engine> Deployer<'e, E> {
         Ok(ids)
     }
 
-    /// Plans the deployment of `desired` for `stack` against what the engine has.
-    pub async fn plan(&self, stack: &str, desired: Vec<Desired>) -> Result<Plan, DeployError> {
+    /// Plans the deployment of `desired` for `stack` against what the engine has, spec
+    /// hashes keyed with the host's `key` (see [`plan()`]).
+    pub async fn plan(&self, stack: &str, desired: Vec<Desired>, key: &SpecHashKey) -> Result<Plan, DeployError> {
         let names: Vec<&str> = desired.iter().map(Desired::name).collect();
         let actual = self.current(stack, &names).await?;
         let images = self.image_ids(&desired).await?;
-        plan(stack, desired, &actual, &images)
+        plan(stack, desired, &actual, &images, key)
     }
 
     /// Applies a plan: removals first, then creations and starts wave by wave along
@@ -396,7 +398,7 @@ fn one_line(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::plan::ActionKind;
-    use crate::testing::{FakeEngine, spec};
+    use crate::testing::{FakeEngine, spec, spec_key};
 
     fn desired(name: &str, deps: &[&str]) -> Desired {
         Desired::new(name, spec(name, "img:1"), deps.iter().map(|d| (*d).to_owned()).collect())
@@ -407,7 +409,7 @@ mod tests {
     async fn deploy(engine: &FakeEngine, desired: Vec<Desired>) -> (Plan, Applied, BTreeMap<String, Readiness>) {
         let deployer = Deployer::new(engine).with_poll_interval(Duration::from_millis(1));
         let names: Vec<String> = desired.iter().map(|d| d.name().to_owned()).collect();
-        let plan = deployer.plan("s", desired).await.unwrap();
+        let plan = deployer.plan("s", desired, &spec_key()).await.unwrap();
         let applied = deployer.apply(&plan, &Infrastructure::default(), Duration::from_secs(1), &quiet).await.unwrap();
         let ready = deployer.wait_ready(&names, Duration::from_millis(50), &quiet).await;
         (plan, applied, ready)
@@ -446,6 +448,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn containers_carry_the_keyed_hash_and_a_new_key_recreates_them_once() {
+        use crate::LABEL_SPEC_HASH;
+        let engine = FakeEngine::with_images(&["img:1"]);
+        deploy(&engine, vec![desired("a", &[])]).await;
+        let label = || async { engine.inspect_container("a").await.unwrap().unwrap().labels[LABEL_SPEC_HASH].clone() };
+        assert_eq!(label().await, desired("a", &[]).hash(&spec_key()));
+
+        // Another key (a host whose key was lost, or labels made before hashes were keyed):
+        // the container is recreated once, then kept.
+        let other = edge_core::SpecHashKey::from_bytes([9; 32]);
+        let deployer = Deployer::new(&engine).with_poll_interval(Duration::from_millis(1));
+        let plan = deployer.plan("s", vec![desired("a", &[])], &other).await.unwrap();
+        assert_eq!(plan.action("a").and_then(Action::reason), Some("spec changed"));
+        deployer.apply(&plan, &Infrastructure::default(), Duration::from_secs(1), &quiet).await.unwrap();
+        assert_eq!(label().await, desired("a", &[]).hash(&other));
+        let plan = deployer.plan("s", vec![desired("a", &[])], &other).await.unwrap();
+        assert!(plan.is_noop(), "{:?}", plan.entries());
+    }
+
+    #[tokio::test]
     async fn an_unhealthy_container_is_data_not_an_error() {
         let engine = FakeEngine::with_images(&["img:1"]);
         engine.make_unhealthy("b", "HTTP 503");
@@ -476,7 +498,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_image_is_an_error_naming_service_and_image() {
         let engine = FakeEngine::with_images(&[]);
-        let err = Deployer::new(&engine).plan("s", vec![desired("a", &[])]).await.unwrap_err().to_string();
+        let err = Deployer::new(&engine).plan("s", vec![desired("a", &[])], &spec_key()).await.unwrap_err().to_string();
         assert_eq!(
             err,
             "image img:1 of service a is not on the docker engine; build or load it, or pass --images a=REF"
@@ -524,7 +546,10 @@ mod tests {
         let volume = engine.inspect_container("a").await.unwrap().unwrap().mounts[0].source.clone();
         engine.put_volume_file(&volume, "caddy/acme.json", b"account");
 
-        let err = Deployer::new(&engine).plan("s", vec![desired("a", &[]), desired("b", &[])]).await.unwrap_err();
+        let err = Deployer::new(&engine)
+            .plan("s", vec![desired("a", &[]), desired("b", &[])], &spec_key())
+            .await
+            .unwrap_err();
         assert!(matches!(&err, DeployError::NotCreatedByEdge { name } if name == "a"), "{err}");
         assert_eq!(engine.ids(), BTreeMap::from([("a".to_owned(), id)]));
         assert_eq!(engine.status_of("a"), Some(ContainerStatus::Running));

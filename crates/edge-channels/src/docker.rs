@@ -23,8 +23,8 @@ use bollard::query_parameters::{
 use futures_util::TryStreamExt;
 
 use crate::engine::{
-    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_SPEC_HASH, Mount,
-    MountKind, NetworkAttachment, check_volume_path, is_anonymous_volume_name,
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, Mount, MountKind,
+    NetworkAttachment, check_volume_path, is_anonymous_volume_name,
 };
 use crate::{DeployError, EngineError};
 
@@ -157,10 +157,9 @@ fn restart_policy(text: &str) -> RestartPolicy {
 const NANOS: i64 = 1_000_000_000;
 
 /// The engine's create request for a spec, `inherited` mounted besides the spec's mounts;
-/// labels include the spec hash (of the spec alone).
+/// labels are the spec's, the keyed spec hash the planner put there included.
 fn create_body(spec: &ContainerSpec, inherited: &[Mount]) -> ContainerCreateBody {
-    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
-    labels.insert(LABEL_SPEC_HASH.to_owned(), spec.spec_hash());
+    let labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
 
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for p in &spec.ports {
@@ -613,7 +612,7 @@ impl Engine for DockerEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Mount, PublishedPort};
+    use crate::engine::{LABEL_SPEC_HASH, Mount, PublishedPort};
 
     #[test]
     fn api_versions_compare_numerically() {
@@ -665,8 +664,11 @@ mod tests {
             read_only: false,
             kind: MountKind::File { digest: "d".into() },
         });
+        // The planner labels the spec; the engine copies the label as it is.
+        let hash = spec.spec_hash(&crate::testing::spec_key());
+        spec.labels.insert(LABEL_SPEC_HASH.into(), hash.clone());
         let body = create_body(&spec, &[]);
-        assert_eq!(body.labels.as_ref().unwrap()[LABEL_SPEC_HASH], spec.spec_hash());
+        assert_eq!(body.labels.as_ref().unwrap()[LABEL_SPEC_HASH], hash);
         let host = body.host_config.unwrap();
         assert_eq!(host.binds.unwrap(), ["/etc/e/n.json:/etc/naive/config.json:ro"]);
         let binding = &host.port_bindings.unwrap()["3080/tcp"];
@@ -688,7 +690,8 @@ mod tests {
         }];
         let body = create_body(&spec, &inherited);
         assert_eq!(body.host_config.unwrap().binds.unwrap(), [format!("{anonymous}:/data")]);
-        assert_eq!(body.labels.unwrap()[LABEL_SPEC_HASH], spec.spec_hash());
+        let labels: BTreeMap<String, String> = body.labels.unwrap().into_iter().collect();
+        assert_eq!(labels, spec.labels, "the spec's labels, nothing about the inherited volumes");
     }
 
     #[test]

@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use edge_core::{Healthcheck, LogRotation};
+use edge_core::{Healthcheck, LogRotation, SpecHashKey};
 use serde::Serialize;
 
 use crate::DeployError;
 
-/// Label holding the hash of a container's full spec (including mounted file contents).
+/// Label holding the keyed hash of a container's full spec (including mounted file contents):
+/// see [`ContainerSpec::spec_hash`].
 pub const LABEL_SPEC_HASH: &str = "edge.spec-hash";
 /// Label naming the stack a container belongs to.
 pub const LABEL_STACK: &str = "edge.stack";
@@ -55,15 +56,24 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
-    /// The hex sha256 of the spec, the [`LABEL_SPEC_HASH`] label left out. File mounts carry
-    /// their content digest, so a changed rendered file changes the hash.
-    pub fn spec_hash(&self) -> String {
-        use sha2::Digest;
+    /// The hex HMAC-SHA256 of the spec under the host's `key`, the [`LABEL_SPEC_HASH`] label
+    /// left out: the value of that label. File mounts carry their content digest, so a changed
+    /// rendered file changes the hash.
+    ///
+    /// Keyed, because the label is public (`docker inspect`) and the digests in the spec are of
+    /// files holding credentials: a plain hash would let anyone who reads the label test
+    /// guessed passwords offline. Under one key the hash is stable, so a re-run on an
+    /// unchanged stack recreates nothing.
+    pub fn spec_hash(&self, key: &SpecHashKey) -> String {
+        use hmac::Mac;
         let mut spec = self.clone();
         spec.labels.remove(LABEL_SPEC_HASH);
         // Serialising plain data with string keys cannot fail.
         let bytes = serde_json::to_vec(&spec).unwrap_or_default();
-        hex::encode(sha2::Sha256::digest(&bytes))
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
+        mac.update(&bytes);
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// The names of the named volumes it mounts.
@@ -321,7 +331,8 @@ pub trait Engine: Send + Sync {
     /// A container by name; `None` if there is none.
     fn inspect_container(&self, name: &str) -> impl Future<Output = Result<Option<ContainerInfo>, DeployError>> + Send;
 
-    /// Creates a container (not started) from `spec`; returns its id.
+    /// Creates a container (not started) from `spec`, labelled with exactly the spec's labels
+    /// (the planner has put the keyed [`LABEL_SPEC_HASH`] among them); returns its id.
     ///
     /// `inherited` are mounted too: the anonymous volumes of the container it replaces, at
     /// the paths they had there (see [`crate::Action::Recreate`]). They are not part of the

@@ -3,8 +3,10 @@
 //! The seam is [`Engine`], the small set of container operations the deployer needs;
 //! [`DockerEngine`] implements it on the Docker Engine API (bollard). A stack's services
 //! become [`ContainerSpec`]s ([`container_spec`]) whose hash covers the full spec and the
-//! contents of the rendered files they mount; the planner ([`plan()`]) compares them with
-//! the containers the engine has and yields create / recreate / start / keep / remove;
+//! contents of the rendered files they mount, keyed with the host's
+//! [`SpecHashKey`](edge_core::SpecHashKey) so that the `edge.spec-hash` label reveals nothing
+//! about them; the planner ([`plan()`]) compares them with the containers the engine has and
+//! yields create / recreate / start / keep / remove;
 //! the [`Deployer`] applies that and waits for health. Re-running on an unchanged stack
 //! touches nothing.
 //!
@@ -22,15 +24,18 @@
 //! use std::time::Duration;
 //! use edge_channels::{Deployer, Desired, DockerEngine, Infrastructure, container_spec, stack_labels};
 //!
-//! # async fn demo() -> Result<(), edge_channels::DeployError> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let stack = edge_core::Stack::partner_edge();
+//! // The host's spec-hash key, created once and kept with the identity.
+//! let key_file = std::path::Path::new("/etc/oxpulse-partner-edge").join(edge_core::secrets::SPEC_HASH_KEY_FILE);
+//! let (key, _) = edge_core::secrets::ensure_spec_hash_key(&key_file)?;
 //! let mut coturn = stack.service("coturn").unwrap().clone();
 //! coturn.image = "edge-standin:dev".into();
 //! let spec = container_spec(&coturn, &stack.stack, &BTreeMap::new())?;
 //!
 //! let engine = DockerEngine::connect().await?;
 //! let deployer = Deployer::new(&engine);
-//! let plan = deployer.plan(&stack.stack.name, vec![Desired::new("coturn", spec, vec![])]).await?;
+//! let plan = deployer.plan(&stack.stack.name, vec![Desired::new("coturn", spec, vec![])], &key).await?;
 //! for entry in plan.entries() {
 //!     println!("{} {}", entry.action, entry.container);
 //! }

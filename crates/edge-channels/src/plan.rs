@@ -5,6 +5,10 @@
 //! match is kept as it is, whoever started it. A container edge did not create (no spec-hash
 //! label) is never taken over: planning refuses it ([`DeployError::NotCreatedByEdge`]).
 //!
+//! Spec hashes are keyed with the host's [`SpecHashKey`], which the caller passes in: the
+//! planner computes each desired spec's hash, compares it with the container's label and
+//! puts it on the spec the plan will create, so the engine only copies labels.
+//!
 //! A recreation never loses data: the new container inherits the anonymous volumes of the old
 //! one, as Docker Compose does on recreate, and no volume is removed with the old container.
 
@@ -12,8 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use edge_core::SpecHashKey;
+
 use crate::DeployError;
-use crate::engine::{ContainerInfo, ContainerSpec, ContainerStatus, LABEL_CHANNEL, Mount};
+use crate::engine::{ContainerInfo, ContainerSpec, ContainerStatus, LABEL_CHANNEL, LABEL_SPEC_HASH, Mount};
 
 /// A container the stack wants.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,9 +43,9 @@ impl Desired {
         &self.spec.name
     }
 
-    /// Its spec hash.
-    pub fn hash(&self) -> String {
-        self.spec.spec_hash()
+    /// Its spec hash under `key` ([`ContainerSpec::spec_hash`]).
+    pub fn hash(&self, key: &SpecHashKey) -> String {
+        self.spec.spec_hash(key)
     }
 }
 
@@ -227,6 +233,10 @@ impl Plan {
 /// name). `image_ids` maps image references to the ids the engine has now; a container
 /// running another id of its reference is recreated.
 ///
+/// Spec hashes are keyed with `key`, the host's: a container whose label was made under
+/// another key (or unkeyed, by an older edge) differs and is recreated once. Every desired
+/// spec in the plan carries its [`LABEL_SPEC_HASH`] label.
+///
 /// A container holding a desired name but labelled for another stack is a
 /// [`DeployError::NameConflict`], and one without a spec-hash label (edge did not create it)
 /// is [`DeployError::NotCreatedByEdge`]: neither is ever taken over.
@@ -235,6 +245,7 @@ pub fn plan(
     desired: Vec<Desired>,
     actual: &[ContainerInfo],
     image_ids: &BTreeMap<String, String>,
+    key: &SpecHashKey,
 ) -> Result<Plan, DeployError> {
     let wanted: BTreeSet<&str> = desired.iter().map(Desired::name).collect();
     let mut actions = Vec::new();
@@ -248,7 +259,9 @@ pub fn plan(
         };
         actions.push(Action::Remove { name: c.name.clone(), id: c.id.clone(), reason });
     }
-    for d in desired {
+    for mut d in desired {
+        let hash = d.hash(key);
+        d.spec.labels.insert(LABEL_SPEC_HASH.to_owned(), hash.clone());
         let Some(c) = actual.iter().find(|c| c.name == d.name()) else {
             actions.push(Action::Create { desired: d });
             continue;
@@ -260,11 +273,11 @@ pub fn plan(
                 stack: stack.to_owned(),
             });
         }
-        let Some(hash) = c.spec_hash() else {
+        let Some(label) = c.spec_hash() else {
             return Err(DeployError::NotCreatedByEdge { name: c.name.clone() });
         };
-        let reason = match hash {
-            h if h != d.hash() => Some("spec changed".to_owned()),
+        let reason = match label {
+            l if l != hash => Some("spec changed".to_owned()),
             _ => match image_ids.get(&d.spec.image) {
                 Some(id) if *id != c.image_id => Some(format!("image {} was rebuilt", d.spec.image)),
                 _ if matches!(c.status, ContainerStatus::Dead | ContainerStatus::Removing) => {
@@ -320,8 +333,8 @@ pub fn waves<'a>(services: &[&'a Desired]) -> Result<Vec<Vec<&'a Desired>>, Depl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{HealthStatus, LABEL_SPEC_HASH, LABEL_STACK, MountKind};
-    use crate::testing::spec;
+    use crate::engine::{HealthStatus, LABEL_STACK, MountKind};
+    use crate::testing::{spec, spec_key};
 
     fn desired(name: &str) -> Desired {
         Desired::new(name, spec(name, "img:1"), vec![])
@@ -329,7 +342,7 @@ mod tests {
 
     fn running(d: &Desired, image_id: &str) -> ContainerInfo {
         let mut labels = d.spec.labels.clone();
-        labels.insert(LABEL_SPEC_HASH.into(), d.hash());
+        labels.insert(LABEL_SPEC_HASH.into(), d.hash(&spec_key()));
         ContainerInfo {
             id: format!("id-{}", d.name()),
             name: d.name().into(),
@@ -352,7 +365,7 @@ mod tests {
     /// Plans and returns `(kind, container, reason)` per action.
     fn check(desired: Vec<Desired>, actual: Vec<ContainerInfo>, expected: &[(ActionKind, &str, Option<&str>)]) {
         let images = BTreeMap::from([("img:1".to_owned(), "sha256:1".to_owned())]);
-        let plan = plan("s", desired, &actual, &images).unwrap();
+        let plan = plan("s", desired, &actual, &images, &spec_key()).unwrap();
         let got: Vec<_> = plan.actions.iter().map(|a| (a.kind(), a.container(), a.reason())).collect();
         assert_eq!(got, expected);
     }
@@ -384,6 +397,39 @@ mod tests {
             kind: crate::MountKind::File { digest: "new".into() },
         });
         check(vec![a, b2], actual, &[(Keep, "a", None), (Recreate, "b", Some("spec changed"))]);
+    }
+
+    #[test]
+    fn the_planned_specs_carry_their_keyed_hash_label() {
+        let (a, b) = (desired("a"), desired("b"));
+        let images = BTreeMap::from([("img:1".to_owned(), "sha256:1".to_owned())]);
+        let actual = vec![running(&a, "sha256:1")];
+        let plan = plan("s", vec![a.clone(), b.clone()], &actual, &images, &spec_key()).unwrap();
+        for (action, d) in plan.actions.iter().zip([&a, &b]) {
+            let labels = &action.desired().unwrap().spec.labels;
+            assert_eq!(labels[LABEL_SPEC_HASH], d.hash(&spec_key()), "{}", d.name());
+        }
+    }
+
+    #[test]
+    fn a_label_made_under_another_key_or_unkeyed_is_a_changed_spec() {
+        use ActionKind::*;
+        let a = desired("a");
+        let other_key = SpecHashKey::from_bytes([8; 32]);
+        let mut unkeyed = running(&a, "sha256:1");
+        // The label an edge before keyed hashes wrote: the plain sha256 of the spec.
+        let plain = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(serde_json::to_vec(&a.spec).unwrap()))
+        };
+        unkeyed.labels.insert(LABEL_SPEC_HASH.into(), plain);
+        let mut another = running(&a, "sha256:1");
+        another.labels.insert(LABEL_SPEC_HASH.into(), a.hash(&other_key));
+        for actual in [unkeyed, another] {
+            check(vec![a.clone()], vec![actual], &[(Recreate, "a", Some("spec changed"))]);
+        }
+        // Relabelled under the host's key by that recreation, it is kept from then on.
+        check(vec![a.clone()], vec![running(&a, "sha256:1")], &[(Keep, "a", None)]);
     }
 
     #[test]
@@ -423,7 +469,7 @@ mod tests {
         let images = BTreeMap::from([("img:1".to_owned(), "sha256:1".to_owned())]);
         for theirs in [unlabelled, stack_label_only] {
             let actual = vec![running(&a, "sha256:1"), theirs];
-            let err = plan("s", vec![a.clone(), b.clone()], &actual, &images).unwrap_err();
+            let err = plan("s", vec![a.clone(), b.clone()], &actual, &images, &spec_key()).unwrap_err();
             assert!(matches!(&err, DeployError::NotCreatedByEdge { name } if name == "b"), "{err:?}");
             assert_eq!(
                 err.to_string(),
@@ -450,7 +496,7 @@ mod tests {
         new.spec.env.insert("LOG".into(), "debug".into());
         new.spec.mounts.push(mount("a-cache", "/cache/", MountKind::Volume));
         let images = BTreeMap::from([("img:1".to_owned(), "sha256:1".to_owned())]);
-        let plan = plan("s", vec![new], &[actual], &images).unwrap();
+        let plan = plan("s", vec![new], &[actual], &images, &spec_key()).unwrap();
         let Some(Action::Recreate { reason, inherited, .. }) = plan.action("a") else {
             panic!("a is recreated: {:?}", plan.entries());
         };
@@ -464,7 +510,7 @@ mod tests {
         let a = desired("a");
         let mut theirs = running(&a, "sha256:1");
         theirs.labels.insert(LABEL_STACK.into(), "theirs".into());
-        let err = plan("s", vec![a], &[theirs], &BTreeMap::new()).unwrap_err().to_string();
+        let err = plan("s", vec![a], &[theirs], &BTreeMap::new(), &spec_key()).unwrap_err().to_string();
         assert_eq!(
             err,
             "container a belongs to stack theirs, not s; remove it or give this stack other container names"

@@ -149,7 +149,7 @@ fn digest(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edge_core::Stack;
+    use edge_core::{SpecHashKey, Stack};
 
     fn files(entries: &[(&str, &str, &str)]) -> BTreeMap<String, RenderedMount> {
         entries
@@ -195,13 +195,49 @@ mod tests {
         let a = container_spec(&svc, &meta, &files(&[("naive", "/c/n.json", "{\"password\":\"a\"}")])).unwrap();
         let b = container_spec(&svc, &meta, &files(&[("naive", "/c/n.json", "{\"password\":\"b\"}")])).unwrap();
         let a2 = container_spec(&svc, &meta, &files(&[("naive", "/c/n.json", "{\"password\":\"a\"}")])).unwrap();
-        assert_ne!(a.spec_hash(), b.spec_hash());
-        assert_eq!(a.spec_hash(), a2.spec_hash());
+        let key = crate::testing::spec_key();
+        assert_ne!(a.spec_hash(&key), b.spec_hash(&key));
+        assert_eq!(a.spec_hash(&key), a2.spec_hash(&key));
         let mut labelled = a.clone();
-        labelled.labels.insert(crate::LABEL_SPEC_HASH.into(), a.spec_hash());
-        assert_eq!(labelled.spec_hash(), a.spec_hash(), "the hash label does not feed the hash");
+        labelled.labels.insert(crate::LABEL_SPEC_HASH.into(), a.spec_hash(&key));
+        assert_eq!(labelled.spec_hash(&key), a.spec_hash(&key), "the hash label does not feed the hash");
         // The secret itself appears nowhere in the spec.
         assert!(!serde_json::to_string(&a).unwrap().contains("password"));
+    }
+
+    #[test]
+    fn the_hash_is_keyed_so_a_label_cannot_test_guessed_passwords() {
+        use sha2::Digest;
+        let (svc, meta) = naive();
+        let spec = |password: &str| {
+            let contents = format!("{{\"password\":\"{password}\"}}");
+            container_spec(&svc, &meta, &files(&[("naive", "/c/n.json", &contents)])).unwrap()
+        };
+        let real = spec("hunter2");
+        let (key, other) = (SpecHashKey::from_bytes([1; 32]), SpecHashKey::from_bytes([2; 32]));
+        let label = real.spec_hash(&key);
+
+        // The label is an HMAC-SHA256: 64 hex digits, but not the plain sha256 of the spec that
+        // anyone could recompute for a guessed password.
+        assert_eq!(label.len(), 64);
+        assert!(label.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let plain = |s: &ContainerSpec| hex::encode(sha2::Sha256::digest(serde_json::to_vec(s).unwrap()));
+        assert_ne!(label, plain(&real), "the label is not the unkeyed hash");
+        assert_ne!(spec("hunter2").spec_hash(&other), label, "another host's key, another label");
+        assert_eq!(spec("hunter2").spec_hash(&key), label, "one key, one label: a re-run recreates nothing");
+
+        // Without the key, guessing the right password yields nothing to compare with the label.
+        let guesses = ["123456", "password", "hunter2"];
+        assert!(guesses.iter().all(|g| plain(&spec(g)) != label && spec(g).spec_hash(&other) != label));
+
+        // The construction: HMAC-SHA256 under the key, over the serialised spec.
+        let mac = {
+            use hmac::Mac;
+            let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap();
+            mac.update(&serde_json::to_vec(&real).unwrap());
+            hex::encode(mac.finalize().into_bytes())
+        };
+        assert_eq!(label, mac);
     }
 
     #[test]

@@ -27,9 +27,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use edge_core::SpecHashKey;
+
 use crate::engine::{
-    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_SPEC_HASH, LABEL_STACK,
-    Mount, MountKind, NetworkAttachment, check_volume_path,
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_STACK, Mount, MountKind,
+    NetworkAttachment, check_volume_path,
 };
 use crate::{DeployError, EngineError};
 
@@ -50,6 +52,12 @@ pub fn spec(name: &str, image: &str) -> ContainerSpec {
         logging: Default::default(),
         labels: BTreeMap::from([(LABEL_STACK.into(), "s".into())]),
     }
+}
+
+/// A fixed spec-hash key for tests (a host's real one is random: see
+/// [`edge_core::secrets::ensure_spec_hash_key`]).
+pub fn spec_key() -> SpecHashKey {
+    SpecHashKey::from_bytes([7; 32])
 }
 
 /// The exit code [`FakeEngine::crash`] leaves on a container.
@@ -264,8 +272,8 @@ impl Engine for FakeEngine {
             if let Some(m) = inherited.iter().find(|m| !s.volumes.contains_key(&m.source)) {
                 return Err(error(404, &format!("no such volume: {}", m.source)));
             }
-            let mut labels = spec.labels.clone();
-            labels.insert(LABEL_SPEC_HASH.into(), spec.spec_hash());
+            // Labels are the spec's: the planner has put the spec hash among them.
+            let labels = spec.labels.clone();
             // The engine reports a rendered file as the bind mount it is.
             let reported = spec.mounts.iter().map(|m| match m.kind {
                 MountKind::File { .. } => Mount { kind: MountKind::Bind, ..m.clone() },

@@ -38,6 +38,7 @@ pub use lock::StateLock;
 pub use paths::Paths;
 pub use pool::{ObservedHealth, PoolMember};
 pub use record::InstallRecord;
+pub use secrets::SpecHashKey;
 pub use stack::{
     Channel, FileMount, Healthcheck, LogRotation, PortMapping, Secret, SecretKind, Service, Stack, StackBundle,
     StackMeta, Template, TemplateFormat, VolumeMount, flatten_node_config,

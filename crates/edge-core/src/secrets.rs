@@ -1,6 +1,7 @@
-//! Identity secrets: X25519 key pairs, UUIDs, tokens and `.env` files of
-//! generated values. Each is created once; an existing valid file is never
-//! overwritten and a corrupt one is an error, never a silent regeneration.
+//! Identity secrets: X25519 key pairs, UUIDs, tokens, `.env` files of
+//! generated values and the host's spec-hash key. Each is created once; an
+//! existing valid file is never overwritten and a corrupt one is an error, never
+//! a silent regeneration.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -151,6 +152,79 @@ pub fn ensure_token(path: &Path, bytes: usize) -> Result<(String, Outcome), Core
     Ok((token, Outcome::Created))
 }
 
+/// The file, in the config dir, holding the host's [`SpecHashKey`]. It is part of the node's
+/// identity: backed up by uninstall and restored byte-identical by `install --restore-from`.
+pub const SPEC_HASH_KEY_FILE: &str = "spec-hash.key";
+
+/// The host's key for the `edge.spec-hash` label: 32 random bytes.
+///
+/// The label is an HMAC-SHA256 of a container's spec under this key, so that a label read
+/// from `docker inspect` cannot be checked offline against guessed specs (a spec carries the
+/// digests of the credential files a container mounts). Its file holds it as 64 hex digits,
+/// mode 0600; the key never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SpecHashKey([u8; 32]);
+
+impl std::fmt::Debug for SpecHashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpecHashKey(..)")
+    }
+}
+
+impl SpecHashKey {
+    /// A key of the given bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> Result<Self, CoreError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| CoreError::Random(e.to_string()))?;
+        Ok(Self(bytes))
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Its file's contents: 64 lowercase hex digits and a newline.
+    fn encode(&self) -> String {
+        let mut text: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        text.push('\n');
+        text
+    }
+
+    /// Reads a key file's contents, or says what is wrong with them.
+    fn decode(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("expected 64 hex digits, found {} characters", text.chars().count()));
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+/// Creates the spec-hash key file once (mode 0600); returns the key on disk.
+///
+/// An existing key is kept as it is; a corrupt one is an error, never replaced: a new key
+/// would make every container's label stale and recreate the whole stack.
+pub fn ensure_spec_hash_key(path: &Path) -> Result<(SpecHashKey, Outcome), CoreError> {
+    if let Some(text) = read_optional(path)? {
+        let key =
+            SpecHashKey::decode(&text).map_err(|reason| CoreError::CorruptSecret { path: path.to_owned(), reason })?;
+        return Ok((key, Outcome::Kept));
+    }
+    let key = SpecHashKey::generate()?;
+    write_atomic_with_mode(path, key.encode().as_bytes(), SECRET_MODE)?;
+    Ok((key, Outcome::Created))
+}
+
 fn random_hex(bytes: usize) -> Result<String, CoreError> {
     let mut buf = vec![0u8; bytes.max(16)];
     getrandom::fill(&mut buf).map_err(|e| CoreError::Random(e.to_string()))?;
@@ -274,6 +348,49 @@ mod tests {
         assert!(err.contains("is corrupt"), "{err}");
         assert_eq!(std::fs::read_to_string(&priv_p).unwrap(), "not-a-key\n");
         assert!(!pub_p.exists());
+    }
+
+    #[test]
+    fn spec_hash_key_is_created_once_0600_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SPEC_HASH_KEY_FILE);
+        let (first, o1) = ensure_spec_hash_key(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (second, o2) = ensure_spec_hash_key(&path).unwrap();
+        assert_eq!((o1, o2), (Outcome::Created, Outcome::Kept));
+        assert_eq!(first, second);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file is left as it is");
+        assert_eq!(mode(&path), 0o600);
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(text.trim_end().len(), 64);
+        assert_eq!(text, format!("{}\n", hex_string(first.as_bytes())));
+        assert_eq!(format!("{first:?}"), "SpecHashKey(..)", "the key is never printed");
+        // Two hosts get two keys.
+        let (other, _) = ensure_spec_hash_key(&dir.path().join("other.key")).unwrap();
+        assert_ne!(first, other);
+        // Upper-case hex and surrounding whitespace still read as the same key.
+        std::fs::write(&path, format!("  {}\r\n", hex_string(first.as_bytes()).to_uppercase())).unwrap();
+        assert_eq!(ensure_spec_hash_key(&path).unwrap(), (first, Outcome::Kept));
+    }
+
+    #[test]
+    fn a_corrupt_spec_hash_key_is_an_error_not_a_regeneration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SPEC_HASH_KEY_FILE);
+        let corrupt =
+            ["".to_owned(), "\n".to_owned(), "abcd\n".to_owned(), "g".repeat(64), "a".repeat(66), "é".repeat(32)];
+        for corrupt in &corrupt {
+            std::fs::write(&path, corrupt).unwrap();
+            let err = ensure_spec_hash_key(&path).unwrap_err();
+            assert!(matches!(err, CoreError::CorruptSecret { .. }), "{corrupt:?}: {err}");
+            let text = err.to_string();
+            assert!(text.contains("spec-hash.key") && text.contains("expected 64 hex digits"), "{text}");
+            assert_eq!(&std::fs::read_to_string(&path).unwrap(), corrupt, "a corrupt key is left in place");
+        }
+    }
+
+    fn hex_string(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     #[test]

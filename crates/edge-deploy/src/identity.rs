@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use edge_core::secrets::SPEC_HASH_KEY_FILE;
 use edge_core::{Paths, SecretKind, Stack};
 
 use crate::OpError;
@@ -11,8 +12,10 @@ use crate::OpError;
 /// The node-config file `--manual-config` is copied to; part of the identity.
 pub const NODE_CONFIG: &str = "node-config.json";
 
-/// The identity files of a stack, relative to its config dir: every secret's files and
-/// `node-config.json`.
+/// The identity files of a stack, relative to its config dir: every secret's files,
+/// `node-config.json` and the host's spec-hash key ([`SPEC_HASH_KEY_FILE`]), which keys the
+/// containers' `edge.spec-hash` labels: restored with the rest, it keeps them valid, so a
+/// reinstall from a backup recreates no container.
 pub fn identity_files(stack: &Stack) -> Vec<String> {
     let mut files = Vec::new();
     for s in &stack.secrets {
@@ -25,6 +28,7 @@ pub fn identity_files(stack: &Stack) -> Vec<String> {
         }
     }
     files.push(NODE_CONFIG.to_owned());
+    files.push(SPEC_HASH_KEY_FILE.to_owned());
     files
 }
 
@@ -120,8 +124,10 @@ mod tests {
         let paths = Paths::new(Some(root.path()), &stack.stack);
         paths.ensure_dirs().unwrap();
         edge_core::secrets::ensure_all(paths.config_dir(), &stack.secrets).unwrap();
+        edge_core::secrets::ensure_spec_hash_key(&paths.config_file(SPEC_HASH_KEY_FILE)).unwrap();
         edge_core::write_atomic(&paths.install_env(), b"PARTNER_ID=acme\n").unwrap();
         let before: Vec<_> = identity_files(&stack).iter().map(|f| std::fs::read(paths.config_file(f)).ok()).collect();
+        assert!(before.iter().zip(identity_files(&stack)).all(|(b, f)| b.is_some() || f == NODE_CONFIG));
 
         let dir = backup(&paths, &stack, 1_716_200_000).unwrap().unwrap();
         assert!(dir.ends_with("20240520T101320Z"), "{}", dir.display());
@@ -131,8 +137,10 @@ mod tests {
         restore(&paths, &stack, &dir).unwrap();
         let after: Vec<_> = identity_files(&stack).iter().map(|f| std::fs::read(paths.config_file(f)).ok()).collect();
         assert_eq!(before, after);
-        let mode = std::fs::metadata(paths.config_file("reality.priv")).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        for file in ["reality.priv", SPEC_HASH_KEY_FILE] {
+            let mode = std::fs::metadata(paths.config_file(file)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}");
+        }
         assert_eq!(std::fs::read(paths.install_env()).unwrap(), b"PARTNER_ID=acme\n");
 
         // A second backup in the same second gets its own folder.

@@ -1,7 +1,8 @@
 //! Install as plan → apply → wait → record.
 //!
 //! Deploying is reconciling: containers whose spec hash (full spec plus the rendered files
-//! they mount) and image match are kept, so a re-run on an unchanged stack touches nothing.
+//! they mount, keyed with the host's spec-hash key, an identity file) and image match are
+//! kept, so a re-run on an unchanged stack touches nothing.
 //! Channel containers go first; a channel whose container does not become healthy is
 //! `failed_at_runtime`, the stack is rendered again without it (its upstream leaves the
 //! front proxy's config), and only then are the front proxy and the other services
@@ -16,7 +17,8 @@ use edge_channels::{
     Action, ActionKind, Applied, Deployer, Desired, Engine, EngineVersion, Infrastructure, PlanEntry, Readiness,
     RenderedMount, container_spec, stack_labels,
 };
-use edge_core::{ChannelState, InstallRecord, ObservedHealth, Paths, Stack, StateLock};
+use edge_core::secrets::{Outcome as SecretOutcome, SPEC_HASH_KEY_FILE};
+use edge_core::{ChannelState, InstallRecord, ObservedHealth, Paths, SpecHashKey, Stack, StateLock};
 use edge_render::{NodeConfigSource, RenderedStack, Renderer, Source, VariableSources, Variables};
 use serde::Serialize;
 
@@ -169,7 +171,7 @@ pub async fn install<E: Engine>(
     }
 
     let (base, node_config) = variables(paths, stack, request)?;
-    let (secret_vars, identity_created) = secrets(paths, stack, request.dry_run)?;
+    let Identity { vars: secret_vars, created: identity_created, spec_key } = secrets(paths, stack, request.dry_run)?;
     let vars = base.with_layer(Source::Secret, secret_vars);
 
     step("render");
@@ -188,7 +190,7 @@ pub async fn install<E: Engine>(
     }
     let desired_first = desired(&first, &images, paths, stack)?;
     let deployer = Deployer::new(engine);
-    let plan = deployer.plan(&name, desired_first.clone()).await?;
+    let plan = deployer.plan(&name, desired_first.clone(), &spec_key).await?;
     if request.host_checks {
         check_ports(&plan)?;
     }
@@ -263,7 +265,7 @@ pub async fn install<E: Engine>(
             desired_final.push(d.clone());
         }
     }
-    let plan_final = deployer.plan(&name, desired_final.clone()).await?;
+    let plan_final = deployer.plan(&name, desired_final.clone(), &spec_key).await?;
     executed.extend(plan_final.entries().into_iter().filter(|e| e.action != ActionKind::Keep));
     let others = desired_final.iter().filter(|d| !is_channel(d)).map(|d| d.name().to_owned()).collect();
     let (_, service_readiness) =
@@ -434,12 +436,31 @@ fn variables(paths: &Paths, stack: &Stack, request: &InstallRequest) -> Result<(
     Ok((vars, node_config))
 }
 
+/// The identity as install uses it.
+struct Identity {
+    /// Variables the stack's secrets expose to templates.
+    vars: BTreeMap<String, String>,
+    /// Names of the secrets created now (`SPEC_HASH_KEY` for the spec-hash key).
+    created: Vec<String>,
+    /// The key of the containers' spec hashes.
+    spec_key: SpecHashKey,
+}
+
 /// The identity: created once. A dry run creates nothing: missing secrets are generated in a
-/// scratch folder so that the templates still render.
-fn secrets(paths: &Paths, stack: &Stack, dry_run: bool) -> Result<(BTreeMap<String, String>, Vec<String>), OpError> {
+/// scratch folder so that the templates still render (and a missing spec-hash key plans what
+/// a new one would: every container recreated).
+fn secrets(paths: &Paths, stack: &Stack, dry_run: bool) -> Result<Identity, OpError> {
+    let ensure = |dir: &Path| -> Result<Identity, OpError> {
+        let ensured = edge_core::secrets::ensure_all(dir, &stack.secrets)?;
+        let (spec_key, outcome) = edge_core::secrets::ensure_spec_hash_key(&dir.join(SPEC_HASH_KEY_FILE))?;
+        let mut created = ensured.created;
+        if outcome == SecretOutcome::Created {
+            created.push("SPEC_HASH_KEY".to_owned());
+        }
+        Ok(Identity { vars: ensured.vars, created, spec_key })
+    };
     if !dry_run {
-        let ensured = edge_core::secrets::ensure_all(paths.config_dir(), &stack.secrets)?;
-        return Ok((ensured.vars, ensured.created));
+        return ensure(paths.config_dir());
     }
     let scratch = std::env::temp_dir().join(edge_channels::image::unique_name("edge-dry-run"));
     let result = (|| -> Result<_, OpError> {
@@ -450,8 +471,7 @@ fn secrets(paths: &Paths, stack: &Stack, dry_run: bool) -> Result<(BTreeMap<Stri
                 std::fs::copy(&src, scratch.join(&f)).map_err(|e| OpError::io("copy", &src, e))?;
             }
         }
-        let ensured = edge_core::secrets::ensure_all(&scratch, &stack.secrets)?;
-        Ok((ensured.vars, ensured.created))
+        ensure(&scratch)
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     result

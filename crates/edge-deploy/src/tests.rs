@@ -6,8 +6,11 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use edge_channels::ContainerStatus;
+use std::collections::BTreeMap;
+
 use edge_channels::testing::FakeEngine;
+use edge_channels::{ContainerStatus, Engine, LABEL_SPEC_HASH};
+use edge_core::secrets::SPEC_HASH_KEY_FILE;
 use edge_core::{ChannelsStatus, InstallRecord, StackBundle};
 
 use crate::identity::identity_files;
@@ -113,7 +116,7 @@ fn a_fresh_install_deploys_every_configured_channel_and_records_it() {
     let pool: Vec<&str> = record.pool.as_ref().unwrap().iter().map(|m| m.channel.as_str()).collect();
     assert_eq!(pool, ["xray", "hysteria2", "naive"]);
     assert_eq!(record.partner_id.as_deref(), Some("acme"));
-    assert_eq!(report.identity_created, ["EDGE_REALITY", "AWG", "EDGE_TOKEN"]);
+    assert_eq!(report.identity_created, ["EDGE_REALITY", "AWG", "EDGE_TOKEN", "SPEC_HASH_KEY"]);
     let xray = format!("127.0.0.1:{}/tcp", h.variable("XRAY_HTTP_PORT"));
     assert!(report.listening.contains(&xray), "{:?}", report.listening);
 }
@@ -187,6 +190,89 @@ fn uninstall_then_restore_keeps_the_identity_byte_identical() {
     assert_eq!(report.status, Outcome::Success, "{}", report.message);
     assert!(report.identity_created.is_empty(), "{:?}", report.identity_created);
     assert_eq!(identity(&h.node), before);
+}
+
+/// Each container's `edge.spec-hash` label.
+fn spec_hashes(engine: &FakeEngine) -> BTreeMap<String, String> {
+    run(async {
+        let mut out = BTreeMap::new();
+        for name in engine.containers() {
+            let c = engine.inspect_container(&name).await.unwrap().unwrap();
+            out.insert(name, c.labels[LABEL_SPEC_HASH].clone());
+        }
+        out
+    })
+}
+
+#[test]
+fn the_spec_hash_key_is_created_once_0600_and_keys_the_labels() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let key_file = h.node.paths.config_file(SPEC_HASH_KEY_FILE);
+    let key = std::fs::read(&key_file).unwrap();
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(identity_files(h.node.stack()).contains(&SPEC_HASH_KEY_FILE.to_owned()));
+
+    let hashes = spec_hashes(&h.engine);
+    assert_eq!(hashes.len(), h.node.stack().services.len());
+
+    // A re-run keeps the key and so every container.
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert!(report.plan.is_empty() && report.identity_created.is_empty(), "{:?}", report.plan);
+    assert_eq!(std::fs::read(&key_file).unwrap(), key);
+    assert_eq!(spec_hashes(&h.engine), hashes);
+
+    // A corrupt key stops install before anything changes; it is not replaced.
+    let ids = h.engine.ids();
+    std::fs::write(&key_file, "not a key\n").unwrap();
+    let err = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap_err().to_string();
+    assert!(err.contains("spec-hash.key is corrupt"), "{err}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), "not a key\n");
+    assert_eq!(h.engine.ids(), ids);
+
+    // The labels follow the key on disk: under another key every container is recreated, once.
+    std::fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert_eq!(report.plan.len(), ids.len(), "{:?}", report.plan);
+    assert!(report.plan.iter().all(|e| e.reason.as_deref() == Some("spec changed")), "{:?}", report.plan);
+    let relabelled = spec_hashes(&h.engine);
+    assert!(relabelled.iter().all(|(name, hash)| hashes[name] != *hash), "{relabelled:?}");
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert!(report.plan.is_empty(), "{:?}", report.plan);
+}
+
+#[test]
+fn a_reinstall_from_a_backup_recreates_no_container() {
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let hashes = spec_hashes(&h.engine);
+
+    // Uninstall, then install from its backup: the containers come back with the same labels
+    // (same key, same specs), and the next run recreates nothing.
+    let removed = run(crate::uninstall(&h.engine, &h.node, &UninstallRequest::default())).unwrap();
+    assert!(!h.node.paths.config_file(SPEC_HASH_KEY_FILE).exists(), "uninstall took the key with the identity");
+    let backup = removed.backup.unwrap();
+    assert!(backup.join(SPEC_HASH_KEY_FILE).is_file(), "the backup holds the key");
+    let restore = InstallRequest { restore_from: Some(backup.clone()), ..request() };
+    let report = run(install(&h.engine, &h.node, &restore, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert!(report.identity_created.is_empty(), "{:?}", report.identity_created);
+    assert_eq!(spec_hashes(&h.engine), hashes, "the restored key labels the containers as before");
+    let ids = h.engine.ids();
+    let creates = h.engine.calls_of("create");
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert!(report.plan.is_empty(), "{:?}", report.plan);
+    assert_eq!((h.engine.ids(), h.engine.calls_of("create")), (ids.clone(), creates));
+
+    // A host that lost its config dir but kept its containers: restoring the backup keeps
+    // every one of them (a new key would have recreated them all).
+    std::fs::remove_dir_all(h.node.paths.config_dir()).unwrap();
+    let report =
+        run(install(&h.engine, &h.node, &InstallRequest { restore_from: Some(backup), ..request() }, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert!(report.plan.is_empty(), "nothing recreated: {:?}", report.plan);
+    assert_eq!((h.engine.ids(), h.engine.calls_of("create")), (ids, creates));
 }
 
 #[test]
