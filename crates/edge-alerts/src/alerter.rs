@@ -1,6 +1,6 @@
 //! One watchdog tick: observe, detect, journal, deliver, stamp, all under the state lock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use edge_core::{CoreError, UpstreamState};
@@ -132,21 +132,33 @@ impl Alerter {
         &self.config
     }
 
-    /// One watchdog tick: reads the metrics page, then [`Alerter::process`].
+    /// One watchdog tick: reads the metrics page for `pool`, then [`Alerter::process`].
     pub async fn tick(&self, pool: &[PoolMember]) -> Result<Report, AlertError> {
-        let observation = self.observe().await;
+        let observation = self.observe_pool(pool).await;
         self.process(observation, pool).await
     }
 
     /// Reads the metrics page; a failure is an [`Observation::Unreachable`], not an error.
+    /// Every upstream of the page is read, up to [`crate::metrics::MAX_UPSTREAMS`]: in stack
+    /// mode prefer [`Alerter::observe_pool`].
     pub async fn observe(&self) -> Observation {
+        self.observe_pool(&[]).await
+    }
+
+    /// Reads the metrics page for `pool`: when it is not empty (stack mode), only the pool's
+    /// series are kept, so that no number of other series on the page can crowd them out.
+    pub async fn observe_pool(&self, pool: &[PoolMember]) -> Observation {
+        let wanted: HashSet<&str> = pool.iter().map(|m| m.upstream.as_str()).collect();
         let source = self.config.metrics.to_string();
         let page = match &self.config.metrics {
             MetricsSource::Url(url) => fetch(&self.client, url, self.config.timeouts.metrics).await,
-            MetricsSource::File(path) => tokio::fs::read(path).await.map_err(|e| e.to_string()),
+            MetricsSource::File(path) => read_page(path).await,
         };
         match page {
-            Ok(bytes) => Observation::Metrics { source, metrics: UpstreamMetrics::parse_bytes(&bytes) },
+            Ok(bytes) => {
+                let metrics = UpstreamMetrics::parse_bytes_only(&bytes, |u| wanted.is_empty() || wanted.contains(u));
+                Observation::Metrics { source, metrics }
+            }
             Err(reason) => Observation::Unreachable { source, reason },
         }
     }
@@ -194,6 +206,10 @@ impl Alerter {
             Input::Observe(observation, pool) => {
                 let (prev, unreadable) = self.load_upstream_state(now)?;
                 if let Observation::Metrics { metrics, .. } = &observation {
+                    // Bounded by the parser: a few lines per tick, never one per line of the page.
+                    for p in &metrics.problems {
+                        tracing::warn!(line = p.line, "metrics page: {}", p.message);
+                    }
                     report.metrics_problems = metrics.problems.clone();
                 }
                 let detection = detect(&prev, &outbox.watch, &observation, pool, now);
@@ -369,6 +385,22 @@ async fn fetch(client: &reqwest::Client, url: &str, timeout: std::time::Duration
         }
     }
     Ok(page)
+}
+
+/// Reads a metrics page from a file (in one blocking read): an oversized page is a failure, as from a URL.
+async fn read_page(path: &Path) -> Result<Vec<u8>, String> {
+    let path = path.to_owned();
+    let read = move || -> Result<Vec<u8>, String> {
+        use std::io::Read;
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let mut page = Vec::new();
+        file.take(MAX_METRICS_BYTES as u64 + 1).read_to_end(&mut page).map_err(|e| e.to_string())?;
+        if page.len() > MAX_METRICS_BYTES {
+            return Err(format!("page larger than {MAX_METRICS_BYTES} bytes"));
+        }
+        Ok(page)
+    };
+    tokio::task::spawn_blocking(read).await.map_err(|e| format!("reading the page was interrupted: {e}"))?
 }
 
 #[cfg(test)]
@@ -568,6 +600,67 @@ mod tests {
         assert_eq!(r.delivered_events(), 3, "{sent:?}");
         assert!(sent[0].contains("upstream-state.env was unreadable (line 1: expected key=value"), "{sent:?}");
         assert!(s.file("upstream-state.env").starts_with("a=unhealthy:"));
+    }
+
+    #[tokio::test]
+    async fn a_hostile_page_never_grows_the_state_files() {
+        use crate::metrics::{MAX_UPSTREAMS, UPSTREAM_HEALTH_METRIC as M};
+        let huge = "h".repeat(5 << 20);
+        let mut text = format!("{M}{{upstream=\"{huge}:1\"}} 0\n{M}{{upstream=\"a\"}} 1\n");
+        text.extend((0..2 * MAX_UPSTREAMS).map(|i| format!("{M}{{upstream=\"x{i}:1\"}} 1\n")));
+        let observation = Observation::Metrics { source: "m".into(), metrics: UpstreamMetrics::parse(&text) };
+
+        // Legacy mode: the page counts, within the caps, each reported once.
+        let s = setup(0, 0);
+        let r = s.alerter.process(observation.clone(), &[]).await.unwrap();
+        let state = s.file("upstream-state.env");
+        assert_eq!(state.lines().count(), MAX_UPSTREAMS);
+        assert!(state.len() < 64 << 10, "{} bytes", state.len());
+        assert!(!state.contains("hhhh"));
+        assert_eq!(r.metrics_problems.len(), 2, "{:?}", r.metrics_problems);
+
+        // Stack mode: only the pool.
+        let s = setup(0, 0);
+        let r = s.alerter.process(observation, &pool(&["a"])).await.unwrap();
+        assert!(r.events.is_empty(), "{:?}", r.events);
+        assert!(s.file("upstream-state.env").starts_with("a=healthy:"));
+        assert_eq!(s.file("upstream-state.env").lines().count(), 1);
+        assert!(s.file("telegram/outbox.json").len() < 4 << 10);
+        assert!(s.fake.take().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_metrics_file_is_unreachable_not_read() {
+        let s = setup(0, 0);
+        let file = s.dir.path().join("metrics.txt");
+        std::fs::write(&file, vec![b'#'; MAX_METRICS_BYTES + 1]).unwrap();
+        let mut config = s.alerter.config().clone();
+        config.metrics = MetricsSource::File(file);
+        let alerter = Alerter::with_chain(config, Chain::default()).unwrap();
+        match alerter.observe().await {
+            Observation::Unreachable { reason, .. } => {
+                assert_eq!(reason, format!("page larger than {MAX_METRICS_BYTES} bytes"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn in_stack_mode_other_series_never_crowd_the_pool_out() {
+        use crate::metrics::{MAX_UPSTREAMS, UPSTREAM_HEALTH_METRIC as M};
+        let s = setup(0, 0);
+        let file = s.dir.path().join("metrics.txt");
+        let mut page: String = (0..2 * MAX_UPSTREAMS).map(|i| format!("{M}{{upstream=\"10.0.{i}:1\"}} 0\n")).collect();
+        page.push_str(&format!("{M}{{upstream=\"xray-client:3080\"}} 1\n"));
+        std::fs::write(&file, page).unwrap();
+        let mut config = s.alerter.config().clone();
+        config.metrics = MetricsSource::File(file);
+        let alerter = Alerter::with_chain(config, Chain::new(vec![Box::new(s.fake.clone())])).unwrap();
+        let pool = [PoolMember::new("xray", "xray-client:3080")];
+        let r = alerter.tick(&pool).await.unwrap();
+        assert!(r.events.is_empty() && r.metrics_problems.is_empty(), "{:?} {:?}", r.events, r.metrics_problems);
+        assert!(s.file("upstream-state.env").starts_with("xray-client:3080=healthy:"));
+        assert!(s.fake.take().is_empty());
     }
 
     #[tokio::test]

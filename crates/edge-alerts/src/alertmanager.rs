@@ -14,7 +14,9 @@ use std::path::Path;
 use edge_core::{UpstreamHealth, UpstreamState};
 use serde::{Deserialize, Serialize};
 
+use crate::deliver::{excerpt, head};
 use crate::event::Severity;
+use crate::redact::{redact_secrets, redact_url, url_secrets};
 use crate::time::rfc3339;
 use edge_core::PoolMember;
 
@@ -61,7 +63,8 @@ pub fn firing_alerts(
     watch: &WatchState,
     pool: &[PoolMember],
 ) -> BTreeMap<String, AmAlert> {
-    let channel = |u: &str| pool.iter().find(|m| m.upstream == u).map(|m| m.channel.as_str());
+    let channels: BTreeMap<&str, &str> = pool.iter().rev().map(|m| (m.upstream.as_str(), m.channel.as_str())).collect();
+    let channel = |u: &str| channels.get(u).copied();
     let mut out = BTreeMap::new();
     let mut add = |name: &str, upstream: Option<&str>, severity: Severity, summary: String, since: u64| {
         let mut labels = BTreeMap::from([
@@ -156,13 +159,15 @@ pub async fn push(
     if body.is_empty() {
         return Ok(result);
     }
-    let err = |source| AlertError::Alertmanager { url: url.to_owned(), source };
+    // The URL may carry credentials: errors show its scheme, host and port, and answers lose its secrets.
+    let err = |source| AlertError::Alertmanager { url: redact_url(url), source };
     let resp =
         client.post(url).timeout(timeout).json(&body).send().await.map_err(|e| err(SendError::from_reqwest(e)))?;
     let status = resp.status();
     if !status.is_success() {
         let body = resp.text().await.unwrap_or_default();
-        return Err(err(SendError::Status { status: status.as_u16(), body: body.chars().take(200).collect() }));
+        let body = excerpt(&redact_secrets(head(&body), &url_secrets(url)));
+        return Err(err(SendError::Status { status: status.as_u16(), body }));
     }
     Ok(result)
 }
@@ -204,6 +209,23 @@ mod tests {
         let f =
             firing_alerts("e", &state, &WatchState::default(), &[PoolMember::new("x", "a"), PoolMember::new("z", "c")]);
         assert!(!f.contains_key("EdgeAllUpstreamsUnhealthy/"));
+    }
+
+    #[tokio::test]
+    async fn errors_show_scheme_host_and_port_only() {
+        let base = crate::test_support::echo_server(400).await;
+        let am = crate::AlertmanagerConfig {
+            url: format!("{}/tenant-SECRETPATH/", base.replace("http://", "http://admin:s3cr3tpw@")),
+        };
+        let client = crate::deliver::http_client(&crate::AlertConfig::new("h", "/n", "/n/u.env")).unwrap();
+        let state = UpstreamState::parse("a=unhealthy:10\n").unwrap();
+        let firing = firing_alerts("e", &state, &WatchState::default(), &[]);
+        let timeout = std::time::Duration::from_secs(5);
+        let err = push(&client, &am.alerts_url(), timeout, &AmState::default(), &firing, 20).await.unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(text.starts_with(&format!("alertmanager {base} failed: http status 400: POST /")), "{text}");
+        assert!(!text.contains("SECRETPATH") && !text.contains("s3cr3tpw") && !text.contains("admin"), "{text}");
+        assert!(!format!("{am:?}").contains("s3cr3tpw"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::AlertError;
+use crate::redact::{REDACTED, decode, redact_secrets, redact_url, url_secrets};
 
 /// Seconds between two non-critical messages unless `OXPULSE_TG_MIN_INTERVAL` says otherwise.
 pub const DEFAULT_MIN_INTERVAL: u64 = 600;
@@ -37,22 +38,28 @@ pub const TELEGRAM_API: &str = "https://api.telegram.org";
 pub struct TelegramConfig {
     url: String,
     chat_id: String,
-    token: Option<String>,
+    /// The bot token and whatever else of the URL may be secret, decoded.
+    secrets: Vec<String>,
 }
 
 impl TelegramConfig {
     /// `sendMessage` of the public Bot API for `token`.
     pub fn with_token(token: &str, chat_id: &str) -> Self {
-        Self {
-            url: format!("{TELEGRAM_API}/bot{token}/sendMessage"),
-            chat_id: chat_id.to_owned(),
-            token: Some(token.to_owned()),
-        }
+        Self::with_url(&format!("{TELEGRAM_API}/bot{token}/sendMessage"), chat_id, Some(token))
     }
 
-    /// A full `sendMessage` URL (`OXPULSE_TG_API_FALLBACK`); `token`, if known, is redacted wherever it appears.
+    /// A full `sendMessage` URL (`OXPULSE_TG_API_FALLBACK`); `token`, if known, is redacted wherever
+    /// it appears, and so is the URL's own `bot<token>` segment, its userinfo, path and query.
     pub fn with_url(url: &str, chat_id: &str, token: Option<&str>) -> Self {
-        Self { url: url.to_owned(), chat_id: chat_id.to_owned(), token: token.map(str::to_owned) }
+        let mut secrets = url_secrets(url);
+        if let Ok(parsed) = reqwest::Url::parse(url) {
+            let bot = parsed.path_segments().into_iter().flatten().filter_map(|s| s.strip_prefix("bot"));
+            secrets.extend(bot.filter(|t| !t.is_empty()).flat_map(|t| [t.to_owned(), decode(t)]));
+        }
+        secrets.extend(token.filter(|t| !t.is_empty()).map(str::to_owned));
+        secrets.sort();
+        secrets.dedup();
+        Self { url: url.to_owned(), chat_id: chat_id.to_owned(), secrets }
     }
 
     /// The URL to post to. Never log it: use [`TelegramConfig::redacted_url`].
@@ -65,14 +72,25 @@ impl TelegramConfig {
         &self.chat_id
     }
 
-    /// The URL with the bot token replaced by `<redacted>`.
+    /// The URL as logs show it: scheme, host and port, then `/bot<redacted>/METHOD` when the
+    /// path is the Bot API's `/bot<token>/METHOD` (which says what was called and hides the
+    /// token); nothing else of the path, no userinfo, no query.
     pub fn redacted_url(&self) -> String {
-        self.redact(&self.url)
+        let Ok(parsed) = reqwest::Url::parse(&self.url) else { return REDACTED.to_owned() };
+        let origin = crate::redact::origin(&parsed);
+        let segments: Vec<&str> = parsed.path_segments().into_iter().flatten().collect();
+        match segments.as_slice() {
+            [bot, method] if bot.starts_with("bot") && method.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                format!("{origin}/bot{REDACTED}/{method}")
+            }
+            _ => origin,
+        }
     }
 
-    /// `text` with the bot token replaced by `<redacted>`.
+    /// `text` with the bot token (and the URL's other secrets) replaced by `<redacted>`,
+    /// percent-encoded spellings included.
     pub fn redact(&self, text: &str) -> String {
-        redact(text, self.token.as_deref())
+        redact_bot_segments(&redact_secrets(text, &self.secrets))
     }
 }
 
@@ -82,18 +100,20 @@ impl fmt::Debug for TelegramConfig {
     }
 }
 
-/// Replaces a `/bot<token>` path segment and every occurrence of `token` with `<redacted>`.
+/// Replaces a `/bot<token>` path segment and every occurrence of `token`, spelled as is or
+/// percent-encoded, with `<redacted>`.
 pub fn redact(text: &str, token: Option<&str>) -> String {
-    let mut out = match token {
-        Some(t) if !t.is_empty() => text.replace(t, "<redacted>"),
-        _ => text.to_owned(),
-    };
+    redact_bot_segments(&redact_secrets(text, token.as_slice()))
+}
+
+fn redact_bot_segments(text: &str) -> String {
+    let mut out = text.to_owned();
     let mut from = 0;
     while let Some(pos) = out[from..].find("/bot").map(|p| p + from) {
         let start = pos + 4;
         let end = out[start..].find(['/', '?', '#', ' ', ')']).map_or(out.len(), |e| e + start);
-        if end > start && &out[start..end] != "<redacted>" {
-            out.replace_range(start..end, "<redacted>");
+        if end > start && &out[start..end] != REDACTED {
+            out.replace_range(start..end, REDACTED);
         }
         from = start;
     }
@@ -116,17 +136,30 @@ impl MetricsSource {
     }
 }
 
+/// As logs and alerts show it: a file's path; a URL's scheme, host and port, and its path only
+/// when it is Caddy's `/metrics` (any other path may be a secret and shows as `/…`).
 impl fmt::Display for MetricsSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Url(u) => f.write_str(u),
+            Self::Url(u) => match reqwest::Url::parse(u) {
+                Ok(parsed) => {
+                    let path = match parsed.path() {
+                        "/" | "" => "",
+                        "/metrics" => "/metrics",
+                        _ => "/…",
+                    };
+                    write!(f, "{}{path}", crate::redact::origin(&parsed))
+                }
+                Err(_) => f.write_str(REDACTED),
+            },
             Self::File(p) => write!(f, "{}", p.display()),
         }
     }
 }
 
-/// An Alertmanager to push alerts to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An Alertmanager to push alerts to. Its URL may hold credentials: `Debug` and
+/// [`AlertmanagerConfig::redacted_url`] show its scheme, host and port only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AlertmanagerConfig {
     /// Base URL, e.g. `http://127.0.0.1:9093`.
     pub url: String,
@@ -136,6 +169,17 @@ impl AlertmanagerConfig {
     /// The API v2 alerts endpoint.
     pub fn alerts_url(&self) -> String {
         format!("{}/api/v2/alerts", self.url.trim_end_matches('/'))
+    }
+
+    /// The URL as logs show it: scheme, host and port.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for AlertmanagerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertmanagerConfig").field("url", &self.redacted_url()).finish()
     }
 }
 
@@ -166,8 +210,8 @@ impl Default for Timeouts {
     }
 }
 
-/// Everything the alerter needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything the alerter needs. `Debug` shows no secret: URLs as scheme, host and port.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AlertConfig {
     /// `HOST` in messages and Alertmanager's `edge` label (the short host name by default).
     pub host: String,
@@ -191,6 +235,24 @@ pub struct AlertConfig {
     pub max_retry_wait: Duration,
     /// Network time limits.
     pub timeouts: Timeouts,
+}
+
+impl fmt::Debug for AlertConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertConfig")
+            .field("host", &self.host)
+            .field("state_dir", &self.state_dir)
+            .field("upstream_state", &self.upstream_state)
+            .field("metrics", &format_args!("{}", self.metrics))
+            .field("min_interval", &self.min_interval)
+            .field("webhook", &self.webhook.as_deref().map(redact_url))
+            .field("telegram", &self.telegram)
+            .field("alertmanager", &self.alertmanager)
+            .field("breaker_ticks", &self.breaker_ticks)
+            .field("max_retry_wait", &self.max_retry_wait)
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
 }
 
 impl AlertConfig {
@@ -280,7 +342,8 @@ impl AlertConfig {
 }
 
 fn check_url(name: &'static str, url: &str, token: Option<&str>) -> Result<(), AlertError> {
-    let err = |reason: &str| AlertError::Config { name, value: redact(url, token), reason: reason.to_owned() };
+    // The value is shown as scheme, host and port; the reason is the url crate's, which never quotes it.
+    let err = |reason: &str| AlertError::Config { name, value: redact_url(url), reason: redact(reason, token) };
     let parsed = reqwest::Url::parse(url).map_err(|e| err(&e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(err("expected an http:// or https:// URL"));
@@ -376,6 +439,62 @@ mod tests {
         let tg = TelegramConfig::with_token("123:SECRET", "1");
         assert!(!format!("{tg:?}").contains("SECRET"));
         assert_eq!(tg.redacted_url(), "https://api.telegram.org/bot<redacted>/sendMessage");
+    }
+
+    #[test]
+    fn a_percent_encoded_token_is_redacted() {
+        let url = "http://127.0.0.1:9/bot123456%3AAAHsecret_token-x/sendMessage";
+        // Known from TG_TOKEN or only from the URL, the token goes in any spelling.
+        for token in [Some("123456:AAHsecret_token-x"), None] {
+            let tg = TelegramConfig::with_url(url, "1", token);
+            assert_eq!(tg.redacted_url(), "http://127.0.0.1:9/bot<redacted>/sendMessage");
+            for echo in [
+                "no route for 123456:AAHsecret_token-x",
+                "path=/bot123456%3aAAHsecret_token-x/x",
+                "q=123456%253AAAHsecret_token-x",
+                "%31%32%33%34%35%36%3A%41AHsecret_token-x",
+            ] {
+                let out = tg.redact(echo);
+                assert!(!out.contains("AAHsecret") && !out.contains("AHsecret"), "{token:?} {echo}: {out}");
+            }
+        }
+        // Not under /bot: the token still goes, and the URL shows no path.
+        let tg = TelegramConfig::with_url(
+            "https://proxy.example/tg/123456%3AAAHsecret/send?k=v",
+            "1",
+            Some("123456:AAHsecret"),
+        );
+        assert_eq!(tg.redacted_url(), "https://proxy.example");
+        assert_eq!(tg.redact("GET /tg/123456%3AAAHsecret/send"), "GET /<redacted>");
+        assert_eq!(redact("x 123456%3aAAHsecret", Some("123456:AAHsecret")), "x <redacted>");
+    }
+
+    #[test]
+    fn urls_in_debug_and_errors_show_scheme_host_and_port() {
+        let c = from(&[
+            ("OXPULSE_TG_WEBHOOK", "https://hooks.example/services/T0/B0/SECRETPATH"),
+            ("OXPULSE_ALERTMANAGER_URL", "http://admin:s3cr3tpw@127.0.0.1:9093/"),
+            ("OXPULSE_METRICS_SRC", "http://scrape:s3cr3tpw@127.0.0.1:2019/metrics?token=SECRETQ"),
+        ])
+        .unwrap();
+        let debug = format!("{c:?}");
+        for secret in ["SECRETPATH", "s3cr3tpw", "admin", "SECRETQ"] {
+            assert!(!debug.contains(secret), "{secret}: {debug}");
+        }
+        assert!(debug.contains("https://hooks.example") && debug.contains("http://127.0.0.1:9093"), "{debug}");
+        assert_eq!(c.alertmanager.unwrap().redacted_url(), "http://127.0.0.1:9093");
+        assert_eq!(c.metrics.to_string(), "http://127.0.0.1:2019/metrics");
+        assert_eq!(MetricsSource::parse("http://h:1/SECRETPATH/m").to_string(), "http://h:1/…");
+        assert_eq!(MetricsSource::parse("/var/m.txt").to_string(), "/var/m.txt");
+        for (name, url) in [
+            ("OXPULSE_TG_WEBHOOK", "ftp://u:s3cr3tpw@h/SECRETPATH"),
+            ("OXPULSE_ALERTMANAGER_URL", "gopher://admin:s3cr3tpw@h:70/"),
+            ("OXPULSE_TG_WEBHOOK", "http://[SECRETPATH"),
+        ] {
+            let err = from(&[(name, url)]).unwrap_err().to_string();
+            assert!(!err.contains("s3cr3tpw") && !err.contains("SECRETPATH"), "{err}");
+            assert!(err.starts_with(&format!("invalid {name}=")), "{err}");
+        }
     }
 
     fn check_redact(text: &str, token: Option<&str>, expected: &str) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AlertConfig, TelegramConfig};
+use crate::redact::{redact_secrets, redact_url, url_secrets};
 use crate::{AlertError, SendError};
 
 /// The future a [`Transport`] returns.
@@ -54,18 +55,29 @@ pub fn http_client(config: &AlertConfig) -> Result<reqwest::Client, AlertError> 
         .map_err(|e| AlertError::Client { reason: SendError::from_reqwest(e).to_string() })
 }
 
-/// `POST {"message": text}` to a webhook.
-#[derive(Debug, Clone)]
+/// `POST {"message": text}` to a webhook. Its URL may hold a secret path or credentials:
+/// errors and `Debug` show its scheme, host and port only.
+#[derive(Clone)]
 pub struct Webhook {
     client: reqwest::Client,
     url: String,
+    /// What errors show of `url`.
+    shown: String,
+    /// Parts of `url` redacted from answers quoted in errors.
+    secrets: Vec<String>,
     timeout: Duration,
 }
 
 impl Webhook {
     /// A webhook at `url`.
     pub fn new(client: reqwest::Client, url: &str, timeout: Duration) -> Self {
-        Self { client, url: url.to_owned(), timeout }
+        Self { client, url: url.to_owned(), shown: redact_url(url), secrets: url_secrets(url), timeout }
+    }
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook").field("url", &self.shown).field("timeout", &self.timeout).finish()
     }
 }
 
@@ -81,7 +93,7 @@ impl Transport for Webhook {
 
     fn send<'a>(&'a self, text: &'a str) -> SendFuture<'a> {
         Box::pin(async move {
-            let err = |source| AlertError::Webhook { url: self.url.clone(), source };
+            let err = |source| AlertError::Webhook { url: self.shown.clone(), source };
             let resp = self
                 .client
                 .post(&self.url)
@@ -95,7 +107,8 @@ impl Transport for Webhook {
                 return Ok(());
             }
             let body = resp.text().await.unwrap_or_default();
-            Err(err(SendError::Status { status: status.as_u16(), body: excerpt(&body) }))
+            let body = excerpt(&redact_secrets(head(&body), &self.secrets));
+            Err(err(SendError::Status { status: status.as_u16(), body }))
         })
     }
 }
@@ -162,7 +175,7 @@ impl Transport for Telegram {
                 let body =
                     resp.bytes().await.map_err(|e| err(redact_send(&self.config, SendError::from_reqwest(e))))?;
                 let Ok(answer) = serde_json::from_slice::<Answer>(&body) else {
-                    let body = self.config.redact(&excerpt(&String::from_utf8_lossy(&body)));
+                    let body = excerpt(&self.config.redact(head(&String::from_utf8_lossy(&body))));
                     return Err(err(SendError::Status { status: status.as_u16(), body }));
                 };
                 if answer.ok {
@@ -195,8 +208,18 @@ fn redact_send(config: &TelegramConfig, e: SendError) -> SendError {
     }
 }
 
+/// The start of an answer body that redaction looks at: far more than [`excerpt`] keeps,
+/// so that a secret is redacted whole before the excerpt is cut.
+pub(crate) fn head(body: &str) -> &str {
+    let mut end = body.len().min(8 << 10);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    &body[..end]
+}
+
 /// The first 200 characters of an answer body, for error messages.
-fn excerpt(body: &str) -> String {
+pub(crate) fn excerpt(body: &str) -> String {
     let trimmed = body.trim();
     let mut out: String = trimmed.chars().take(200).collect();
     if out.len() < trimmed.len() {
@@ -259,5 +282,51 @@ impl Chain {
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.transports.iter().map(|t| t.kind())).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::echo_server;
+
+    fn client() -> reqwest::Client {
+        http_client(&AlertConfig::new("h", "/nonexistent", "/nonexistent/u.env")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn webhook_errors_show_scheme_host_and_port_only() {
+        let base = echo_server(404).await;
+        let url = format!("{}/hooks/T0/SECRETPATH?sig=SECRETSIG", base.replace("http://", "http://user:s3cr3tpw@"));
+        let err = Webhook::new(client(), &url, Duration::from_secs(5)).send("x").await.unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(text.starts_with(&format!("webhook {base} failed: http status 404: POST /")), "{text}");
+        for secret in ["SECRETPATH", "SECRETSIG", "s3cr3tpw"] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
+        let refused = Webhook::new(client(), "http://127.0.0.1:1/hooks/SECRETPATH", Duration::from_secs(5));
+        assert!(!format!("{refused:?}").contains("SECRETPATH"));
+        let err = refused.send("x").await.unwrap_err().to_string();
+        assert!(err.starts_with("webhook http://127.0.0.1:1 failed: ") && !err.contains("SECRETPATH"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn telegram_errors_never_show_the_token_however_encoded() {
+        let base = echo_server(502).await;
+        let token = "123456:AAHsecret_token-x";
+        for url in [
+            format!("{base}/bot123456%3AAAHsecret_token-x/sendMessage"),
+            format!("{base}/bot{token}/sendMessage"),
+            format!("{base}/relay/123456%3aAAHsecret_token-x"),
+        ] {
+            for known in [Some(token), None] {
+                let tg = TelegramConfig::with_url(&url, "1", known);
+                let t = Telegram::new(client(), tg, Duration::from_secs(5), Duration::ZERO);
+                let err = t.send("x").await.unwrap_err();
+                let text = format!("{err} {err:?}");
+                assert!(text.contains("http status 502: POST /"), "{text}");
+                assert!(!text.contains("AAHsecret"), "{url} {known:?}: {text}");
+            }
+        }
     }
 }

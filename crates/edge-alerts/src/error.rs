@@ -11,7 +11,7 @@ pub enum AlertError {
     Config {
         /// The variable.
         name: &'static str,
-        /// Its value (never a token).
+        /// Its value; for a URL, only its scheme, host and port.
         value: String,
         /// What is wrong with it.
         reason: String,
@@ -73,7 +73,7 @@ pub enum AlertError {
     /// Delivery through the webhook failed.
     #[error("webhook {url} failed: {source}")]
     Webhook {
-        /// The webhook URL.
+        /// The webhook's scheme, host and port (its path may be a secret).
         url: String,
         /// The cause.
         source: SendError,
@@ -81,7 +81,7 @@ pub enum AlertError {
     /// Delivery through the Telegram Bot API failed.
     #[error("telegram {url} failed: {source}")]
     Telegram {
-        /// The sendMessage URL with the bot token redacted.
+        /// The sendMessage URL's scheme, host and port, and `/bot<redacted>/sendMessage`.
         url: String,
         /// The cause.
         source: SendError,
@@ -89,7 +89,7 @@ pub enum AlertError {
     /// Posting to Alertmanager failed.
     #[error("alertmanager {url} failed: {source}")]
     Alertmanager {
-        /// The alerts endpoint.
+        /// The alerts endpoint's scheme, host and port (its userinfo may be credentials).
         url: String,
         /// The cause.
         source: SendError,

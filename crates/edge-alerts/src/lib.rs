@@ -44,6 +44,7 @@ pub mod event;
 pub mod limiter;
 pub mod metrics;
 pub mod outbox;
+pub mod redact;
 #[cfg(test)]
 mod test_support;
 mod time;
@@ -55,5 +56,6 @@ pub use deliver::{Chain, Transport, TransportKind};
 pub use error::{AlertError, SendError};
 pub use event::{Event, EventKind, Health, Severity};
 pub use metrics::UpstreamMetrics;
+pub use redact::redact_url;
 pub use time::rfc3339;
 pub use transitions::Observation;

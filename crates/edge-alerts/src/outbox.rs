@@ -116,6 +116,7 @@ impl Outbox {
 
     /// Removes delivered events.
     pub fn remove(&mut self, ids: &[u64]) {
+        let ids: std::collections::HashSet<u64> = ids.iter().copied().collect();
         self.entries.retain(|q| !ids.contains(&q.id));
     }
 

@@ -4,13 +4,13 @@
 //! `upstream-state.env`, so no script reads it as healthy) and is an event;
 //! an unreachable metrics endpoint is an event; so is its return.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use edge_core::{PoolMember, UpstreamHealth, UpstreamState};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind, Health};
-use crate::metrics::UpstreamMetrics;
+use crate::metrics::{MAX_UPSTREAMS, UpstreamMetrics};
 
 /// What one look at the metrics endpoint gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,9 +57,12 @@ pub struct Detection {
 
 /// Compares `observation` with the previous state.
 ///
-/// The pool is the set of upstreams that must have a series; when empty, it
-/// is every upstream known from the previous state or the page. `since` in
-/// `upstream-state.env` is when the upstream entered its current health.
+/// The pool is the set of upstreams that must have a series. When it is not
+/// empty (stack mode) only its members count: a series of any other upstream
+/// creates no state and no event. When it is empty (legacy mode) every
+/// upstream of the page counts, and those known from before, at most
+/// [`MAX_UPSTREAMS`] in all. `since` in `upstream-state.env` is when the
+/// upstream entered its current health.
 pub fn detect(
     prev: &UpstreamState,
     watch: &WatchState,
@@ -70,7 +73,6 @@ pub fn detect(
     let mut events = Vec::new();
     let mut state = prev.clone();
     let mut new_watch = watch.clone();
-    let mut ignored = Vec::new();
     let event = |kind| Event::new(now, kind);
 
     let metrics = match observation {
@@ -79,7 +81,7 @@ pub fn detect(
                 events.push(event(EventKind::MetricsUnreachable { source: source.clone(), reason: reason.clone() }));
                 new_watch.metrics_unreachable_since = Some(now);
             }
-            return Detection { events, state, watch: new_watch, ignored };
+            return Detection { events, state, watch: new_watch, ignored: Vec::new() };
         }
         Observation::Metrics { source, metrics } => {
             if new_watch.metrics_unreachable_since.take().is_some() {
@@ -91,30 +93,33 @@ pub fn detect(
 
     // An address that cannot be a line of upstream-state.env is reported and left out.
     let storable = |u: &str| UpstreamState::default().set(u, UpstreamHealth::Healthy, 0).is_ok();
-    let observed: BTreeMap<&str, UpstreamHealth> =
-        metrics.health.iter().filter(|(u, _)| storable(u)).map(|(u, h)| (u.as_str(), *h)).collect();
-    ignored.extend(metrics.health.keys().filter(|u| !storable(u)).cloned());
-
+    let (members, ignored): (Vec<&str>, Vec<String>) = if pool.is_empty() {
+        let page = metrics.health.keys().map(String::as_str);
+        let ignored = page.clone().filter(|u| !storable(u)).map(str::to_owned).collect();
+        let mut all: BTreeSet<&str> = page.filter(|u| storable(u)).take(MAX_UPSTREAMS).collect();
+        for u in prev.iter().map(|e| e.upstream.as_str()).chain(watch.unknown.keys().map(String::as_str)) {
+            if all.len() >= MAX_UPSTREAMS {
+                break;
+            }
+            all.insert(u);
+        }
+        (all.into_iter().collect(), ignored)
+    } else {
+        // Pool order: failover priority.
+        let mut seen = HashSet::new();
+        let upstreams = pool.iter().map(|m| m.upstream.as_str()).filter(|u| seen.insert(*u));
+        let (members, ignored): (Vec<&str>, Vec<&str>) = upstreams.partition(|u| storable(u));
+        (members, ignored.into_iter().map(str::to_owned).collect())
+    };
+    let in_pool: HashSet<&str> = members.iter().copied().collect();
+    let observed = |u: &str| metrics.health.get(u).copied();
     let previous = |u: &str| -> Option<Health> {
         if watch.unknown.contains_key(u) { Some(Health::Unknown) } else { prev.get(u).map(|e| e.health.into()) }
     };
 
-    // Pool order first (failover priority), then anything else the page lists.
-    let members: Vec<&str> = if pool.is_empty() {
-        let mut all: BTreeSet<&str> = prev.iter().map(|e| e.upstream.as_str()).collect();
-        all.extend(watch.unknown.keys().map(String::as_str));
-        all.extend(observed.keys());
-        all.into_iter().collect()
-    } else {
-        let mut seen = BTreeSet::new();
-        pool.iter().map(|m| m.upstream.as_str()).filter(|u| storable(u) && seen.insert(*u)).collect()
-    };
-    let in_pool: BTreeSet<&str> = members.iter().copied().collect();
-    let order = members.iter().copied().chain(observed.keys().copied().filter(|u| !in_pool.contains(u)));
-
-    for upstream in order {
-        match observed.get(upstream) {
-            Some(&now_health) => {
+    for &upstream in &members {
+        match observed(upstream) {
+            Some(now_health) => {
                 let before = previous(upstream);
                 let changed = before != Some(now_health.into());
                 let since = match prev.get(upstream) {
@@ -135,7 +140,7 @@ pub fn detect(
                     })),
                 }
             }
-            None if in_pool.contains(upstream) => {
+            None => {
                 if new_watch.unknown.contains_key(upstream) {
                     continue;
                 }
@@ -144,23 +149,19 @@ pub fn detect(
                 new_watch.unknown.insert(upstream.to_owned(), now);
                 state.remove(upstream);
             }
-            None => {}
         }
     }
 
-    // Upstreams that left the pool are forgotten without a word: the operator removed them.
-    let stale: Vec<String> = state
-        .iter()
-        .map(|e| e.upstream.clone())
-        .filter(|u| !in_pool.contains(u.as_str()) && !observed.contains_key(u.as_str()))
-        .collect();
+    // Upstreams that left the pool (or never were in it) are forgotten without a word.
+    let stale: Vec<String> =
+        state.iter().map(|e| e.upstream.as_str()).filter(|u| !in_pool.contains(u)).map(str::to_owned).collect();
     for u in stale {
         state.remove(&u);
     }
     new_watch.unknown.retain(|u, _| in_pool.contains(u.as_str()));
 
     let all_unhealthy = |is_down: &dyn Fn(&str) -> bool| !members.is_empty() && members.iter().all(|u| is_down(u));
-    let down_now = all_unhealthy(&|u| observed.get(u) == Some(&UpstreamHealth::Unhealthy));
+    let down_now = all_unhealthy(&|u| observed(u) == Some(UpstreamHealth::Unhealthy));
     let down_before = all_unhealthy(&|u| previous(u) == Some(Health::Unhealthy));
     if down_now && !down_before {
         events.push(event(EventKind::AllUnhealthy));
@@ -303,6 +304,47 @@ mod tests {
             &[],
             "a=healthy:1\n",
         );
+    }
+
+    #[test]
+    fn in_stack_mode_only_pool_members_count() {
+        let w = WatchState::default();
+        // A series outside the pool creates no state and no alert, healthy or not.
+        check(
+            "a=healthy:1\n",
+            &w,
+            page(&[("a", 1), ("intruder", 0), ("other", 1)]),
+            &pool(&["a"]),
+            &[],
+            "a=healthy:1\n",
+        );
+        // Not even when everything it names is down: the pool is healthy.
+        check("", &w, page(&[("a", 1), ("x", 0), ("y", 0)]), &pool(&["a"]), &[], "a=healthy:1000\n");
+        // A state line left by an earlier run outside the pool is dropped, even if the page still lists it.
+        check("a=healthy:1\nx=unhealthy:1\n", &w, page(&[("a", 1), ("x", 0)]), &pool(&["a"]), &[], "a=healthy:1\n");
+        // In legacy mode (no pool) the page is what counts.
+        check(
+            "",
+            &w,
+            page(&[("a", 1), ("x", 0)]),
+            &[],
+            &["[h] TRANSITION upstream=x unknown -> unhealthy"],
+            "a=healthy:1000\nx=unhealthy:1000\n",
+        );
+    }
+
+    #[test]
+    fn a_page_of_many_series_is_bounded_in_either_mode() {
+        let names: Vec<String> = (0..3 * MAX_UPSTREAMS).map(|i| format!("u{i}:80")).collect();
+        let series: Vec<(&str, u8)> = names.iter().map(|u| (u.as_str(), 0)).collect();
+        let d = detect(&UpstreamState::default(), &WatchState::default(), &page(&series), &pool(&["u1:80"]), NOW);
+        assert_eq!(d.state.to_string(), "u1:80=unhealthy:1000\n");
+        assert_eq!(d.events.len(), 2, "one transition and the CRITICAL of a one-member pool");
+        // Legacy mode: what the page parser kept, no more; a previous state adds nothing past the cap.
+        let prev = UpstreamState::parse("gone:1=healthy:1\n").unwrap();
+        let d = detect(&prev, &WatchState::default(), &page(&series), &[], NOW);
+        assert_eq!(d.state.iter().count(), MAX_UPSTREAMS);
+        assert!(d.state.get("gone:1").is_none() && d.watch.unknown.is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! (bare when safe, single-quoted otherwise), and the parser reads what
 //! operators write by hand: `#` comments, `export`, single or double quotes.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
@@ -11,49 +12,58 @@ use crate::status::read_optional;
 use crate::{CoreError, LineError, write_atomic_with_mode};
 
 /// An ordered set of KEY=VALUE pairs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct EnvFile {
     entries: Vec<(String, String)>,
+    /// Position of each key in `entries`: a file of many keys is read in linear time.
+    index: HashMap<String, usize>,
+}
+
+impl fmt::Debug for EnvFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvFile").field("entries", &self.entries).finish()
+    }
 }
 
 impl EnvFile {
-    /// Parses the text of an env file.
+    /// Parses the text of an env file, in one pass however long its values.
+    ///
+    /// An error names the line and, once known, the key; it never quotes the
+    /// text of the line, which may hold a secret.
     pub fn parse(text: &str) -> Result<Self, LineError> {
         let mut env = Self::default();
-        let lines: Vec<&str> = text.split('\n').collect();
-        let mut i = 0;
-        while i < lines.len() {
-            let start = i + 1;
-            let line = lines[i].trim_start();
-            i += 1;
+        let mut pos = 0;
+        let mut line_no = 1;
+        while pos <= text.len() {
+            let start_line = line_no;
+            let line_end = text[pos..].find('\n').map_or(text.len(), |e| pos + e);
+            let line = text[pos..line_end].trim_start();
             if line.is_empty() || line.starts_with('#') {
+                pos = line_end + 1;
+                line_no += 1;
                 continue;
             }
+            let err = |message: String| LineError { line: start_line, message };
             let line = line.strip_prefix("export ").map(str::trim_start).unwrap_or(line);
-            let err = |message: String| LineError { line: start, message };
-            let (key, rest) = line.split_once('=').ok_or_else(|| err(format!("expected KEY=VALUE, found {line:?}")))?;
-            if !is_env_key(key) {
-                return Err(err(format!("invalid variable name {key:?}")));
-            }
-            // A quoted value may span lines: feed the parser further lines as needed.
-            let mut value_text = rest.to_owned();
-            let value = loop {
-                match parse_value(&value_text) {
-                    Ok(v) => break v,
-                    Err(ValueError::Unterminated) if i < lines.len() => {
-                        value_text.push('\n');
-                        value_text.push_str(lines[i]);
-                        i += 1;
-                    }
-                    Err(ValueError::Unterminated) => {
-                        return Err(err(format!("unterminated quote in the value of {key}")));
-                    }
-                    Err(ValueError::Trailing(t)) => {
-                        return Err(err(format!("unexpected text {t:?} after the value of {key}")));
-                    }
-                }
+            let Some((key, rest)) = line.split_once('=') else {
+                return Err(err("expected KEY=VALUE: the line has no =".to_owned()));
             };
-            env.set(key, &value);
+            if !is_env_key(key) {
+                return Err(err(
+                    "invalid variable name before = (expected letters, digits and _, not starting with a digit)"
+                        .to_owned(),
+                ));
+            }
+            // `rest` runs to the end of the line; the value starts there and may run over further lines.
+            let value = parse_value(text, line_end - rest.len()).map_err(|e| match e {
+                ValueError::Unterminated => err(format!("unterminated quote in the value of {key}")),
+                ValueError::Trailing => err(format!(
+                    "unexpected text after the value of {key}: quote a value that holds spaces, and start a comment with #"
+                )),
+            })?;
+            env.set(key, &value.text);
+            line_no += value.newlines + 1;
+            pos = value.end + 1;
         }
         Ok(env)
     }
@@ -72,15 +82,18 @@ impl EnvFile {
 
     /// Sets a value, keeping the key's position if already present.
     pub fn set(&mut self, key: &str, value: &str) {
-        match self.entries.iter_mut().find(|(k, _)| k == key) {
-            Some(e) => e.1 = value.to_owned(),
-            None => self.entries.push((key.to_owned(), value.to_owned())),
+        match self.index.get(key) {
+            Some(&i) => self.entries[i].1 = value.to_owned(),
+            None => {
+                self.index.insert(key.to_owned(), self.entries.len());
+                self.entries.push((key.to_owned(), value.to_owned()));
+            }
         }
     }
 
     /// A value.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.index.get(key).map(|&i| self.entries[i].1.as_str())
     }
 
     /// All pairs in file order.
@@ -122,56 +135,78 @@ pub fn escape_env_value(value: &str) -> String {
 
 enum ValueError {
     Unterminated,
-    Trailing(String),
+    Trailing,
+}
+
+/// One value, read from `text[from..]` to the end of its (last) line.
+struct Value {
+    text: String,
+    /// Byte offset of the `\n` that ends it, or the length of the text.
+    end: usize,
+    /// Line breaks inside its quotes.
+    newlines: usize,
 }
 
 /// Parses one shell word: bare text with backslash escapes, 'single' and "double" quoted parts.
-fn parse_value(text: &str) -> Result<String, ValueError> {
-    let text = text.trim_start_matches([' ', '\t']);
+/// A quoted part may span lines; the word ends at the first blank or line break outside quotes.
+fn parse_value(text: &str, from: usize) -> Result<Value, ValueError> {
     let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut newlines = 0;
+    let mut chars = text[from..].char_indices().map(|(i, c)| (i + from, c)).peekable();
+    while chars.next_if(|&(_, c)| c == ' ' || c == '\t').is_some() {}
+    let mut next = |newlines: &mut usize| {
+        let item = chars.next();
+        if let Some((_, '\n')) = item {
+            *newlines += 1;
+        }
+        item
+    };
+    while let Some((i, c)) = next(&mut newlines) {
         match c {
             '\'' => loop {
-                match chars.next() {
-                    Some('\'') => break,
-                    Some(c) => out.push(c),
+                match next(&mut newlines) {
+                    Some((_, '\'')) => break,
+                    Some((_, c)) => out.push(c),
                     None => return Err(ValueError::Unterminated),
                 }
             },
             '"' => loop {
-                match chars.next() {
-                    Some('"') => break,
-                    Some('\\') => match chars.next() {
-                        Some('n') => out.push('\n'),
-                        Some(c @ ('\\' | '"' | '$' | '`')) => out.push(c),
-                        Some('\n') => {}
-                        Some(c) => {
+                match next(&mut newlines) {
+                    Some((_, '"')) => break,
+                    Some((_, '\\')) => match next(&mut newlines) {
+                        Some((_, 'n')) => out.push('\n'),
+                        Some((_, c @ ('\\' | '"' | '$' | '`'))) => out.push(c),
+                        Some((_, '\n')) => {}
+                        Some((_, c)) => {
                             out.push('\\');
                             out.push(c);
                         }
                         None => return Err(ValueError::Unterminated),
                     },
-                    Some(c) => out.push(c),
+                    Some((_, c)) => out.push(c),
                     None => return Err(ValueError::Unterminated),
                 }
             },
-            '\\' => match chars.next() {
-                Some(c) => out.push(c),
+            '\\' => match next(&mut newlines) {
+                Some((_, c)) => out.push(c),
                 None => return Err(ValueError::Unterminated),
             },
+            '\n' => {
+                // The line break that ends the value is the caller's, not the value's.
+                return Ok(Value { text: out, end: i, newlines: newlines - 1 });
+            }
             ' ' | '\t' | '\r' => {
-                let rest: String = chars.collect();
-                let rest = rest.trim();
+                let end = text[i..].find('\n').map_or(text.len(), |e| i + e);
+                let rest = text[i..end].trim();
                 if rest.is_empty() || rest.starts_with('#') {
-                    return Ok(out);
+                    return Ok(Value { text: out, end, newlines });
                 }
-                return Err(ValueError::Trailing(rest.to_owned()));
+                return Err(ValueError::Trailing);
             }
             c => out.push(c),
         }
     }
-    Ok(out)
+    Ok(Value { text: out, end: text.len(), newlines })
 }
 
 #[cfg(test)]
@@ -196,10 +231,53 @@ mod tests {
         );
         check("A=x # trailing comment\nB=\n", Ok(&[("A", "x"), ("B", "")]));
         check("A='multi\nline'\nB=2\n", Ok(&[("A", "multi\nline"), ("B", "2")]));
-        check("A=1\nnot a pair\n", Err("line 2: expected KEY=VALUE, found \"not a pair\""));
-        check("1A=x\n", Err("line 1: invalid variable name \"1A\""));
+        check("A=1\nnot a pair\n", Err("line 2: expected KEY=VALUE: the line has no ="));
+        check(
+            "1A=x\n",
+            Err("line 1: invalid variable name before = (expected letters, digits and _, not starting with a digit)"),
+        );
         check("A='open\n", Err("line 1: unterminated quote in the value of A"));
-        check("A=x y\n", Err("line 1: unexpected text \"y\" after the value of A"));
+        check(
+            "A=x y\n",
+            Err(
+                "line 1: unexpected text after the value of A: quote a value that holds spaces, and start a comment with #",
+            ),
+        );
+        check(
+            "A='a\nb\nc'\nB=x y\n",
+            Err(
+                "line 4: unexpected text after the value of B: quote a value that holds spaces, and start a comment with #",
+            ),
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_line_and_key_never_the_value() {
+        for text in [
+            "NAIVE_PASSWORD: s3cr3t\n",
+            "OK=1\nNAIVE_PASSWORD=s3cr3t s3cr3t\n",
+            "NAIVE_PASSWORD:s3cr3t=x\n",
+            "NAIVE_PASSWORD=\"s3cr3t\n",
+            "s3cr3t\n",
+        ] {
+            let err = EnvFile::parse(text).unwrap_err().to_string();
+            assert!(!err.contains("s3cr3t"), "{text:?}: {err}");
+        }
+        let err = EnvFile::parse("OK=1\nNAIVE_PASSWORD=s3cr3t s3cr3t\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("NAIVE_PASSWORD"), "{err}");
+    }
+
+    #[test]
+    fn a_long_multi_line_value_parses_in_one_pass() {
+        // 80k lines inside one quoted value: re-reading the value per line made this quadratic.
+        let value: String = (0..80_000).map(|i| if i % 2 == 0 { "ab\n" } else { "\n" }).collect();
+        let text = format!("# big\nA='{value}'\nB=\"x\ny\"\nC=3\nD=x y\n");
+        let err = EnvFile::parse(&text).unwrap_err();
+        assert_eq!(err.line, 80_000 + 6, "{err}");
+        let text = format!("A='{value}'\nB=\"x\ny\"\nC=3\n");
+        let env = EnvFile::parse(&text).unwrap();
+        assert_eq!(env.iter().collect::<Vec<_>>(), [("A", value.as_str()), ("B", "x\ny"), ("C", "3")]);
     }
 
     #[test]
@@ -231,6 +309,19 @@ mod tests {
         #[test]
         fn parser_never_panics(text in any::<String>()) {
             let _ = EnvFile::parse(&text);
+        }
+
+        #[test]
+        fn errors_never_quote_the_text(key in "[A-Z_]{1,8}", secret in "[a-z0-9]{16}", shape in 0usize..5) {
+            let text = match shape {
+                0 => format!("{key}: {secret}\n"),
+                1 => format!("{key}={secret} {secret}\n"),
+                2 => format!("{key}:{secret}=x\n"),
+                3 => format!("{key}='{secret}\n"),
+                _ => format!("A=1\n{secret}\n"),
+            };
+            let err = EnvFile::parse(&text).unwrap_err().to_string();
+            prop_assert!(!err.contains(&secret), "{}", err);
         }
     }
 }

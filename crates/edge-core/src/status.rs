@@ -3,6 +3,7 @@
 //! Both are `key=value` lines. Parsing never panics: a line that does not
 //! parse is an error naming the line.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -154,9 +155,30 @@ pub struct UpstreamEntry {
 }
 
 /// `upstream-state.env`: one `UPSTREAM=healthy|unhealthy:EPOCH` line per upstream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Lines keep the order in which upstreams were first recorded; lookups,
+/// updates and removals are by key, not by a scan of every line.
+#[derive(Clone, Default)]
 pub struct UpstreamState {
-    entries: Vec<UpstreamEntry>,
+    /// Entries by a sequence number that gives the file order.
+    entries: BTreeMap<u64, UpstreamEntry>,
+    /// The sequence number of each upstream.
+    index: HashMap<String, u64>,
+    next: u64,
+}
+
+impl PartialEq for UpstreamState {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries.len() == other.entries.len() && self.entries.values().eq(other.entries.values())
+    }
+}
+
+impl Eq for UpstreamState {}
+
+impl fmt::Debug for UpstreamState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamState").field("entries", &self.entries.values().collect::<Vec<_>>()).finish()
+    }
 }
 
 impl UpstreamState {
@@ -205,31 +227,39 @@ impl UpstreamState {
     }
 
     fn insert(&mut self, entry: UpstreamEntry) {
-        match self.entries.iter_mut().find(|e| e.upstream == entry.upstream) {
-            Some(slot) => *slot = entry,
-            None => self.entries.push(entry),
-        }
+        let seq = match self.index.get(&entry.upstream) {
+            Some(&seq) => seq,
+            None => {
+                let seq = self.next;
+                self.next += 1;
+                self.index.insert(entry.upstream.clone(), seq);
+                seq
+            }
+        };
+        self.entries.insert(seq, entry);
     }
 
     /// Forgets an upstream.
     pub fn remove(&mut self, upstream: &str) {
-        self.entries.retain(|e| e.upstream != upstream);
+        if let Some(seq) = self.index.remove(upstream) {
+            self.entries.remove(&seq);
+        }
     }
 
     /// An upstream's entry.
     pub fn get(&self, upstream: &str) -> Option<&UpstreamEntry> {
-        self.entries.iter().find(|e| e.upstream == upstream)
+        self.index.get(upstream).and_then(|seq| self.entries.get(seq))
     }
 
     /// All entries in file order.
     pub fn iter(&self) -> impl Iterator<Item = &UpstreamEntry> {
-        self.entries.iter()
+        self.entries.values()
     }
 }
 
 impl fmt::Display for UpstreamState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for e in &self.entries {
+        for e in self.entries.values() {
             writeln!(f, "{}={}:{}", e.upstream, e.health, e.since)?;
         }
         Ok(())
@@ -326,6 +356,20 @@ mod tests {
         assert_eq!(err.to_string(), "line 2: unknown health \"sick\" (expected healthy or unhealthy)");
         let err = UpstreamState::parse("a:1=healthy:soon\n").unwrap_err();
         assert_eq!(err.line, 1);
+    }
+
+    #[test]
+    fn upstream_state_keeps_file_order_through_updates_and_removals() {
+        let mut s = UpstreamState::parse("b=healthy:1\na=healthy:2\nc=unhealthy:3\n").unwrap();
+        s.set("a", UpstreamHealth::Unhealthy, 9).unwrap();
+        s.remove("b");
+        s.set("b", UpstreamHealth::Healthy, 10).unwrap();
+        s.remove("missing");
+        assert_eq!(s.to_string(), "a=unhealthy:9\nc=unhealthy:3\nb=healthy:10\n");
+        assert_eq!(s, UpstreamState::parse(&s.to_string()).unwrap());
+        assert_ne!(s, UpstreamState::parse("c=unhealthy:3\na=unhealthy:9\nb=healthy:10\n").unwrap());
+        assert_eq!(s.get("a").map(|e| e.since), Some(9));
+        assert!(s.get("missing").is_none());
     }
 
     fn state() -> impl Strategy<Value = ChannelState> {

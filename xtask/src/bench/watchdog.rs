@@ -14,6 +14,10 @@
 //!
 //! Wall time is measured around each process; peak RSS comes from `/usr/bin/time -f %M`
 //! (for the script: its largest process, bash or a child).
+//!
+//! Then edge-watchdog alone on a hostile page (`--hostile-series`, 200k upstream series, about
+//! 14 MB), in legacy mode and in stack mode (a pool of three): a tick must stay under 100 ms,
+//! or the bench fails. The legacy script is left out: it takes minutes on such a page.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -37,7 +41,13 @@ pub(crate) struct WatchdogBenchArgs {
     /// The legacy script [default: shared/peer/oxpulse-channels-health-report.sh beside the repository].
     #[arg(long, value_name = "PATH")]
     legacy: Option<PathBuf>,
+    /// Upstream series of the hostile page edge-watchdog alone is timed on (0 skips it).
+    #[arg(long, default_value_t = 200_000)]
+    hostile_series: usize,
 }
+
+/// The most one tick on the hostile page may take (median wall time of the process).
+const HOSTILE_BUDGET: Duration = Duration::from_millis(100);
 
 const TIME: &str = "/usr/bin/time";
 
@@ -134,6 +144,87 @@ pub(crate) fn run(args: WatchdogBenchArgs) -> anyhow::Result<()> {
         }
     }
     print_table(&rows, args.runs);
+    if args.hostile_series > 0 {
+        edge_sink.clear();
+        hostile(&watchdog, args.hostile_series, args.runs, &edge_sink)?;
+    }
+    Ok(())
+}
+
+/// edge-watchdog on a page of `series` upstream series, in legacy then stack mode: the tick
+/// must stay under [`HOSTILE_BUDGET`] and the state file small.
+fn hostile(watchdog: &Path, series: usize, runs: usize, sink: &ChatServer) -> anyhow::Result<()> {
+    let dir = TempDir::new("hostile")?;
+    let page = dir.path().join("metrics.txt");
+    let text = metrics_page(series, &[]);
+    std::fs::write(&page, &text)?;
+    let mb = text.len() as f64 / 1e6;
+    eprintln!("==> hostile page: {series} upstream series, {mb:.1} MB");
+    let time_file = dir.path().join("time.txt");
+    let mut rows = Vec::new();
+    for mode in ["legacy", "stack"] {
+        let state = dir.path().join(mode);
+        std::fs::create_dir_all(&state)?;
+        if mode == "stack" {
+            // Three members of the page; the other series are none of the watchdog's business.
+            let pool = "bench0=127.0.0.1:3081,bench1=127.0.0.1:3082,bench2=127.0.0.1:3083";
+            std::fs::write(state.join("install.env"), format!("POOL={pool}\n"))?;
+        }
+        assert!(sink.webhook_url().starts_with("http://127.0.0.1:"), "alerts go to the bench's loopback sink only");
+        let env: Vec<(String, String)> = [
+            ("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned())),
+            ("OXPULSE_METRICS_SRC", page.display().to_string()),
+            ("STATE_DIR", state.display().to_string()),
+            ("OXPULSE_TG_STATE_DIR", state.join("telegram").display().to_string()),
+            ("OXPULSE_TG_WEBHOOK", sink.webhook_url()),
+            ("OXPULSE_TG_MIN_INTERVAL", "0".to_owned()),
+            ("OXPULSE_ALERT_BREAKER_TICKS", "0".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        // Prime the state (first sight), untimed.
+        run_tool(Tool::Edge, watchdog, watchdog, &env, &time_file)?;
+        let mut m = Measured::default();
+        for _ in 0..runs {
+            let sample = run_tool(Tool::Edge, watchdog, watchdog, &env, &time_file)?;
+            m.walls.push(sample.wall);
+            m.peak_rss_kb = m.peak_rss_kb.max(sample.rss_kb);
+            if sample.code != Some(0) {
+                m.failures += 1;
+            }
+        }
+        let state_bytes = std::fs::metadata(state.join("upstream-state.env")).map(|f| f.len()).unwrap_or(0);
+        rows.push((mode, m, state_bytes));
+    }
+
+    println!();
+    println!(
+        "edge-watchdog --once on a hostile page of {series} upstream series ({mb:.1} MB): wall time per tick over {runs} runs, budget {}",
+        ms(HOSTILE_BUDGET)
+    );
+    println!();
+    let mut over = Vec::new();
+    for (mode, m, state_bytes) in &rows {
+        let max = m.walls.iter().max().copied().unwrap_or_default();
+        let verdict = if m.median() < HOSTILE_BUDGET { "ok" } else { "OVER BUDGET" };
+        let failures = if m.failures > 0 { format!(", {} exit≠0", m.failures) } else { String::new() };
+        println!(
+            "{mode:<7} median {:<9} max {:<9} RSS {:<9} upstream-state.env {state_bytes} bytes{failures}  {verdict}",
+            ms(m.median()),
+            ms(max),
+            mib(m.peak_rss_kb)
+        );
+        if m.median() >= HOSTILE_BUDGET || m.failures > 0 {
+            over.push(format!("{mode} mode: median {}, {} failed runs", ms(m.median()), m.failures));
+        }
+    }
+    if sink.delivered().iter().any(|t| t.contains("TRANSITION")) {
+        over.push("the hostile page caused transition alerts".to_owned());
+    }
+    if !over.is_empty() {
+        bail!("edge-watchdog misses the hostile-page budget of {}: {}", ms(HOSTILE_BUDGET), over.join("; "));
+    }
     Ok(())
 }
 

@@ -23,7 +23,7 @@ pub(crate) fn run(settings: &Settings, command: AlertCommand) -> anyhow::Result<
 #[derive(Debug, Serialize)]
 struct Attempt {
     transport: &'static str,
-    /// The URL, bot token redacted.
+    /// The URL's scheme, host and port (and the Bot API method, token redacted): never a secret.
     target: String,
     /// `delivered`, `failed` or `not_tried`.
     result: &'static str,
@@ -35,7 +35,7 @@ struct Outcome {
     message: String,
     delivered_by: Option<&'static str>,
     attempts: Vec<Attempt>,
-    /// Alertmanager gets pool alerts from the watchdog, outside this chain.
+    /// Alertmanager gets pool alerts from the watchdog, outside this chain (scheme, host and port).
     alertmanager: Option<String>,
 }
 
@@ -66,7 +66,7 @@ fn test(settings: &Settings, args: AlertTestArgs) -> anyhow::Result<ExitStatus> 
         attempts: attempts(&config, transport, &errors),
         delivered_by: transport.map(TransportKind::as_str),
         message,
-        alertmanager: config.alertmanager.as_ref().map(|a| a.url.clone()),
+        alertmanager: config.alertmanager.as_ref().map(|a| a.redacted_url()),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
@@ -102,7 +102,7 @@ fn attempts(
 ) -> Vec<Attempt> {
     let mut configured = Vec::new();
     if let Some(url) = &config.webhook {
-        configured.push((TransportKind::Webhook, url.clone()));
+        configured.push((TransportKind::Webhook, edge_alerts::redact_url(url)));
     }
     if let Some(tg) = &config.telegram {
         configured.push((TransportKind::Telegram, tg.redacted_url()));
@@ -127,4 +127,23 @@ fn attempts(
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_show_no_secret() {
+        let mut config = AlertConfig::new("h", "/n", "/n/u.env");
+        config.webhook = Some("https://user:s3cr3tpw@hooks.example/services/SECRETPATH".into());
+        config.telegram =
+            Some(edge_alerts::TelegramConfig::with_url("http://127.0.0.1:9/bot1%3AAAHsecret/sendMessage", "1", None));
+        let tried = attempts(&config, Some(TransportKind::Telegram), &[]);
+        let targets: Vec<&str> = tried.iter().map(|a| a.target.as_str()).collect();
+        assert_eq!(targets, ["https://hooks.example", "http://127.0.0.1:9/bot<redacted>/sendMessage"]);
+        config.alertmanager =
+            Some(edge_alerts::AlertmanagerConfig { url: "http://admin:s3cr3tpw@127.0.0.1:9093".into() });
+        assert_eq!(config.alertmanager.as_ref().map(|a| a.redacted_url()).as_deref(), Some("http://127.0.0.1:9093"));
+    }
 }
