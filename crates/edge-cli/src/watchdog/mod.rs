@@ -332,7 +332,7 @@ impl Watchdog {
         };
         let pool = watched.clone();
 
-        let mut observation = self.alerter.observe().await;
+        let mut observation = self.alerter.observe_pool(&pool).await;
         // What the operator stopped is no news: its series leave the page before detection.
         if let Observation::Metrics { metrics, .. } = &mut observation {
             for m in view.record.pool.iter().flatten() {
