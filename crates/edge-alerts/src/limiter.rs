@@ -6,6 +6,7 @@
 //! delivery succeeded.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,7 +37,15 @@ impl StateLock {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| AlertError::StateDir { path: dir.to_owned(), source })?;
         }
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(err)?;
+        // A symlink planted in the lock's place is refused, never followed.
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(err)?;
         file.lock().map_err(err)?;
         Ok(Self { _file: file, path: path.to_owned() })
     }
@@ -95,6 +104,18 @@ mod tests {
 
     fn check(last: u64, now: u64, interval: u64, open: bool) {
         assert_eq!(window_open(last, now, Duration::from_secs(interval)), open, "last={last} now={now}");
+    }
+
+    #[test]
+    fn a_symlink_planted_as_the_lock_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        let lock = dir.path().join("telegram/.lock");
+        std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, &lock).unwrap();
+        let err = StateLock::acquire_blocking(&lock).unwrap_err().to_string();
+        assert!(err.contains(".lock"), "{err}");
+        assert!(!target.exists(), "the lock followed the symlink");
     }
 
     #[test]
