@@ -4,6 +4,7 @@ mod alerts;
 mod caddy_syntax;
 mod deploy;
 mod lifecycle;
+mod privileges;
 mod recreate;
 mod release;
 mod render;

@@ -66,6 +66,7 @@ fn spec(name: &str, stack: &str) -> ContainerSpec {
         restart: "no".to_owned(),
         logging: Default::default(),
         labels: BTreeMap::from([(LABEL_STACK.to_owned(), stack.to_owned())]),
+        security: Default::default(),
     }
 }
 

@@ -222,6 +222,12 @@ fn create_body(spec: &ContainerSpec, inherited: &[Mount]) -> ContainerCreateBody
             restart_policy: Some(restart_policy(&spec.restart)),
             log_config: Some(log_config),
             network_mode: Some(network_mode),
+            security_opt: Some(spec.security.security_opt.clone()),
+            cap_drop: Some(spec.security.cap_drop.clone()),
+            cap_add: (!spec.security.cap_add.is_empty()).then(|| spec.security.cap_add.clone()),
+            readonly_rootfs: Some(spec.security.read_only),
+            tmpfs: (!spec.security.tmpfs.is_empty())
+                .then(|| spec.security.tmpfs.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
             ..Default::default()
         }),
         networking_config,
@@ -676,6 +682,23 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("net"));
         assert_eq!(host.log_config.unwrap().config.unwrap()["max-size"], "10m");
         assert_eq!(body.exposed_ports.unwrap(), ["3080/tcp"]);
+    }
+
+    #[test]
+    fn the_create_body_drops_privileges_and_maps_the_root_filesystem() {
+        let mut spec = crate::testing::spec("c", "img:1");
+        let host = create_body(&spec, &[]).host_config.unwrap();
+        assert_eq!(host.security_opt.unwrap(), ["no-new-privileges:true"]);
+        assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
+        assert_eq!((host.cap_add, host.readonly_rootfs, host.tmpfs), (None, Some(false), None));
+
+        spec.security.cap_add = vec!["NET_BIND_SERVICE".into()];
+        spec.security.read_only = true;
+        spec.security.tmpfs.insert("/config".into(), String::new());
+        let host = create_body(&spec, &[]).host_config.unwrap();
+        assert_eq!(host.cap_add.unwrap(), ["NET_BIND_SERVICE"]);
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.tmpfs.unwrap(), HashMap::from([("/config".to_owned(), String::new())]));
     }
 
     #[test]

@@ -53,6 +53,41 @@ pub struct ContainerSpec {
     pub logging: LogRotation,
     /// Labels (stack, channel, Compose project and service).
     pub labels: BTreeMap<String, String>,
+    /// Privileges and root filesystem.
+    pub security: Security,
+}
+
+/// What a container may do beyond running its process: least privilege by default.
+///
+/// The default is the floor every edge container gets: `no-new-privileges` and every
+/// capability dropped, nothing added back, a writable root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Security {
+    /// `--security-opt` entries, e.g. `no-new-privileges:true`.
+    pub security_opt: Vec<String>,
+    /// Capabilities dropped (`ALL`).
+    pub cap_drop: Vec<String>,
+    /// Capabilities added back after the drop, as the manifest names them.
+    pub cap_add: Vec<String>,
+    /// Read-only root filesystem.
+    pub read_only: bool,
+    /// In-memory mounts: path → mount options (empty for Docker's defaults).
+    pub tmpfs: BTreeMap<String, String>,
+}
+
+/// The security option that stops setuid binaries and file capabilities from raising privileges.
+pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges:true";
+
+impl Default for Security {
+    fn default() -> Self {
+        Self {
+            security_opt: vec![NO_NEW_PRIVILEGES.to_owned()],
+            cap_drop: vec!["ALL".to_owned()],
+            cap_add: Vec::new(),
+            read_only: false,
+            tmpfs: BTreeMap::new(),
+        }
+    }
 }
 
 impl ContainerSpec {

@@ -11,7 +11,7 @@ use edge_core::{Service, StackMeta};
 use crate::DeployError;
 use crate::engine::{
     ContainerSpec, LABEL_CHANNEL, LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_STACK, Mount, MountKind,
-    NetworkAttachment, PublishedPort,
+    NetworkAttachment, PublishedPort, Security,
 };
 
 /// A rendered file as a service mounts it: where it is on the host and what it holds.
@@ -122,6 +122,23 @@ pub fn container_spec(
         labels.insert(LABEL_CHANNEL.to_owned(), channel.clone());
     }
 
+    let mut security = Security { read_only: service.read_only, ..Security::default() };
+    for cap in &service.cap_add {
+        let bare = cap.trim().to_ascii_uppercase();
+        let bare = bare.strip_prefix("CAP_").unwrap_or(&bare);
+        if bare.is_empty() || bare == "ALL" {
+            return Err(invalid(format!("cap_add {cap:?} must name one capability, not ALL")));
+        }
+        security.cap_add.push(bare.to_owned());
+    }
+    for t in &service.tmpfs {
+        let (path, options) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        if !path.starts_with('/') {
+            return Err(invalid(format!("tmpfs {t:?} must be an absolute path")));
+        }
+        security.tmpfs.insert(path.to_owned(), options.to_owned());
+    }
+
     if service.image.trim().is_empty() {
         return Err(invalid("has no image".to_owned()));
     }
@@ -138,6 +155,7 @@ pub fn container_spec(
         restart: service.restart.clone(),
         logging: service.logging.clone(),
         labels,
+        security,
     })
 }
 
@@ -241,6 +259,29 @@ mod tests {
     }
 
     #[test]
+    fn every_spec_drops_privileges_and_adds_back_only_what_the_manifest_names() {
+        let (mut svc, meta) = naive();
+        let files = files(&[("naive", "/c/n.json", "{}")]);
+        let spec = container_spec(&svc, &meta, &files).unwrap();
+        assert_eq!(spec.security.security_opt, ["no-new-privileges:true"]);
+        assert_eq!(spec.security.cap_drop, ["ALL"]);
+        assert!(spec.security.cap_add.is_empty());
+
+        svc.cap_add = vec!["cap_net_bind_service".into()];
+        svc.read_only = true;
+        svc.tmpfs = vec!["/tmp".into(), "/run:size=8m".into()];
+        let hardened = container_spec(&svc, &meta, &files).unwrap();
+        assert_eq!(hardened.security.cap_add, ["NET_BIND_SERVICE"]);
+        assert!(hardened.security.read_only);
+        assert_eq!(
+            hardened.security.tmpfs,
+            BTreeMap::from([("/run".to_owned(), "size=8m".to_owned()), ("/tmp".to_owned(), String::new())])
+        );
+        let key = crate::testing::spec_key();
+        assert_ne!(spec.spec_hash(&key), hardened.spec_hash(&key), "the settings are part of the hash");
+    }
+
+    #[test]
     fn invalid_services_are_errors_naming_the_service() {
         let check = |edit: &dyn Fn(&mut Service), expected: &str| {
             let (mut svc, meta) = naive();
@@ -252,6 +293,8 @@ mod tests {
             &|s| s.ports[0].host = "70000".into(),
             "service naive: host port \"70000\" is not a port number (1-65535)",
         );
+        check(&|s| s.cap_add = vec!["ALL".into()], "service naive: cap_add \"ALL\" must name one capability, not ALL");
+        check(&|s| s.tmpfs = vec!["tmp".into()], "service naive: tmpfs \"tmp\" must be an absolute path");
         check(
             &|s| s.ports[0].protocol = "icmp".into(),
             "service naive: port protocol \"icmp\" must be tcp, udp or sctp",

@@ -51,6 +51,7 @@ pub fn spec(name: &str, image: &str) -> ContainerSpec {
         restart: "unless-stopped".into(),
         logging: Default::default(),
         labels: BTreeMap::from([(LABEL_STACK.into(), "s".into())]),
+        security: Default::default(),
     }
 }
 

@@ -99,6 +99,16 @@ pub struct Channel {
     pub upstream: Option<String>,
 }
 
+/// A Linux capability name as Docker takes it (`NET_BIND_SERVICE` or `CAP_NET_BIND_SERVICE`);
+/// `ALL` is refused: adding every capability back undoes the default drop.
+fn is_capability(name: &str) -> bool {
+    let bare = name.strip_prefix("CAP_").unwrap_or(name);
+    !bare.is_empty()
+        && bare != "ALL"
+        && bare.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && bare.as_bytes()[0].is_ascii_uppercase()
+}
+
 /// One container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +158,17 @@ pub struct Service {
     /// json-file log rotation.
     #[serde(default)]
     pub logging: LogRotation,
+    /// Linux capabilities added back, e.g. `NET_BIND_SERVICE`: every container starts with
+    /// `no-new-privileges` and all capabilities dropped, so this names all the image needs.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Run on a read-only root filesystem; what must stay writable is a volume or `tmpfs`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Paths mounted as an empty in-memory filesystem, e.g. `/tmp`, optionally with mount
+    /// options after a colon (`/tmp:size=64m`).
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
 }
 
 fn default_restart() -> String {
@@ -496,6 +517,18 @@ impl Stack {
             if let Some(k) = s.env.keys().find(|k| !is_env_key(k)) {
                 return Err(format!("service {:?} has an invalid env name {k:?}", s.name));
             }
+            if let Some(c) = s.cap_add.iter().find(|c| !is_capability(c)) {
+                return Err(format!(
+                    "service {:?} adds capability {c:?}: name one capability such as NET_BIND_SERVICE, not ALL",
+                    s.name
+                ));
+            }
+            for t in &s.tmpfs {
+                let path = t.split_once(':').map_or(t.as_str(), |(p, _)| p);
+                if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                    return Err(format!("service {:?} tmpfs {t:?} must be an absolute path without '..'", s.name));
+                }
+            }
         }
         if let Some(k) = self.variables.keys().find(|k| !is_env_key(k)) {
             return Err(format!("invalid variable name {k:?}"));
@@ -660,6 +693,27 @@ mod tests {
         assert!(err.contains("unknown channel \"nope\""), "{err}");
         let err = Stack::from_toml("[stack]\nname = 1\n", "x.toml").unwrap_err().to_string();
         assert!(err.starts_with("invalid stack manifest x.toml:"), "{err}");
+    }
+
+    #[test]
+    fn capabilities_and_tmpfs_paths_are_checked() {
+        let check = |edit: &dyn Fn(&mut Service), expected: Option<&str>| {
+            let mut s = Stack::partner_edge();
+            edit(&mut s.services[0]);
+            assert_eq!(s.validate().err().as_deref(), expected);
+        };
+        check(&|s| s.cap_add = vec!["NET_BIND_SERVICE".into(), "CAP_CHOWN".into()], None);
+        check(&|s| s.tmpfs = vec!["/tmp".into(), "/run:size=8m".into()], None);
+        for bad in ["ALL", "CAP_ALL", "net_admin", "", "NET ADMIN"] {
+            let expected = format!(
+                "service \"caddy\" adds capability {bad:?}: name one capability such as NET_BIND_SERVICE, not ALL"
+            );
+            check(&|s| s.cap_add = vec![bad.into()], Some(&expected));
+        }
+        for bad in ["tmp", "/tmp/../etc", ""] {
+            let expected = format!("service \"caddy\" tmpfs {bad:?} must be an absolute path without '..'");
+            check(&|s| s.tmpfs = vec![bad.into()], Some(&expected));
+        }
     }
 
     #[test]
