@@ -46,8 +46,57 @@ pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
     }
     let mut test = vec!["test", "--workspace"];
     test.extend(args.cargo_test_args.iter().map(String::as_str));
-    step("cargo test --workspace", || cargo(&test))?;
-    step(&format!("cargo xtask gate --runs {GATE_RUNS}"), || crate::gate::run(crate::gate::GateArgs::runs(GATE_RUNS)))
+    let mut totals = Totals::default();
+    step("cargo test --workspace", || cargo_test(&test, &mut totals))?;
+    step(&format!("cargo xtask gate --runs {GATE_RUNS}"), || crate::gate::run(crate::gate::GateArgs::runs(GATE_RUNS)))?;
+    // The gate prints after the test binaries: one closing line for the whole run.
+    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+    Ok(())
+}
+
+/// Tests counted over every `test result:` line of cargo test.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    /// Adds a libtest summary line (`test result: ok. 12 passed; 0 failed; ...`).
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            match (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) {
+                (Some(n), Some("passed")) => self.passed += n,
+                (Some(n), Some("failed")) => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs cargo test, passing its output through and counting its results.
+fn cargo_test(args: &[&str], totals: &mut Totals) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut child = Command::new(cargo)
+        .args(args)
+        .current_dir(crate::workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            totals.add_line(&line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo {} exited with {status}", args.join(" "));
+    }
+    Ok(())
 }
 
 /// Lifecycle gate runs in CI: about 30 s each on the demo stack.
@@ -124,4 +173,23 @@ fn run_cmd<'a>(argv: impl IntoIterator<Item = &'a &'a str>) -> anyhow::Result<()
         bail!("{} exited with {status}", argv.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_results_are_summed() {
+        let mut totals = Totals::default();
+        for line in [
+            "test result: ok. 79 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 4.35s",
+            "running 3 tests",
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.1s",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        ] {
+            totals.add_line(line);
+        }
+        assert_eq!(totals, Totals { passed: 80, failed: 2 });
+    }
 }
