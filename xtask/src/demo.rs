@@ -51,48 +51,59 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     require_docker_or_fail()?;
     let edge = build_edge(&root_dir)?;
     if args.down {
-        if root.exists() {
-            run_edge(&edge, &root, &["uninstall", "--yes", "--purge-volumes"], &[])?;
-            std::fs::remove_dir_all(&root).with_context(|| format!("cannot remove {}", root.display()))?;
-        }
+        remove(&edge, &root)?;
         eprintln!("demo removed");
         return Ok(());
     }
 
+    build_images()?;
+    let mut install = vec!["install".to_owned()];
+    install.extend(install_flags(&root, &args.site)?);
+    let install: Vec<&str> = install.iter().map(String::as_str).collect();
+    run_edge(&edge, &root, &install, DEMO_ENV)?;
+    run_edge(&edge, &root, &["status"], &[])?;
+    eprintln!("try: curl -s {}/ (served by the xray stand-in through Caddy)", args.site);
+    eprintln!("remove with: cargo xtask demo --down");
+    Ok(())
+}
+
+/// Builds the local images the demo stack runs (stand-in channel server, Caddy).
+pub(crate) fn build_images() -> anyhow::Result<()> {
     eprintln!("==> building the local images (stand-in channel server, Caddy)");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(ensure_local_images())
-        .context("building the demo images")?;
+        .context("building the demo images")
+}
 
-    std::fs::create_dir_all(&root)?;
+/// The install flags of the demo stack under `root`, writing its node config there.
+pub(crate) fn install_flags(root: &Path, site: &str) -> anyhow::Result<Vec<String>> {
+    std::fs::create_dir_all(root)?;
     let node_config = root.join("demo-node-config.json");
     std::fs::write(&node_config, DEMO_NODE_CONFIG)?;
-    let node_config = node_config.display().to_string();
-    let images = partner_edge_images();
-    let site = format!("CADDY_SITE={}", args.site);
-    run_edge(
-        &edge,
-        &root,
-        &[
-            "install",
-            "--partner-id",
-            "demo",
-            "--domain",
-            "demo.localhost",
-            "--manual-config",
-            &node_config,
-            "--images",
-            &images,
-            "--set",
-            &site,
-        ],
-        DEMO_ENV,
-    )?;
-    run_edge(&edge, &root, &["status"], &[])?;
-    eprintln!("try: curl -s {}/ (served by the xray stand-in through Caddy)", args.site);
-    eprintln!("remove with: cargo xtask demo --down");
+    let flags = [
+        "--partner-id",
+        "demo",
+        "--domain",
+        "demo.localhost",
+        "--manual-config",
+        &node_config.display().to_string(),
+        "--images",
+        &partner_edge_images(),
+        "--set",
+        &format!("CADDY_SITE={site}"),
+    ]
+    .map(str::to_owned);
+    Ok(flags.to_vec())
+}
+
+/// Uninstalls the demo stack under `root` with its volumes and removes `root`, if it exists.
+pub(crate) fn remove(edge: &Path, root: &Path) -> anyhow::Result<()> {
+    if root.exists() {
+        run_edge(edge, root, &["uninstall", "--yes", "--purge-volumes"], &[])?;
+        std::fs::remove_dir_all(root).with_context(|| format!("cannot remove {}", root.display()))?;
+    }
     Ok(())
 }
 

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use edge_tests::docker::{ensure_local_images, partner_edge_images};
 
-use crate::demo::{DEMO_ENV, DEMO_NODE_CONFIG, build_edge, require_docker_or_fail, run_edge};
+use crate::demo::{DEMO_ENV, build_edge, build_images, install_flags, remove, require_docker_or_fail};
 
 /// Options of `cargo xtask gate`.
 #[derive(Debug, clap::Args)]
@@ -39,41 +38,14 @@ pub(crate) fn run(args: GateArgs) -> anyhow::Result<()> {
     let root = if args.root.is_absolute() { args.root.clone() } else { workspace.join(&args.root) };
     require_docker_or_fail()?;
     let edge = build_edge(&workspace)?;
-    eprintln!("==> building the local images (stand-in channel server, Caddy)");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(ensure_local_images())
-        .context("building the demo images")?;
+    build_images()?;
     // A gate starts from a fresh host: what a previous failing gate left goes first.
-    if root.exists() {
-        run_edge(&edge, &root, &["uninstall", "--yes", "--purge-volumes"], &[])?;
-        std::fs::remove_dir_all(&root).with_context(|| format!("cannot remove {}", root.display()))?;
-    }
-    std::fs::create_dir_all(&root)?;
-    let node_config = root.join("demo-node-config.json");
-    std::fs::write(&node_config, DEMO_NODE_CONFIG)?;
-    let node_config = node_config.display().to_string();
-    let images = partner_edge_images();
-    let site = format!("CADDY_SITE={}", args.site);
+    remove(&edge, &root)?;
     let runs = args.runs.to_string();
-    let mut gate = vec![
-        "gate",
-        "--runs",
-        &runs,
-        "--partner-id",
-        "demo",
-        "--domain",
-        "demo.localhost",
-        "--manual-config",
-        &node_config,
-        "--images",
-        &images,
-        "--set",
-        &site,
-    ];
+    let mut gate = vec!["gate".to_owned(), "--runs".to_owned(), runs];
+    gate.extend(install_flags(&root, &args.site)?);
     if args.json {
-        gate.push("--json");
+        gate.push("--json".to_owned());
     }
     eprintln!("==> edge --root {} {}", root.display(), gate.join(" "));
     let status = Command::new(&edge)
@@ -86,7 +58,5 @@ pub(crate) fn run(args: GateArgs) -> anyhow::Result<()> {
     if !status.success() {
         bail!("the gate failed ({status}); the host is left as the failing step left it, under {}", root.display());
     }
-    run_edge(&edge, &root, &["uninstall", "--yes", "--purge-volumes"], &[])?;
-    std::fs::remove_dir_all(&root).with_context(|| format!("cannot remove {}", root.display()))?;
-    Ok(())
+    remove(&edge, &root)
 }
