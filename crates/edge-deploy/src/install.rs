@@ -272,7 +272,7 @@ pub async fn install<E: Engine>(
         apply_and_wait(&deployer, &plan_final, &infra, others, "wait for service health", &wait).await?;
 
     // The front proxy's view of the pool.
-    let metrics_url = vars.get("CADDY_ADMIN").filter(|a| !a.is_empty()).map(|a| format!("http://{a}/metrics"));
+    let metrics_url = crate::observe::metrics_url(&vars);
     let pool_health = match &metrics_url {
         Some(url) if !rendered.pool.is_empty() && !request.pool_wait.is_zero() => {
             step("wait for the front proxy's pool");

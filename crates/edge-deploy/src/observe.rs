@@ -243,7 +243,11 @@ pub(crate) fn default_pool(stack: &Stack, status: &ChannelsStatus) -> Vec<PoolMe
 
 /// The front proxy's metrics URL from the stack's defaults (`CADDY_ADMIN`).
 pub fn default_metrics_url(stack: &Stack) -> Option<String> {
-    let vars = edge_render::Variables::new(&stack.variables);
+    metrics_url(&edge_render::Variables::new(&stack.variables))
+}
+
+/// The front proxy's metrics URL (`http://CADDY_ADMIN/metrics`), if the variables name its admin address.
+pub(crate) fn metrics_url(vars: &edge_render::Variables) -> Option<String> {
     vars.get("CADDY_ADMIN").filter(|a| !a.is_empty()).map(|a| format!("http://{a}/metrics"))
 }
 

@@ -216,11 +216,7 @@ pub(crate) fn alert_config(
     let mut config = AlertConfig::from_env(paths, lookup).map_err(|e| UsageError(e.to_string()))?;
     if lookup("OXPULSE_METRICS_SRC").is_none_or(|v| v.is_empty()) {
         let recorded = InstallRecord::load_optional(&paths.install_env())?.and_then(|r| r.metrics_url);
-        let default = edge_render::Variables::new(&settings.bundle.stack.variables)
-            .get("CADDY_ADMIN")
-            .filter(|a| !a.is_empty())
-            .map(|a| format!("http://{a}/metrics"));
-        if let Some(url) = recorded.or(default) {
+        if let Some(url) = recorded.or_else(|| edge_deploy::default_metrics_url(&settings.bundle.stack)) {
             config.metrics = MetricsSource::parse(&url);
         }
     }
