@@ -353,7 +353,7 @@ impl Alerter {
 }
 
 fn write_if_changed(path: &Path, text: &str) -> Result<(), AlertError> {
-    if std::fs::read(path).ok().as_deref() == Some(text.as_bytes()) {
+    if edge_core::read_no_follow(path).ok().flatten().as_deref() == Some(text.as_bytes()) {
         return Ok(());
     }
     if let Some(dir) = path.parent() {

@@ -45,7 +45,7 @@ pub struct AmState {
 impl AmState {
     /// Reads the file; missing or unreadable is empty (at worst a resolve is left to `resolve_timeout`).
     pub fn load(path: &Path) -> Self {
-        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        edge_core::read_no_follow(path).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
     /// Writes the file atomically.

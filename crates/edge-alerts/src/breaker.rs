@@ -53,12 +53,12 @@ impl Breaker {
 
     /// Reads the file; a missing or unreadable one is a closed breaker (alerts flow rather than stay parked).
     pub fn load(path: &Path) -> Result<Self, AlertError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Self::parse(&text).unwrap_or_else(|reason| {
+        match edge_core::read_no_follow(path) {
+            Ok(Some(bytes)) => Ok(Self::parse(&String::from_utf8_lossy(&bytes)).unwrap_or_else(|reason| {
                 tracing::warn!(path = %path.display(), %reason, "circuit breaker state unreadable, starting closed");
                 Self::default()
             })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Ok(None) => Ok(Self::default()),
             Err(source) => Err(AlertError::ReadState { path: path.to_owned(), source }),
         }
     }

@@ -73,12 +73,12 @@ impl StateLock {
 
 /// Reads `last-alert-ts`; missing or garbage is 0 (the window is open: an alert is never lost to a bad stamp).
 pub fn read_last_alert(path: &Path) -> Result<u64, AlertError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text.trim().parse().unwrap_or_else(|_| {
+    match edge_core::read_no_follow(path) {
+        Ok(Some(bytes)) => Ok(String::from_utf8_lossy(&bytes).trim().parse().unwrap_or_else(|_| {
             tracing::warn!(path = %path.display(), "last-alert-ts unreadable, taking it as 0");
             0
         })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Ok(None) => Ok(0),
         Err(source) => Err(AlertError::ReadState { path: path.to_owned(), source }),
     }
 }

@@ -66,9 +66,9 @@ impl Outbox {
     /// Reads the outbox; a missing file is an empty outbox. A file that does not
     /// parse is moved aside (never deleted) and replaced by an outbox that says so.
     pub fn load(path: &Path, now: u64) -> Result<Self, AlertError> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+        let bytes = match edge_core::read_no_follow(path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(Self::default()),
             Err(source) => return Err(AlertError::ReadState { path: path.to_owned(), source }),
         };
         match serde_json::from_slice(&bytes) {

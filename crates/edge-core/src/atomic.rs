@@ -1,7 +1,8 @@
-//! Atomic file replacement: temp file in the same folder, fsync, rename, fsync of the folder.
+//! Atomic file replacement (temp file in the same folder, fsync, rename, fsync of the folder)
+//! and the matching read, which never follows a symlink planted where a state file belongs.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -42,6 +43,23 @@ pub fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result
     result.map_err(err)
 }
 
+/// Reads `path` without following a symlink at its last component; `Ok(None)` when it does
+/// not exist. Writes rename over such a link, so reads must not trust it either: a link
+/// planted in a state folder would otherwise make edge read (and quote in errors) any file.
+pub fn read_no_follow(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(std::io::Error::other("is a symbolic link; edge does not follow links in its folders"));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
 fn unique_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -74,6 +92,23 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("plain")]);
+    }
+
+    #[test]
+    fn a_state_file_planted_as_a_symlink_is_refused_and_its_target_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("shadow");
+        fs::write(&target, "root:s3cr3t-hash\n").unwrap();
+        let link = dir.path().join("channels-status.env");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+
+        let err = read_no_follow(&link).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let loaded = crate::ChannelsStatus::load(&link).unwrap_err().to_string();
+        assert!(loaded.contains("channels-status.env") && loaded.contains("symbolic link"), "{loaded}");
+        assert!(!loaded.contains("s3cr3t"), "the link's target leaks: {loaded}");
+        assert_eq!(read_no_follow(&dir.path().join("missing")).unwrap(), None);
+        assert_eq!(read_no_follow(&target).unwrap().as_deref(), Some(&b"root:s3cr3t-hash\n"[..]));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub mod secrets;
 mod stack;
 mod status;
 
-pub use atomic::{write_atomic, write_atomic_with_mode};
+pub use atomic::{read_no_follow, write_atomic, write_atomic_with_mode};
 pub use envfile::{EnvFile, escape_env_value};
 pub use error::{CoreError, LineError};
 pub use lock::StateLock;

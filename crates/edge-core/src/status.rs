@@ -305,12 +305,12 @@ fn key_value_lines(text: &str) -> Result<Vec<(usize, &str, &str)>, LineError> {
 }
 
 pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, CoreError> {
-    match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| CoreError::Parse {
+    match crate::read_no_follow(path) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).map(Some).map_err(|_| CoreError::Parse {
             path: path.to_owned(),
             source: LineError { line: 1, message: "file is not UTF-8 text".to_owned() },
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Ok(None) => Ok(None),
         Err(e) => Err(CoreError::read(path, e)),
     }
 }
