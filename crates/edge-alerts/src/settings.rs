@@ -173,7 +173,10 @@ impl AlertSettings {
             out.push(TransportTarget { transport: TransportKind::Webhook.as_str(), target: redact_url(url) });
         }
         if let Some(tg) = &config.telegram {
-            out.push(TransportTarget { transport: TransportKind::Telegram.as_str(), target: TelegramConfig::redacted_url(tg) });
+            out.push(TransportTarget {
+                transport: TransportKind::Telegram.as_str(),
+                target: TelegramConfig::redacted_url(tg),
+            });
         }
         if let Some(am) = &config.alertmanager {
             out.push(TransportTarget { transport: "alertmanager", target: am.redacted_url() });
@@ -198,7 +201,8 @@ mod tests {
     fn only_the_given_keys_change_and_the_rest_of_the_file_stays() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("watchdog.env");
-        std::fs::write(&file, "# mine\nOXPULSE_TG_STATE_DIR=/srv/tg\nOXPULSE_TG_WEBHOOK=http://127.0.0.1:1/old\n").unwrap();
+        std::fs::write(&file, "# mine\nOXPULSE_TG_STATE_DIR=/srv/tg\nOXPULSE_TG_WEBHOOK=http://127.0.0.1:1/old\n")
+            .unwrap();
         let mut settings = AlertSettings::load_optional(&file).unwrap().unwrap();
         let changes = AlertChanges {
             telegram_token: Change::Set(TOKEN.into()),
