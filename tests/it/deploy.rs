@@ -61,6 +61,11 @@ pub(crate) fn install(stack: &TestStack, extra: &[&str], env: &[(&str, String)])
     if !has_images {
         args.extend(["--images", &images]);
     }
+    // Alerts need a transport, or install is degraded: a loopback webhook unless the test gives one.
+    let webhook = edge_tests::telegram::shared_chat_server().webhook_url();
+    if !extra.iter().any(|a| a.starts_with("--alert")) && !env.iter().any(|(k, _)| *k == "OXPULSE_TG_WEBHOOK") {
+        args.extend(["--alert-webhook", &webhook]);
+    }
     args.extend(extra);
     args.extend(["--health-timeout", "40s"]);
     edge(stack, &args, env)

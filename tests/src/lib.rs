@@ -4,5 +4,6 @@ pub mod alertmanager;
 pub mod caddy;
 pub mod docker;
 pub mod naive_tarball;
+pub mod systemd;
 pub mod telegram;
 pub mod upstream;

@@ -165,6 +165,24 @@ impl Drop for ChatServer {
     }
 }
 
+/// A chat server shared by every test of the process, on its own runtime's thread: the alert
+/// transport of installs whose test is not about alerts (without one, install is degraded).
+pub fn shared_chat_server() -> &'static ChatServer {
+    static SHARED: std::sync::OnceLock<ChatServer> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
+            let runtime = runtime.expect("the shared chat server's runtime starts");
+            let server = runtime.block_on(ChatServer::start()).expect("the shared chat server starts");
+            let _ = tx.send(server);
+            // The server's tasks live on this runtime: keep it for the life of the process.
+            runtime.block_on(std::future::pending::<()>());
+        });
+        rx.recv().expect("the shared chat server starts")
+    })
+}
+
 /// A loopback URL nobody listens on (the port was free a moment ago): a transport that is down.
 pub fn refused_url(path: &str) -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(9);

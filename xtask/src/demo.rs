@@ -77,7 +77,9 @@ pub(crate) fn build_images() -> anyhow::Result<()> {
         .context("building the demo images")
 }
 
-/// The install flags of the demo stack under `root`, writing its node config there.
+/// The install flags of the demo stack under `root`, writing its node config there. Alerts go
+/// to a loopback webhook that lives as long as this process: without a transport, install
+/// is degraded and the gate's healthcheck fails.
 pub(crate) fn install_flags(root: &Path, site: &str) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(root)?;
     let node_config = root.join("demo-node-config.json");
@@ -93,6 +95,8 @@ pub(crate) fn install_flags(root: &Path, site: &str) -> anyhow::Result<Vec<Strin
         &partner_edge_images(),
         "--set",
         &format!("CADDY_SITE={site}"),
+        "--alert-webhook",
+        &edge_tests::telegram::shared_chat_server().webhook_url(),
     ]
     .map(str::to_owned);
     Ok(flags.to_vec())

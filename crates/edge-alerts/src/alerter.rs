@@ -110,6 +110,7 @@ impl Report {
 enum Input<'a> {
     Observe(Observation, &'a [PoolMember]),
     Notes(Vec<Event>),
+    Announce(Event),
     Flush,
 }
 
@@ -172,6 +173,15 @@ impl Alerter {
     pub async fn notify(&self, severity: Severity, text: &str) -> Result<Report, AlertError> {
         let event = Event::new(time::now(), EventKind::Note { severity, text: text.to_owned() });
         self.run(Input::Notes(vec![event])).await
+    }
+
+    /// Sends `text` now through the chain, outside the rate limit: it neither waits for the
+    /// window nor stamps the clock, so it never delays the first real alert (install's "edge
+    /// installed"). If every transport fails it stays in the outbox like any alert, and the
+    /// next run delivers it.
+    pub async fn announce(&self, text: &str) -> Result<Report, AlertError> {
+        let event = Event::new(time::now(), EventKind::Note { severity: Severity::Info, text: text.to_owned() });
+        self.run(Input::Announce(event)).await
     }
 
     /// Delivers what is due in the outbox without observing anything.
@@ -259,6 +269,25 @@ impl Alerter {
                 self.enqueue(&mut outbox, &events, breaker.is_parked());
                 report.events = events;
                 dirty = !report.events.is_empty();
+            }
+            Input::Announce(event) => {
+                if !self.chain.is_empty() {
+                    let (transport, errors) = self.chain.send(&event.text(&cfg.host)).await;
+                    report.errors.extend(errors);
+                    match transport {
+                        Some(transport) => report.delivered.push(Delivered { transport, events: 1 }),
+                        None => {
+                            outbox.push(event.clone(), false);
+                            report.undelivered = 1;
+                            dirty = true;
+                        }
+                    }
+                }
+                report.events = vec![event];
+                if dirty {
+                    outbox.save(&outbox_path)?;
+                }
+                return Ok(report);
             }
             Input::Flush => {}
         }
@@ -671,6 +700,29 @@ mod tests {
         let r = s.alerter.notify(Severity::Warning, "again").await.unwrap();
         assert_eq!(r.held, 1);
         assert_eq!(s.fake.take(), ["[h] container oxpulse-partner-naive died"]);
+    }
+
+    #[tokio::test]
+    async fn an_announcement_skips_the_window_leaves_the_clock_and_is_never_dropped() {
+        let s = setup(600, 0);
+        s.tick(&[("a", 1)], &["a"]).await;
+        let stamped = format!("{}\n", time::now());
+        std::fs::write(s.dir.path().join("telegram/last-alert-ts"), &stamped).unwrap();
+        let r = s.alerter.announce("edge installed").await.unwrap();
+        assert_eq!((r.status(), r.transport()), (TickStatus::Delivered, Some(TransportKind::Webhook)));
+        assert_eq!(s.fake.take(), ["[h] edge installed"]);
+        assert_eq!(s.file("telegram/last-alert-ts"), stamped, "the clock is left alone");
+
+        // Undelivered: in the outbox, and the next run that may send delivers it.
+        std::fs::remove_file(s.dir.path().join("telegram/last-alert-ts")).unwrap();
+        s.fake.down.store(true, Ordering::SeqCst);
+        let r = s.alerter.announce("edge installed again").await.unwrap();
+        assert_eq!((r.status(), r.undelivered, r.errors.len()), (TickStatus::Undelivered, 1, 1));
+        assert_eq!(s.file("telegram/last-alert-ts"), "");
+        s.fake.down.store(false, Ordering::SeqCst);
+        let r = s.alerter.flush().await.unwrap();
+        assert_eq!(r.delivered_events(), 1);
+        assert_eq!(s.fake.take(), ["[h] edge installed again"]);
     }
 
     #[tokio::test]

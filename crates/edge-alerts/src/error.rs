@@ -16,6 +16,14 @@ pub enum AlertError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `watchdog.env` could not be read, parsed or written.
+    #[error("alert settings: {source}")]
+    Settings {
+        /// The file.
+        path: PathBuf,
+        /// The cause (it names the file and the line, never a value).
+        source: edge_core::CoreError,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the http client: {reason}")]
     Client {

@@ -45,6 +45,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod outbox;
 pub mod redact;
+pub mod settings;
 #[cfg(test)]
 mod test_support;
 mod time;
@@ -57,5 +58,6 @@ pub use error::{AlertError, SendError};
 pub use event::{Event, EventKind, Health, Severity};
 pub use metrics::UpstreamMetrics;
 pub use redact::redact_url;
+pub use settings::{AlertChanges, AlertSettings, Change, TransportTarget};
 pub use time::rfc3339;
 pub use transitions::Observation;

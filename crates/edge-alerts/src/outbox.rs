@@ -96,6 +96,17 @@ impl Outbox {
         }
     }
 
+    /// Reads the outbox without changing anything (for checks): a missing file is empty, one
+    /// that does not parse is an error.
+    pub fn peek(path: &Path) -> Result<Self, AlertError> {
+        match edge_core::read_no_follow(path) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                .map_err(|e| AlertError::Outbox { path: path.to_owned(), reason: format!("unreadable: {e}") }),
+            Ok(None) => Ok(Self::default()),
+            Err(source) => Err(AlertError::ReadState { path: path.to_owned(), source }),
+        }
+    }
+
     /// Writes the outbox atomically.
     pub fn save(&self, path: &Path) -> Result<(), AlertError> {
         let json = serde_json::to_vec_pretty(self)

@@ -205,6 +205,64 @@ pub struct InstallFlags {
     /// Variables.
     #[command(flatten)]
     pub vars: VariableArgs,
+    /// Alert settings.
+    #[command(flatten)]
+    pub alerts: AlertArgs,
+}
+
+/// Alert settings of `install` and `gate`, written to watchdog.env (0600) for the watchdog unit.
+/// A setting not given keeps the value watchdog.env has; an empty value removes it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AlertArgs {
+    /// Webhook URL, tried first (JSON body {"message": ...}).
+    #[arg(long, help_heading = ALERTS_HEADING, value_name = "URL", env = "OXPULSE_TG_WEBHOOK", hide_env_values = true)]
+    pub alert_webhook: Option<SecretArg>,
+    /// Telegram bot token of the Bot API fallback (prefer the variable: a flag shows in `ps`).
+    #[arg(long, help_heading = ALERTS_HEADING, value_name = "TOKEN", env = "TG_TOKEN", hide_env_values = true)]
+    pub alert_telegram_token: Option<SecretArg>,
+    /// Telegram chat id of the Bot API fallback [env: TG_CHAT, the legacy name, if unset].
+    #[arg(long, help_heading = ALERTS_HEADING, value_name = "ID", env = "OXPULSE_TG_CHAT", hide_env_values = true)]
+    pub alert_telegram_chat: Option<String>,
+    /// Full sendMessage URL that replaces the public Bot API's.
+    #[arg(long, help_heading = ALERTS_HEADING, value_name = "URL", env = "OXPULSE_TG_API_FALLBACK", hide_env_values = true)]
+    pub alert_telegram_api: Option<SecretArg>,
+    /// Alertmanager base URL (pool alerts are pushed to its API v2).
+    #[arg(long, help_heading = ALERTS_HEADING, value_name = "URL", env = "OXPULSE_ALERTMANAGER_URL", hide_env_values = true)]
+    pub alertmanager_url: Option<SecretArg>,
+    /// Seconds between two non-critical alerts [watchdog default: 600].
+    #[arg(long, help_heading = ALERTS_HEADING, value_name = "SECONDS", env = "OXPULSE_TG_MIN_INTERVAL", hide_env_values = true, value_parser = parse_seconds)]
+    pub alert_min_interval: Option<Seconds>,
+}
+
+/// A flag value that may be a secret (a token, a URL with credentials): `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretArg(pub String);
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+const ALERTS_HEADING: &str = "Alerts (kept in watchdog.env, 0600; an empty value removes one)";
+
+/// A number of seconds; `None`: empty, remove the setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Option<u64>);
+
+fn parse_seconds(text: &str) -> Result<Seconds, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Seconds(None));
+    }
+    text.parse().map(|s| Seconds(Some(s))).map_err(|_| format!("invalid number of seconds {text:?}: expected e.g. 600"))
 }
 
 /// `edge stop`, `edge start` and `edge restart`.

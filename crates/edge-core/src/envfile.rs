@@ -80,6 +80,29 @@ impl EnvFile {
         write_atomic_with_mode(path, self.to_string().as_bytes(), mode)
     }
 
+    /// The file as systemd's `EnvironmentFile=` reads it, and `bash`'s `source` and
+    /// [`EnvFile::parse`] too: see [`escape_systemd_env_value`].
+    pub fn to_systemd_string(&self) -> String {
+        self.entries.iter().map(|(k, v)| format!("{k}={}\n", escape_systemd_env_value(v))).collect()
+    }
+
+    /// Writes [`EnvFile::to_systemd_string`] atomically with the given mode.
+    pub fn save_systemd(&self, path: &Path, mode: u32) -> Result<(), CoreError> {
+        write_atomic_with_mode(path, self.to_systemd_string().as_bytes(), mode)
+    }
+
+    /// Removes a key; returns whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let Some(i) = self.index.remove(key) else { return false };
+        self.entries.remove(i);
+        for pos in self.index.values_mut() {
+            if *pos > i {
+                *pos -= 1;
+            }
+        }
+        true
+    }
+
     /// Sets a value, keeping the key's position if already present.
     pub fn set(&mut self, key: &str, value: &str) {
         match self.index.get(key) {
@@ -131,6 +154,27 @@ pub fn escape_env_value(value: &str) -> String {
     } else {
         format!("'{}'", value.replace('\'', r"'\''"))
     }
+}
+
+/// Quotes a value for a KEY=VALUE line that systemd's `EnvironmentFile=`, `bash` and
+/// [`EnvFile::parse`] all read back exactly: bare when safe, else in double quotes with `\`,
+/// `"`, `$` and `` ` `` escaped. Single quotes would not do: systemd takes `'\''` (the shell's
+/// quote inside single quotes) literally, and it never expands `$` in such a file.
+pub fn escape_systemd_env_value(value: &str) -> String {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"_./:@,+-%".contains(&b);
+    if !value.is_empty() && value.bytes().all(safe) {
+        return value.to_owned();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 enum ValueError {
@@ -290,7 +334,37 @@ mod tests {
         assert_eq!(String::from_utf8(out.stdout).unwrap(), tricky);
     }
 
+    #[test]
+    fn bash_reads_back_the_systemd_form() {
+        let mut env = EnvFile::default();
+        let tricky = "it's $HOME `x` \"q\" \\ \\n \n end # not a comment";
+        env.set("V", tricky);
+        assert_eq!(env.to_systemd_string(), "V=\"it's \\$HOME \\`x\\` \\\"q\\\" \\\\ \\\\n \n end # not a comment\"\n");
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("{}printf %s \"$V\"", env.to_systemd_string()))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), tricky);
+    }
+
+    #[test]
+    fn keys_are_removed_and_the_order_kept() {
+        let mut env = EnvFile::parse("A=1\nB=2\nC=3\n").unwrap();
+        assert!(env.remove("B") && !env.remove("B"));
+        env.set("C", "4");
+        env.set("D", "5");
+        assert_eq!(env.iter().collect::<Vec<_>>(), [("A", "1"), ("C", "4"), ("D", "5")]);
+    }
+
     proptest! {
+        #[test]
+        fn the_systemd_form_round_trips(pairs in proptest::collection::vec(("[A-Za-z_][A-Za-z0-9_]{0,10}", "\\PC*"), 0..6)) {
+            let mut env = EnvFile::default();
+            for (k, v) in &pairs { env.set(k, v); }
+            prop_assert_eq!(EnvFile::parse(&env.to_systemd_string()).unwrap(), env);
+        }
+
         #[test]
         fn any_value_round_trips(pairs in proptest::collection::vec(("[A-Za-z_][A-Za-z0-9_]{0,10}", "\\PC*"), 0..6)) {
             let mut env = EnvFile::default();

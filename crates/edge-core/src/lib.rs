@@ -32,7 +32,7 @@ mod stack;
 mod status;
 
 pub use atomic::{read_no_follow, write_atomic, write_atomic_with_mode};
-pub use envfile::{EnvFile, escape_env_value};
+pub use envfile::{EnvFile, escape_env_value, escape_systemd_env_value};
 pub use error::{CoreError, LineError};
 pub use lock::StateLock;
 pub use paths::Paths;

@@ -46,6 +46,10 @@ impl Paths {
     pub fn config_file(&self, name: &str) -> PathBuf {
         self.config_dir.join(name)
     }
+    /// `watchdog.env`: the alert settings the watchdog unit reads (`EnvironmentFile=`), 0600.
+    pub fn watchdog_env(&self) -> PathBuf {
+        self.config_dir.join("watchdog.env")
+    }
     /// `channels-status.env`.
     pub fn channels_status(&self) -> PathBuf {
         self.state_dir.join("channels-status.env")
@@ -104,6 +108,7 @@ mod tests {
         assert_eq!(p.config_dir(), Path::new("/tmp/r/etc/oxpulse-partner-edge"));
         assert_eq!(p.channels_status(), Path::new("/tmp/r/var/lib/oxpulse-partner-edge/channels-status.env"));
         assert_eq!(p.alert_state_dir(), Path::new("/tmp/r/var/lib/oxpulse-partner-edge/telegram"));
+        assert_eq!(p.watchdog_env(), Path::new("/tmp/r/etc/oxpulse-partner-edge/watchdog.env"));
         let real = Paths::new(None, &meta);
         assert_eq!(real.upstream_state(), Path::new("/var/lib/oxpulse-partner-edge/upstream-state.env"));
     }

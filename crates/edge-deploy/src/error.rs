@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use edge_alerts::AlertError;
 use edge_channels::DeployError;
 use edge_core::CoreError;
 use edge_render::RenderError;
@@ -42,6 +43,9 @@ pub enum OpError {
         /// What is wrong.
         message: String,
     },
+    /// The alert settings (`watchdog.env` and the alert flags) cannot be read, used or written.
+    #[error(transparent)]
+    Alerts(AlertError),
     /// The host is not ready for the operation (disk, ports, the engine).
     #[error("preflight: {0}")]
     Preflight(String),
@@ -73,6 +77,9 @@ impl OpError {
             Self::Render(RenderError::Write { .. }) => false,
             Self::Render(_) | Self::Image { .. } | Self::UnknownService { .. } | Self::Restore { .. } => true,
             Self::File(CoreError::NodeConfig { .. } | CoreError::Manifest { .. }) => true,
+            Self::Alerts(AlertError::Config { .. } | AlertError::Settings { source: CoreError::Parse { .. }, .. }) => {
+                true
+            }
             _ => false,
         }
     }
@@ -91,6 +98,12 @@ impl From<DeployError> for OpError {
 impl From<CoreError> for OpError {
     fn from(e: CoreError) -> Self {
         Self::File(e)
+    }
+}
+
+impl From<AlertError> for OpError {
+    fn from(e: AlertError) -> Self {
+        Self::Alerts(e)
     }
 }
 

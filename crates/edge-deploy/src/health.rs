@@ -3,7 +3,9 @@
 //! 1. the Docker engine answers; then one check per active channel that its containers
 //!    run and are healthy; the always-on services run; the front proxy's metrics answer; one
 //!    upstream series per pool member; `channels-status.env` agrees with the containers; the
-//!    identity files are present with mode 0600.
+//!    identity files are present with mode 0600; alerts can be delivered (a chat transport is
+//!    configured in `watchdog.env` and nothing waits in the outbox past the rate-limit window).
+//!    New checks go last, so that the numbers scripts know stay.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -93,6 +95,7 @@ fn checks(node: &Node, seen: &Observation) -> Vec<Check> {
 
     out.push(status_consistency(seen));
     out.push(identity(node));
+    out.push(alerts(node));
 
     out.into_iter().enumerate().map(|(i, (name, ok, detail))| Check { number: i + 1, name, ok, detail }).collect()
 }
@@ -126,6 +129,55 @@ fn status_consistency(seen: &Observation) -> (String, bool, String) {
     } else {
         (name, false, format!("{}: {}", seen.status_file, problems.join("; ")))
     }
+}
+
+/// Slack for the watchdog timer's period before a waiting alert counts as undelivered.
+const ALERT_GRACE_SECS: u64 = 180;
+
+fn alerts(node: &Node) -> (String, bool, String) {
+    let name = "alerts can be delivered".to_owned();
+    let file = node.paths.watchdog_env();
+    let config = match edge_alerts::AlertSettings::load_optional(&file) {
+        Ok(settings) => settings.unwrap_or_default().config(&node.paths),
+        Err(e) => Err(e),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return (name, false, e.to_string()),
+    };
+    let targets: Vec<String> = edge_alerts::AlertSettings::targets(&config)
+        .into_iter()
+        .map(|t| format!("{} {}", t.transport, t.target))
+        .collect();
+    if config.webhook.is_none() && config.telegram.is_none() {
+        return (
+            name,
+            false,
+            format!(
+                "no alert transport in {}: run edge install with --alert-webhook URL, or --alert-telegram-token and --alert-telegram-chat",
+                file.display()
+            ),
+        );
+    }
+    let outbox = match edge_alerts::outbox::Outbox::peek(&config.outbox_file()) {
+        Ok(o) => o,
+        Err(e) => return (name, false, e.to_string()),
+    };
+    let late = crate::install::now_secs().saturating_sub(config.min_interval.as_secs() + ALERT_GRACE_SECS);
+    let stuck = outbox.entries.iter().filter(|q| !q.held && q.event.at < late).count();
+    if stuck > 0 {
+        return (
+            name,
+            false,
+            format!(
+                "{stuck} alert{} waiting in {} past the rate-limit window: delivery through {} fails (see `edge alert test`)",
+                if stuck == 1 { "" } else { "s" },
+                config.outbox_file().display(),
+                targets.join(", ")
+            ),
+        );
+    }
+    (name, true, format!("{} ({})", targets.join(", "), file.display()))
 }
 
 fn identity(node: &Node) -> (String, bool, String) {

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use edge_alerts::{AlertChanges, AlertSettings, Alerter, TransportTarget};
 use edge_channels::{
     Action, ActionKind, Applied, Deployer, Desired, Engine, EngineVersion, Infrastructure, PlanEntry, Readiness,
     RenderedMount, container_spec, stack_labels,
@@ -46,6 +47,8 @@ pub struct InstallRequest {
     pub health_timeout: Duration,
     /// How long to wait for the front proxy to see every pool upstream healthy (zero: do not wait).
     pub pool_wait: Duration,
+    /// Changes to the alert settings in `watchdog.env`; keys not changed keep their value.
+    pub alerts: AlertChanges,
     /// Check this host's free disk and the ports to publish before anything changes. Off when
     /// the engine is not on this host (or is the in-memory one): its ports are not ours to probe.
     pub host_checks: bool,
@@ -61,6 +64,7 @@ impl Default for InstallRequest {
             dry_run: false,
             health_timeout: Duration::from_secs(120),
             pool_wait: Duration::from_secs(30),
+            alerts: AlertChanges::default(),
             host_checks: true,
         }
     }
@@ -99,6 +103,27 @@ pub struct ChannelReport {
     pub upstream_health: Option<ObservedHealth>,
 }
 
+/// The alert settings and the "edge installed" message.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertsReport {
+    /// `watchdog.env`.
+    pub settings_file: PathBuf,
+    /// Keys this install set or cleared (in a dry run: would).
+    pub changed: Vec<String>,
+    /// The configured transports (secrets never shown).
+    pub transports: Vec<TransportTarget>,
+    /// The text sent, once sent.
+    pub message: Option<String>,
+    /// The transport that delivered it.
+    pub delivered_by: Option<String>,
+    /// Why transports failed (a fallback may have delivered after).
+    pub errors: Vec<String>,
+    /// Not delivered: it waits in the outbox for the watchdog's next run.
+    pub queued: bool,
+    /// What keeps alerts from working, if anything.
+    pub problem: Option<String>,
+}
+
 /// What an install did.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstallReport {
@@ -131,6 +156,8 @@ pub struct InstallReport {
     pub install_env: Option<PathBuf>,
     /// The stack's summary lines.
     pub summary: Vec<String>,
+    /// Alert settings and delivery.
+    pub alerts: AlertsReport,
     /// Wall time.
     pub duration_ms: u64,
     /// One line saying how it ended and what to do next.
@@ -159,6 +186,7 @@ pub async fn install<E: Engine>(
         check_disk(paths)?;
     }
     let images = images_to_use(node, request)?;
+    let alerts = AlertPlan::new(paths, &request.alerts)?;
 
     let mut restored = Vec::new();
     if let Some(from) = &request.restore_from {
@@ -211,6 +239,7 @@ pub async fn install<E: Engine>(
             status_file: None,
             install_env: None,
             summary: first.summary.clone(),
+            alerts: alerts.report(paths),
             duration_ms: started.elapsed().as_millis() as u64,
             message: "dry run: nothing was changed".to_owned(),
         });
@@ -303,14 +332,33 @@ pub async fn install<E: Engine>(
         rendered.status.save(&paths.channels_status())?;
         record.save(&paths.install_env())?;
     }
+    alerts.save(paths)?;
     install_units(paths, node.rooted, progress);
 
     let mut channels = channel_reports(&rendered, stack, &runtime_reasons);
     for c in &mut channels {
         c.upstream_health = c.upstream.as_ref().and_then(|u| pool_health.get(u).copied());
     }
+    let (status, message) = outcome(&name, &channels, &service_readiness, started.elapsed());
+    let mut alerts_report = alerts.report(paths);
+    let (status, message) = if status == Outcome::Failure {
+        (status, message)
+    } else {
+        step("send the \"edge installed\" alert");
+        let active: Vec<&str> =
+            channels.iter().filter(|c| c.state == ChannelState::Active).map(|c| c.id.as_str()).collect();
+        let text = format!(
+            "edge {} installed {name}: {} (alerts of this node come here)",
+            env!("CARGO_PKG_VERSION"),
+            if active.is_empty() { "no channel active".to_owned() } else { format!("active {}", active.join(", ")) }
+        );
+        alerts.announce(&text, &mut alerts_report).await;
+        match &alerts_report.problem {
+            Some(problem) => (Outcome::Degraded, format!("{message}; but {problem}")),
+            None => (status, message),
+        }
+    };
     let elapsed = started.elapsed();
-    let (status, message) = outcome(&name, &channels, &service_readiness, elapsed);
     Ok(InstallReport {
         stack: name,
         dry_run: false,
@@ -326,9 +374,90 @@ pub async fn install<E: Engine>(
         status_file: Some(paths.channels_status()),
         install_env: Some(paths.install_env()),
         summary: rendered.summary.clone(),
+        alerts: alerts_report,
         duration_ms: elapsed.as_millis() as u64,
         message,
     })
+}
+
+/// The alert settings this install leaves: `watchdog.env` with the request's changes.
+struct AlertPlan {
+    settings: AlertSettings,
+    changed: Vec<&'static str>,
+    /// No `watchdog.env` yet: write one even if nothing changed.
+    missing: bool,
+    config: edge_alerts::AlertConfig,
+}
+
+impl AlertPlan {
+    /// Reads `watchdog.env` and applies `changes`; a bad value stops install before anything changes.
+    fn new(paths: &Paths, changes: &AlertChanges) -> Result<Self, OpError> {
+        let existing = AlertSettings::load_optional(&paths.watchdog_env())?;
+        let missing = existing.is_none();
+        let mut settings = existing.unwrap_or_default();
+        let changed = settings.apply(changes);
+        let config = settings.config(paths)?;
+        Ok(Self { settings, changed, missing, config })
+    }
+
+    fn save(&self, paths: &Paths) -> Result<(), OpError> {
+        if self.missing || !self.changed.is_empty() {
+            self.settings.save(&paths.watchdog_env())?;
+        }
+        Ok(())
+    }
+
+    fn report(&self, paths: &Paths) -> AlertsReport {
+        AlertsReport {
+            settings_file: paths.watchdog_env(),
+            changed: self.changed.iter().map(|k| (*k).to_owned()).collect(),
+            transports: AlertSettings::targets(&self.config),
+            message: None,
+            delivered_by: None,
+            errors: Vec::new(),
+            queued: false,
+            problem: None,
+        }
+    }
+
+    /// Sends `text` through the watchdog's chain, outside its rate limit; what failed is kept in
+    /// the outbox and said in `report.problem`.
+    async fn announce(&self, text: &str, report: &mut AlertsReport) {
+        let chat = self.config.webhook.is_some() || self.config.telegram.is_some();
+        if !chat {
+            report.problem = Some(
+                "no alert transport is configured, so nobody hears of a channel going down: give \
+                 --alert-webhook URL (OXPULSE_TG_WEBHOOK), or --alert-telegram-token and --alert-telegram-chat \
+                 (TG_TOKEN, OXPULSE_TG_CHAT), and run edge install again"
+                    .to_owned(),
+            );
+            return;
+        }
+        let result = match Alerter::new(self.config.clone()) {
+            Ok(alerter) => alerter.announce(text).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(r) => {
+                report.message = r.events.first().map(|e| e.text(&self.config.host));
+                report.delivered_by = r.transport().map(|t| t.as_str().to_owned());
+                report.errors = r.errors.iter().map(ToString::to_string).collect();
+                report.queued = r.undelivered > 0;
+                if report.delivered_by.is_none() {
+                    report.problem = Some(format!(
+                        "the \"edge installed\" alert was not delivered ({}); it waits in the outbox: fix the \
+                         alert settings in {} and run edge install again",
+                        report.errors.join("; "),
+                        report.settings_file.display()
+                    ));
+                }
+            }
+            Err(e) => {
+                report.errors.push(e.to_string());
+                report.problem = Some(format!("the \"edge installed\" alert could not be sent: {e}"));
+            }
+        }
+    }
 }
 
 fn outcome(

@@ -3,11 +3,12 @@
 //! `tests/it` prove the same on Docker.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use std::collections::BTreeMap;
 
+use edge_alerts::{AlertChanges, AlertSettings, Change};
 use edge_channels::testing::FakeEngine;
 use edge_channels::{ContainerStatus, Engine, LABEL_SPEC_HASH};
 use edge_core::secrets::SPEC_HASH_KEY_FILE;
@@ -72,10 +73,64 @@ impl Host {
     }
 }
 
+/// A loopback webhook that accepts every post and keeps its body: the alert transport of
+/// these installs (the real transports are proven in tests/it against the test chat server).
+struct Sink {
+    url: String,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+fn sink() -> &'static Sink {
+    static SINK: OnceLock<Sink> = OnceLock::new();
+    SINK.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Some(body) = read_post(stream) {
+                    kept.lock().unwrap_or_else(|e| e.into_inner()).push(body);
+                }
+            }
+        });
+        Sink { url, bodies }
+    })
+}
+
+/// Reads one request and answers 200; returns its body.
+fn read_post(mut stream: std::net::TcpStream) -> Option<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").ok()?;
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn delivered_with(needle: &str) -> usize {
+    sink().bodies.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|b| b.contains(needle)).count()
+}
+
 fn request() -> InstallRequest {
     let mut request = InstallRequest {
         pool_wait: Duration::ZERO,
         health_timeout: Duration::from_secs(5),
+        alerts: AlertChanges { webhook: Change::Set(sink().url.clone()), ..AlertChanges::default() },
         ..InstallRequest::default()
     };
     request.variables.flags = CHANNEL_VARS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -386,4 +441,83 @@ fn channel_states_survive_install_racing_watchdog_ticks() {
     assert!(lost.is_empty(), "installs' states lost to ticks: {lost:?}");
     crate::channels::apply(&h.node.paths, &naive, |_| Some(UpstreamHealth::Unhealthy), |_| None).unwrap();
     assert_eq!(status(&h.node), "xray=active\nawg=active\nhysteria2=skipped\nnaive=failed_at_runtime\n");
+}
+
+#[test]
+fn install_keeps_the_alert_settings_and_says_which_transport_delivered() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = host();
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert_eq!(report.alerts.delivered_by.as_deref(), Some("webhook"));
+    let file = h.node.paths.watchdog_env();
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text, format!("OXPULSE_TG_WEBHOOK={}\n", sink().url));
+    let sent = report.alerts.message.clone().unwrap();
+    assert!(sent.contains(" installed oxpulse-partner-edge: active xray, awg, hysteria2, naive"), "{sent}");
+    // The sink is shared by every test of this binary: the same text may come from another.
+    assert!(delivered_with(&sent) >= 1, "the webhook never got {sent:?}");
+
+    // A re-install without alert flags keeps the file; a flag replaces its key only.
+    let keep = InstallRequest { alerts: AlertChanges::default(), ..request() };
+    let report = run(install(&h.engine, &h.node, &keep, &quiet)).unwrap();
+    assert_eq!((report.status, report.alerts.changed.len()), (Outcome::Success, 0), "{}", report.message);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    let interval = InstallRequest {
+        alerts: AlertChanges { min_interval: Change::Set(60), ..AlertChanges::default() },
+        ..request()
+    };
+    let report = run(install(&h.engine, &h.node, &interval, &quiet)).unwrap();
+    assert_eq!(report.alerts.changed, ["OXPULSE_TG_MIN_INTERVAL"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{text}OXPULSE_TG_MIN_INTERVAL=60\n"));
+
+    let seen = run(crate::observe(&h.node, Ok(&h.engine), None)).unwrap();
+    let check = crate::healthcheck(&h.node, &seen).checks.pop().unwrap();
+    assert_eq!((check.name.as_str(), check.ok), ("alerts can be delivered", true), "{}", check.detail);
+}
+
+#[test]
+fn without_an_alert_transport_install_is_degraded_and_the_healthcheck_fails() {
+    let h = host();
+    let none = InstallRequest { alerts: AlertChanges::default(), ..request() };
+    let report = run(install(&h.engine, &h.node, &none, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Degraded, "{}", report.message);
+    assert!(report.message.contains("no alert transport is configured"), "{}", report.message);
+    assert!(h.node.paths.watchdog_env().is_file(), "an empty watchdog.env is written for the operator");
+    let seen = run(crate::observe(&h.node, Ok(&h.engine), None)).unwrap();
+    let health = crate::healthcheck(&h.node, &seen);
+    let last = health.checks.last().unwrap();
+    assert_eq!((last.number, last.name.as_str(), last.ok), (health.checks.len(), "alerts can be delivered", false));
+    assert!(last.detail.contains("no alert transport"), "{}", last.detail);
+}
+
+#[test]
+fn an_undelivered_install_alert_degrades_and_waits_in_the_outbox() {
+    let h = host();
+    let refused = format!("http://127.0.0.1:{}/hook", free_port());
+    let request = InstallRequest {
+        alerts: AlertChanges { webhook: Change::Set(refused), ..AlertChanges::default() },
+        ..request()
+    };
+    let report = run(install(&h.engine, &h.node, &request, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Degraded, "{}", report.message);
+    assert!(report.alerts.queued && report.alerts.delivered_by.is_none(), "{:?}", report.alerts);
+    assert!(report.message.contains("waits in the outbox"), "{}", report.message);
+    let settings = AlertSettings::load_optional(&h.node.paths.watchdog_env()).unwrap().unwrap();
+    let outbox = std::fs::read_to_string(settings.config(&h.node.paths).unwrap().outbox_file()).unwrap();
+    assert!(outbox.contains("installed"), "{outbox}");
+}
+
+#[test]
+fn a_bad_alert_setting_stops_install_before_anything_changes() {
+    let h = host();
+    let request = InstallRequest {
+        alerts: AlertChanges { webhook: Change::Set("ftp://u:s3cr3t@h/x".into()), ..AlertChanges::default() },
+        ..request()
+    };
+    let err = run(install(&h.engine, &h.node, &request, &quiet)).unwrap_err();
+    assert!(err.is_input(), "{err}");
+    assert!(err.to_string().starts_with("invalid OXPULSE_TG_WEBHOOK=") && !err.to_string().contains("s3cr3t"), "{err}");
+    assert!(h.engine.containers().is_empty() && !h.node.paths.watchdog_env().exists());
 }

@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 
 use anyhow::bail;
+use edge_alerts::{AlertChanges, Change};
 use edge_channels::{ActionKind, DockerEngine, Readiness};
 use edge_core::ChannelState;
 use edge_deploy::{InstallReport, InstallRequest, Outcome};
 
-use crate::args::{InstallArgs, InstallFlags};
+use crate::args::{AlertArgs, InstallArgs, InstallFlags, Seconds, SecretArg};
 use crate::progress::Progress;
 use crate::rt::block_on;
 use crate::settings::Settings;
@@ -41,7 +42,55 @@ pub(crate) fn request(flags: &InstallFlags) -> InstallRequest {
         manual_config: flags.manual_config.clone(),
         images: flags.images.iter().map(|o| (o.service.clone(), o.image.clone())).collect(),
         health_timeout: flags.health_timeout,
+        alerts: alert_changes(&flags.alerts, &|k| std::env::var(k).ok()),
         ..InstallRequest::default()
+    }
+}
+
+/// The alert flags as changes to watchdog.env: a flag (or its variable) sets, empty clears,
+/// absent keeps. `TG_CHAT` stands in for `OXPULSE_TG_CHAT` as the legacy script allows.
+fn alert_changes(flags: &AlertArgs, lookup: &dyn Fn(&str) -> Option<String>) -> AlertChanges {
+    let change = |value: Option<&str>| match value {
+        None => Change::Keep,
+        Some("") => Change::Clear,
+        Some(v) => Change::Set(v.to_owned()),
+    };
+    let secret = |value: &Option<SecretArg>| change(value.as_ref().map(|s| s.0.as_str()));
+    let chat = flags.alert_telegram_chat.clone().or_else(|| lookup("TG_CHAT").filter(|v| !v.is_empty()));
+    AlertChanges {
+        webhook: secret(&flags.alert_webhook),
+        telegram_token: secret(&flags.alert_telegram_token),
+        telegram_chat: change(chat.as_deref()),
+        telegram_api_fallback: secret(&flags.alert_telegram_api),
+        alertmanager_url: secret(&flags.alertmanager_url),
+        min_interval: match flags.alert_min_interval {
+            None => Change::Keep,
+            Some(Seconds(None)) => Change::Clear,
+            Some(Seconds(Some(secs))) => Change::Set(secs),
+        },
+    }
+}
+
+fn print_alerts(alerts: &edge_deploy::AlertsReport, dry_run: bool) {
+    let changed = if alerts.changed.is_empty() {
+        "unchanged".to_owned()
+    } else {
+        format!("{} {}", if dry_run { "would change" } else { "changed" }, alerts.changed.join(", "))
+    };
+    println!("alerts: {} ({changed})", alerts.settings_file.display());
+    for t in &alerts.transports {
+        let result = match &alerts.delivered_by {
+            Some(d) if d == t.transport => "delivered \"edge installed\"",
+            _ if t.transport == "alertmanager" => "gets pool alerts from the watchdog",
+            _ => "",
+        };
+        println!("  {:<12} {}  {result}", t.transport, t.target);
+    }
+    for e in &alerts.errors {
+        println!("  failed: {e}");
+    }
+    if alerts.queued {
+        println!("  the \"edge installed\" alert waits in the outbox; the watchdog retries it on its next run");
     }
 }
 
@@ -92,6 +141,34 @@ fn print_report(report: &InstallReport, json: bool) -> anyhow::Result<()> {
             println!("identity created: {}", report.identity_created.join(", "));
         }
     }
+    print_alerts(&report.alerts, report.dry_run);
     println!("{}", report.message);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_flags_set_clear_or_keep() {
+        let flags = AlertArgs {
+            alert_webhook: Some(SecretArg("http://127.0.0.1:9/hook".into())),
+            alertmanager_url: Some(SecretArg(String::new())),
+            alert_min_interval: Some(Seconds(Some(30))),
+            ..AlertArgs::default()
+        };
+        let changes = alert_changes(&flags, &|k| (k == "TG_CHAT").then(|| "-1".to_owned()));
+        let expected = AlertChanges {
+            webhook: Change::Set("http://127.0.0.1:9/hook".into()),
+            telegram_chat: Change::Set("-1".into()),
+            alertmanager_url: Change::Clear,
+            min_interval: Change::Set(30),
+            ..AlertChanges::default()
+        };
+        assert!(changes == expected, "{changes:?}");
+        let none = alert_changes(&AlertArgs::default(), &|_| None);
+        assert!(none == AlertChanges::default(), "{none:?}");
+        assert_eq!(format!("{:?}", SecretArg("123:AAHsecret".into())), "<redacted>");
+    }
 }
