@@ -5,4 +5,5 @@ pub mod caddy;
 pub mod docker;
 pub mod naive_tarball;
 pub mod telegram;
+pub mod turn;
 pub mod upstream;
