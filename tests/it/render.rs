@@ -76,7 +76,9 @@ fn rendered_caddyfiles_pass_caddy_validate() {
     }
     // No active channel at all (xray failed at runtime, the others without credentials).
     let forced = BTreeMap::from([("xray".to_owned(), edge_core::ChannelState::FailedAtRuntime)]);
-    let empty = renderer.render_stack(&vars(&bundle, "caddy.env", &[], &[]), &forced).unwrap();
+    // The whole set needs the TURN secret install generates; caddy.env has none.
+    let secret = [("TURN_SECRET", "0f".repeat(32))];
+    let empty = renderer.render_stack(&vars(&bundle, "caddy.env", &[], &secret), &forced).unwrap();
     assert!(empty.pool.is_empty());
     let text = &empty.file("caddy").unwrap().contents;
     assert!(text.contains("respond \"no active channel\" 503") && !text.contains("reverse_proxy"), "{text}");
@@ -154,7 +156,24 @@ fn rendered_compose_files_pass_docker_compose_config() {
     let naive = &config["services"]["naive"];
     assert_eq!(naive["container_name"], "oxpulse-partner-naive");
     assert_eq!(naive["restart"], "unless-stopped");
-    assert!(naive["networks"]["oxpulse-partner"].is_mapping() || naive["networks"]["oxpulse-partner"].is_null());
+    // A channel client is alone on its own network: no other container reaches its inbounds.
+    let networks = naive["networks"].as_mapping().unwrap();
+    assert_eq!(networks.keys().collect::<Vec<_>>(), ["oxpulse-partner-naive"], "{networks:?}");
+    assert_eq!(config["networks"]["oxpulse-partner-naive"]["name"], "oxpulse-partner-naive");
+    assert!(
+        config["services"]["sfu"]["networks"]["oxpulse-partner"].is_mapping()
+            || config["services"]["sfu"]["networks"]["oxpulse-partner"].is_null()
+    );
+    assert_eq!(config["services"]["sfu"]["networks"].as_mapping().unwrap().len(), 1);
+    let coturn = &config["services"]["coturn"];
+    assert_eq!((coturn["read_only"].as_bool(), coturn["user"].as_str()), (Some(true), Some("65534:65534")));
+    assert!(format!("{:?}", coturn["volumes"]).contains("turnserver.conf"), "{:?}", coturn["volumes"]);
+    // The TURN secret is only in coturn's 0600 config, never in the compose file.
+    let turn = full.file("coturn").unwrap();
+    assert_eq!(turn.mode, 0o600);
+    assert!(turn.contents.contains(&format!("static-auth-secret={}\n", v.get("TURN_SECRET").unwrap())));
+    assert!(turn.contents.contains("\nrealm=edge.example.com\n") && turn.contents.contains("\nno-cli\n"));
+    assert!(!text.contains(v.get("TURN_SECRET").unwrap()), "the TURN secret is in the compose file");
     let ports: Vec<String> = naive["ports"].as_sequence().unwrap().iter().map(|p| format!("{p:?}")).collect();
     for p in naive["ports"].as_sequence().unwrap() {
         // docker-compose normalises short syntax to a string or a mapping depending on its version.

@@ -1,5 +1,5 @@
 //! Docker provisioning for tests and the demo: the local images (the static stand-in channel
-//! server, Caddy from Debian's binary) built once and cached by a content hash, and test
+//! server, Caddy and coturn from Debian's binaries) built once and cached by a content hash, and test
 //! copies of the partner-edge stack with their own names and free ports so that deploy tests
 //! run side by side; each copy removes its containers, network and volumes when dropped.
 
@@ -19,6 +19,8 @@ pub const STANDIN_IMAGE: &str = "edge-standin:dev";
 pub const STANDIN_UNHEALTHY_IMAGE: &str = "edge-standin:unhealthy";
 /// Caddy, packaged from the host's `/usr/bin/caddy`.
 pub const CADDY_IMAGE: &str = "edge-caddy:dev";
+/// coturn, packaged from the host's `/usr/bin/turnserver` (Debian's `coturn`).
+pub const COTURN_IMAGE: &str = "edge-coturn:dev";
 /// Label holding the hash of an image's build context: an image whose label matches is reused.
 pub const CONTEXT_HASH_LABEL: &str = "edge.test.context-hash";
 
@@ -94,20 +96,7 @@ pub fn standin_context(binary: &Path, healthy: bool) -> anyhow::Result<BuildCont
 /// the same paths, `FROM scratch`.
 pub fn caddy_context(caddy: &Path) -> anyhow::Result<BuildContext> {
     let mut context = BuildContext::new();
-    let mut dockerfile = String::from("FROM scratch\n");
-    context.add_file(
-        "caddy",
-        std::fs::read(caddy).with_context(|| format!("cannot read {}", caddy.display()))?,
-        0o755,
-    )?;
-    dockerfile.push_str("COPY caddy /usr/bin/caddy\n");
-    for (i, lib) in shared_libraries(caddy)?.iter().enumerate() {
-        // Symlinks are resolved: the image holds the library under the name the loader asks for.
-        let bytes = std::fs::read(lib).with_context(|| format!("cannot read {}", lib.display()))?;
-        let name = format!("lib{i}");
-        context.add_file(&name, bytes, 0o755)?;
-        dockerfile.push_str(&format!("COPY {name} {}\n", lib.display()));
-    }
+    let mut dockerfile = scratch_with_binary(&mut context, caddy, "/usr/bin/caddy")?;
     context.add_file("empty", Vec::new(), 0o644)?;
     for dir in ["/config", "/data", "/tmp", "/etc/caddy"] {
         dockerfile.push_str(&format!("COPY empty {dir}/.keep\n"));
@@ -117,6 +106,41 @@ pub fn caddy_context(caddy: &Path) -> anyhow::Result<BuildContext> {
         .push_str("CMD [\"caddy\", \"run\", \"--config\", \"/etc/caddy/Caddyfile\", \"--adapter\", \"caddyfile\"]\n");
     context.add_file("Dockerfile", dockerfile.into_bytes(), 0o644)?;
     Ok(context)
+}
+
+/// coturn's build context: Debian's `turnserver` and its libraries, `FROM scratch`, shaped like
+/// the coturn/coturn image where the stack relies on it: user `nobody:nogroup` (65534), the
+/// state dir `/var/lib/coturn`, and arguments starting with `-` going to `turnserver` (the
+/// image's entrypoint prepends it; here it is the entrypoint).
+pub fn coturn_context(turnserver: &Path) -> anyhow::Result<BuildContext> {
+    let mut context = BuildContext::new();
+    let mut dockerfile = scratch_with_binary(&mut context, turnserver, "/usr/bin/turnserver")?;
+    context.add_file("empty", Vec::new(), 0o644)?;
+    for dir in ["/var/lib/coturn", "/etc/coturn", "/tmp"] {
+        dockerfile.push_str(&format!("COPY empty {dir}/.keep\n"));
+    }
+    dockerfile.push_str("USER 65534:65534\nEXPOSE 3478/udp\nENTRYPOINT [\"/usr/bin/turnserver\"]\n");
+    context.add_file("Dockerfile", dockerfile.into_bytes(), 0o644)?;
+    Ok(context)
+}
+
+/// Adds a host binary at `target` and the shared libraries `ldd` lists for it, at the same
+/// paths, to `context`; returns the Dockerfile so far (`FROM scratch` and the copies).
+fn scratch_with_binary(context: &mut BuildContext, binary: &Path, target: &str) -> anyhow::Result<String> {
+    let mut dockerfile = String::from("FROM scratch\n");
+    let bytes = std::fs::read(binary).with_context(|| {
+        format!("cannot read {}: install its Debian package (cargo xtask test does)", binary.display())
+    })?;
+    context.add_file("binary", bytes, 0o755)?;
+    dockerfile.push_str(&format!("COPY binary {target}\n"));
+    for (i, lib) in shared_libraries(binary)?.iter().enumerate() {
+        // Symlinks are resolved: the image holds the library under the name the loader asks for.
+        let bytes = std::fs::read(lib).with_context(|| format!("cannot read {}", lib.display()))?;
+        let name = format!("lib{i}");
+        context.add_file(&name, bytes, 0o755)?;
+        dockerfile.push_str(&format!("COPY {name} {}\n", lib.display()));
+    }
+    Ok(dockerfile)
 }
 
 /// The absolute library paths (and loader) `ldd` lists for a binary; empty for a static one.
@@ -137,7 +161,7 @@ pub fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
-/// Builds (or finds up to date) the stand-in images and the Caddy image.
+/// Builds (or finds up to date) the stand-in images, the Caddy image and the coturn image.
 /// Docker answers and the local images exist: built once per test process,
 /// whichever test asks first, so parallel tests never build them twice.
 pub fn provision_local_images() {
@@ -158,13 +182,14 @@ pub async fn ensure_local_images() -> anyhow::Result<()> {
     ensure_image(&images, STANDIN_IMAGE, &standin_context(&binary, true)?).await?;
     ensure_image(&images, STANDIN_UNHEALTHY_IMAGE, &standin_context(&binary, false)?).await?;
     ensure_image(&images, CADDY_IMAGE, &caddy_context(Path::new("/usr/bin/caddy"))?).await?;
+    ensure_image(&images, COTURN_IMAGE, &coturn_context(Path::new("/usr/bin/turnserver"))?).await?;
     Ok(())
 }
 
 /// `--images` overrides that run the partner edge on the local images.
 pub fn partner_edge_images() -> String {
-    let mut items = vec![format!("caddy={CADDY_IMAGE}")];
-    for service in ["xray", "hysteria2", "naive", "coturn", "sfu"] {
+    let mut items = vec![format!("caddy={CADDY_IMAGE}"), format!("coturn={COTURN_IMAGE}")];
+    for service in ["xray", "hysteria2", "naive", "sfu"] {
         items.push(format!("{service}={STANDIN_IMAGE}"));
     }
     items.join(",")
@@ -323,6 +348,21 @@ impl TestStack {
             let mut args = vec!["rm", "-f", "-v"];
             args.extend(ids);
             docker_out(&args);
+        }
+        // The stack network and the channel clients' own networks all carry the stack label.
+        let mut networks = docker_out(&["network", "ls", "-q", "--filter", &format!("label=edge.stack={}", self.name)]);
+        networks.push_str(&docker_out(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.name),
+        ]));
+        let mut networks: Vec<&str> = networks.split_whitespace().collect();
+        networks.sort_unstable();
+        networks.dedup();
+        for n in networks {
+            docker_out(&["network", "rm", n]);
         }
         docker_out(&["network", "rm", &self.name]);
         if let Ok(bundle) = self.bundle() {

@@ -6,4 +6,5 @@ pub mod docker;
 pub mod naive_tarball;
 pub mod systemd;
 pub mod telegram;
+pub mod turn;
 pub mod upstream;

@@ -67,9 +67,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the local images the demo stack runs (stand-in channel server, Caddy).
+/// Builds the local images the demo stack runs (stand-in channel server, Caddy, coturn).
 pub(crate) fn build_images() -> anyhow::Result<()> {
-    eprintln!("==> building the local images (stand-in channel server, Caddy)");
+    eprintln!("==> building the local images (stand-in channel server, Caddy, coturn)");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

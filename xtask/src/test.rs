@@ -1,5 +1,5 @@
 //! `cargo xtask test`: provision what the suite needs (Docker engine, Caddy,
-//! promtool, Alertmanager, docker-compose), then run every check CI runs.
+//! coturn, promtool, Alertmanager, docker-compose), then run every check CI runs.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use crate::tidy;
 /// Debian packages the suite uses for real, by the command each provides.
 const PACKAGES: &[(&str, &str)] = &[
     ("caddy", "caddy"),
+    ("turnserver", "coturn"),
     ("promtool", "prometheus"),
     ("prometheus-alertmanager", "prometheus-alertmanager"),
     ("docker-compose", "docker-compose"),

@@ -116,7 +116,7 @@ impl ContainerSpec {
         self.mounts.iter().filter(|m| m.kind == MountKind::Volume).map(|m| m.source.as_str())
     }
 
-    /// The stack network it joins, if any.
+    /// The stack's bridge network it joins (shared or its own), if any.
     pub fn stack_network(&self) -> Option<&str> {
         match &self.network {
             NetworkAttachment::Stack { name, .. } => Some(name),

@@ -108,7 +108,10 @@ pub fn container_spec(
             }
             NetworkAttachment::Mode(mode.to_owned())
         }
-        None => NetworkAttachment::Stack { name: stack.network.clone(), aliases: service.aliases.clone() },
+        None => NetworkAttachment::Stack {
+            name: service.network(stack).unwrap_or_else(|| stack.network.clone()),
+            aliases: service.aliases.clone(),
+        },
     };
     if matches!(&network, NetworkAttachment::Mode(m) if m == "host") && !ports.is_empty() {
         return Err(invalid("publishes ports but shares the host's network (network_mode = \"host\")".to_owned()));
@@ -204,7 +207,10 @@ mod tests {
             (m.source.as_str(), m.target.as_str(), m.read_only),
             ("/etc/e/naive-client.json", "/etc/naive/config.json", true)
         );
-        assert_eq!(spec.stack_network(), Some("oxpulse-partner"));
+        assert_eq!(spec.stack_network(), Some("oxpulse-partner-naive"), "a channel client has its own network");
+        let sfu = Stack::partner_edge().service("sfu").unwrap().clone();
+        let spec = container_spec(&sfu, &meta, &files(&[])).unwrap();
+        assert_eq!(spec.stack_network(), Some("oxpulse-partner"), "the other services share the stack network");
     }
 
     #[test]

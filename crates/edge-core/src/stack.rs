@@ -143,6 +143,10 @@ pub struct Service {
     /// `host` to share the host's network instead of the stack network.
     #[serde(default)]
     pub network_mode: Option<String>,
+    /// Join a bridge network of its own ([`Service::network`]) instead of the stack network:
+    /// no other container of the stack reaches it, while its published ports still answer.
+    #[serde(default)]
+    pub own_network: bool,
     /// User to run as (`uid:gid` or name).
     #[serde(default)]
     pub user: Option<String>,
@@ -173,6 +177,20 @@ pub struct Service {
 
 fn default_restart() -> String {
     "unless-stopped".to_owned()
+}
+
+impl Service {
+    /// The bridge network it joins: its own (`STACK-NETWORK-SERVICE`) or the stack's; `None`
+    /// with a `network_mode` such as `host`.
+    pub fn network(&self, stack: &StackMeta) -> Option<String> {
+        if self.network_mode.as_deref().is_some_and(|m| !m.trim().is_empty()) {
+            None
+        } else if self.own_network {
+            Some(format!("{}-{}", stack.network, self.name))
+        } else {
+            Some(stack.network.clone())
+        }
+    }
 }
 
 /// A published port.
@@ -373,6 +391,7 @@ const PARTNER_EDGE_TEMPLATES: &[(&str, &str)] = &[
     ("naive-client.json.tera", include_str!("../stacks/partner-edge/templates/naive-client.json.tera")),
     ("xray-client.json.tera", include_str!("../stacks/partner-edge/templates/xray-client.json.tera")),
     ("hysteria2-client.yaml.tera", include_str!("../stacks/partner-edge/templates/hysteria2-client.yaml.tera")),
+    ("turnserver.conf.tera", include_str!("../stacks/partner-edge/templates/turnserver.conf.tera")),
     ("edge-watchdog.service.tera", include_str!("../stacks/partner-edge/templates/edge-watchdog.service.tera")),
     ("edge-watchdog.timer.tera", include_str!("../stacks/partner-edge/templates/edge-watchdog.timer.tera")),
 ];
@@ -409,6 +428,17 @@ impl Stack {
     /// A service by name.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Every network its services may join: the stack network first, then each own network.
+    pub fn networks(&self) -> Vec<String> {
+        let mut out = vec![self.stack.network.clone()];
+        for n in self.services.iter().filter_map(|s| s.network(&self.stack)) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        out
     }
 
     /// A template by name.
@@ -513,6 +543,18 @@ impl Stack {
                 if self.service(d).is_none() {
                     return Err(format!("service {:?} depends on unknown service {d:?}", s.name));
                 }
+            }
+            if s.own_network && s.network(&self.stack).is_none() {
+                return Err(format!(
+                    "service {:?} asks for its own network but shares the host's (network_mode)",
+                    s.name
+                ));
+            }
+            if s.own_network && s.name.bytes().any(|b| !(b.is_ascii_alphanumeric() || b"_.-".contains(&b))) {
+                return Err(format!(
+                    "service {:?} names its own network: use letters, digits, '_', '.' or '-'",
+                    s.name
+                ));
             }
             if let Some(k) = s.env.keys().find(|k| !is_env_key(k)) {
                 return Err(format!("service {:?} has an invalid env name {k:?}", s.name));
@@ -714,6 +756,26 @@ mod tests {
             let expected = format!("service \"caddy\" tmpfs {bad:?} must be an absolute path without '..'");
             check(&|s| s.tmpfs = vec![bad.into()], Some(&expected));
         }
+    }
+
+    #[test]
+    fn channel_clients_join_networks_of_their_own() {
+        let s = Stack::partner_edge();
+        let network = |name: &str| s.service(name).unwrap().network(&s.stack);
+        assert_eq!(network("xray").as_deref(), Some("oxpulse-partner-xray"));
+        assert_eq!(network("naive").as_deref(), Some("oxpulse-partner-naive"));
+        assert_eq!(network("sfu").as_deref(), Some("oxpulse-partner"));
+        assert_eq!(network("caddy"), None, "Caddy is on the host network");
+        assert_eq!(
+            s.networks(),
+            ["oxpulse-partner", "oxpulse-partner-xray", "oxpulse-partner-hysteria2", "oxpulse-partner-naive"]
+        );
+        let mut bad = s.clone();
+        bad.services[0].own_network = true;
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "service \"caddy\" asks for its own network but shares the host's (network_mode)"
+        );
     }
 
     #[test]

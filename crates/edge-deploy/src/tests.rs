@@ -171,7 +171,7 @@ fn a_fresh_install_deploys_every_configured_channel_and_records_it() {
     let pool: Vec<&str> = record.pool.as_ref().unwrap().iter().map(|m| m.channel.as_str()).collect();
     assert_eq!(pool, ["xray", "hysteria2", "naive"]);
     assert_eq!(record.partner_id.as_deref(), Some("acme"));
-    assert_eq!(report.identity_created, ["EDGE_REALITY", "AWG", "EDGE_TOKEN", "SPEC_HASH_KEY"]);
+    assert_eq!(report.identity_created, ["EDGE_REALITY", "AWG", "EDGE_TOKEN", "TURN_SECRET", "SPEC_HASH_KEY"]);
     let xray = format!("127.0.0.1:{}/tcp", h.variable("XRAY_HTTP_PORT"));
     assert!(report.listening.contains(&xray), "{:?}", report.listening);
 }

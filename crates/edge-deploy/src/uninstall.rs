@@ -30,7 +30,7 @@ pub struct UninstallReport {
     pub backup: Option<PathBuf>,
     /// Containers removed.
     pub containers_removed: Vec<String>,
-    /// Whether the stack's network was removed.
+    /// Whether any of the stack's networks was removed.
     pub network_removed: bool,
     /// Named volumes removed.
     pub volumes_removed: Vec<String>,
@@ -81,13 +81,14 @@ pub async fn uninstall<E: Engine>(
         }
     }
 
-    let network_removed = match engine.remove_network(&stack.stack.network).await {
-        Ok(removed) => removed,
-        Err(e) => {
-            warnings.push(e.to_string());
-            false
+    // The stack network and the channel clients' own networks.
+    let mut network_removed = false;
+    for network in stack.networks() {
+        match engine.remove_network(&network).await {
+            Ok(removed) => network_removed |= removed,
+            Err(e) => warnings.push(e.to_string()),
         }
-    };
+    }
 
     let (mut volumes_removed, mut volumes_kept) = (Vec::new(), Vec::new());
     for v in &stack.volumes {

@@ -371,7 +371,8 @@ impl Renderer {
         ctx
     }
 
-    /// The full context: also `channels`, `pool` and `services` (each file mount with its host `source`).
+    /// The full context: also `channels`, `pool`, `networks` and `services` (each with the
+    /// bridge `network` it joins, each file mount with its host `source`).
     fn context(&self, vars: &Variables, state: &Evaluated) -> Result<Context, RenderError> {
         let mut ctx = self.base_context(vars);
         let config_dir = vars.get("CONFIG_DIR").unwrap_or_default();
@@ -390,9 +391,18 @@ impl Renderer {
                     f["source"] = Value::String(format!("{}/{output}", config_dir.trim_end_matches('/')));
                 }
             }
+            value["network"] = s.network(&self.stack().stack).map_or(Value::Null, Value::String);
             services.push(value);
         }
         ctx.insert("services", &services);
+        // The stack network and the own networks of the services deployed, nothing else.
+        let mut networks = vec![self.stack().stack.network.clone()];
+        for n in state.services.iter().filter_map(|s| s.network(&self.stack().stack)) {
+            if !networks.contains(&n) {
+                networks.push(n);
+            }
+        }
+        ctx.insert("networks", &networks);
         ctx.insert("pool", &state.pool);
         ctx.insert("channels", &state.channels);
         Ok(ctx)
