@@ -147,7 +147,7 @@ impl<'e, E: Engine> Deployer<'e, E> {
     }
 
     /// The id of each desired image. An image the engine lacks is
-    /// [`DeployError::ImageMissing`]: nothing is pulled.
+    /// [`DeployError::ImageMissing`]: pulls happen before, see [`crate::registry::pull`].
     pub async fn image_ids(&self, desired: &[Desired]) -> Result<BTreeMap<String, String>, DeployError> {
         let mut refs: BTreeMap<&str, &str> = BTreeMap::new();
         for d in desired {
@@ -501,7 +501,7 @@ mod tests {
         let err = Deployer::new(&engine).plan("s", vec![desired("a", &[])], &spec_key()).await.unwrap_err().to_string();
         assert_eq!(
             err,
-            "image img:1 of service a is not on the docker engine; build or load it, or pass --images a=REF"
+            "image img:1 of service a is not on the docker engine; pull it (--pull missing), build or load it, or pass --images a=REF"
         );
     }
 
