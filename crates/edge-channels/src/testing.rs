@@ -159,6 +159,11 @@ impl FakeEngine {
         });
     }
 
+    /// Removes image `reference` from the engine, as `docker rmi` would.
+    pub fn remove_image(&self, reference: &str) {
+        self.with(|s| s.images.remove(reference));
+    }
+
     /// A registry offers image `reference`: a pull of it succeeds and gives it a fresh id
     /// (another than a local image of that reference has, as a newer push would).
     pub fn publish(&self, reference: &str) {
