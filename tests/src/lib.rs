@@ -4,5 +4,6 @@ pub mod alertmanager;
 pub mod caddy;
 pub mod docker;
 pub mod naive_tarball;
+pub mod registry;
 pub mod telegram;
 pub mod upstream;
