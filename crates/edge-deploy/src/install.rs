@@ -203,9 +203,7 @@ pub async fn install<E: Engine>(
     // Every pull succeeds before any container is stopped, created or removed.
     let mut pulls = images_to_pull(engine, &desired_first, request.pull).await?;
     let plan = if request.dry_run {
-        for p in &pulls {
-            note(format!("    would pull {} from {}", p.image, p.registry));
-        }
+        // The report lists the pulls.
         let pending = pulls.iter().map(|p| p.image.clone()).collect();
         deployer.plan_pending(&name, desired_first.clone(), &spec_key, &pending).await?
     } else {
