@@ -154,10 +154,18 @@ fn wrong_credentials_fail_with_exit_1_and_change_nothing() {
 }
 
 #[test]
-fn an_unknown_tag_and_a_registry_that_is_down_are_clear_errors_before_anything_is_deployed() {
+fn no_credentials_an_unknown_tag_and_a_registry_that_is_down_are_clear_errors_before_anything_is_deployed() {
     let mut p = pushed("pull-down");
     let config = p.registry.docker_config("good", p.registry.password()).unwrap();
     let host = p.registry.host();
+
+    let empty = p.registry.dir().join("no-credentials");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = p.install(&empty, &[]);
+    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let none = format!("and {} has none for it", empty.join("config.json").display());
+    assert!(err.contains(&format!("registry {host} wants credentials to pull ")) && err.contains(&none), "{err}");
 
     let unknown = format!("{host}/{}/standin:no-such-tag", p.stack.name);
     let flag = format!("{},xray={unknown}", p.images.flag());
