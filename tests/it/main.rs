@@ -6,6 +6,7 @@ mod deploy;
 mod first_alert;
 mod lifecycle;
 mod privileges;
+mod pull;
 mod recreate;
 mod release;
 mod render;

@@ -81,12 +81,19 @@ pub async fn ensure_image(images: &Images, tag: &str, context: &BuildContext) ->
 /// The stand-in's build context: the binary, a copy at `/usr/bin/wget` for health checks,
 /// killed at once on stop (it has no signal handling as PID 1).
 pub fn standin_context(binary: &Path, healthy: bool) -> anyhow::Result<BuildContext> {
+    standin_context_marked(binary, healthy, None)
+}
+
+/// The stand-in's context; with a `marker`, its first layer is a file holding the marker (see
+/// [`marker_layer`]).
+pub fn standin_context_marked(binary: &Path, healthy: bool, marker: Option<&str>) -> anyhow::Result<BuildContext> {
     let mut context = BuildContext::new();
+    let first = marker_layer(&mut context, marker)?;
     let bytes = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
     context.add_file("edge-standin", bytes, 0o755)?;
     let env = if healthy { "" } else { "ENV STANDIN_HEALTH=fail\n" };
     let dockerfile = format!(
-        "FROM scratch\nCOPY edge-standin /usr/bin/edge-standin\nCOPY edge-standin /usr/bin/wget\n{env}STOPSIGNAL SIGKILL\nEXPOSE 3080\nENTRYPOINT [\"/usr/bin/edge-standin\"]\n"
+        "FROM scratch\n{first}COPY edge-standin /usr/bin/edge-standin\nCOPY edge-standin /usr/bin/wget\n{env}STOPSIGNAL SIGKILL\nEXPOSE 3080\nENTRYPOINT [\"/usr/bin/edge-standin\"]\n"
     );
     context.add_file("Dockerfile", dockerfile.into_bytes(), 0o644)?;
     Ok(context)
@@ -95,8 +102,17 @@ pub fn standin_context(binary: &Path, healthy: bool) -> anyhow::Result<BuildCont
 /// Caddy's build context: the host's binary and the shared libraries `ldd` lists for it, at
 /// the same paths, `FROM scratch`.
 pub fn caddy_context(caddy: &Path) -> anyhow::Result<BuildContext> {
+    caddy_context_marked(caddy, None)
+}
+
+/// Caddy's context; with a `marker`, its first layer is a file holding the marker (see
+/// [`marker_layer`]).
+pub fn caddy_context_marked(caddy: &Path, marker: Option<&str>) -> anyhow::Result<BuildContext> {
     let mut context = BuildContext::new();
-    let mut dockerfile = scratch_with_binary(&mut context, caddy, "/usr/bin/caddy")?;
+    let first = marker_layer(&mut context, marker)?;
+    let dockerfile = scratch_with_binary(&mut context, caddy, "/usr/bin/caddy")?;
+    // The marker goes first so that every layer above it is unique to this image.
+    let mut dockerfile = dockerfile.replacen("FROM scratch\n", &format!("FROM scratch\n{first}"), 1);
     context.add_file("empty", Vec::new(), 0o644)?;
     for dir in ["/config", "/data", "/tmp", "/etc/caddy"] {
         dockerfile.push_str(&format!("COPY empty {dir}/.keep\n"));
@@ -141,6 +157,15 @@ fn scratch_with_binary(context: &mut BuildContext, binary: &Path, target: &str) 
         dockerfile.push_str(&format!("COPY {name} {}\n", lib.display()));
     }
     Ok(dockerfile)
+}
+
+/// With a `marker`, adds a file holding it to `context` and returns the Dockerfile line that
+/// copies it in. As the image's first layer it gives every layer above a new chain id, so the
+/// engine shares none of them with another image and a pull downloads them all.
+fn marker_layer(context: &mut BuildContext, marker: Option<&str>) -> anyhow::Result<String> {
+    let Some(marker) = marker else { return Ok(String::new()) };
+    context.add_file("edge-marker", marker.as_bytes().to_vec(), 0o644)?;
+    Ok("COPY edge-marker /.edge-marker\n".to_owned())
 }
 
 /// The absolute library paths (and loader) `ldd` lists for a binary; empty for a static one.

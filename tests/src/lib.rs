@@ -4,6 +4,7 @@ pub mod alertmanager;
 pub mod caddy;
 pub mod docker;
 pub mod naive_tarball;
+pub mod registry;
 pub mod systemd;
 pub mod telegram;
 pub mod turn;

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: provision what the suite needs (Docker engine, Caddy,
-//! coturn, promtool, Alertmanager, docker-compose), then run every check CI runs.
+//! coturn, promtool, Alertmanager, docker-compose, the reference registry), then run every
+//! check CI runs.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-compose", "docker-compose"),
     ("dockerd", "docker.io"),
     ("/usr/bin/time", "time"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
 ];
 
 /// Options of `cargo xtask test`.

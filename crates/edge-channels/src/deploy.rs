@@ -146,9 +146,14 @@ impl<'e, E: Engine> Deployer<'e, E> {
         Ok(found)
     }
 
-    /// The id of each desired image. An image the engine lacks is
-    /// [`DeployError::ImageMissing`]: nothing is pulled.
-    pub async fn image_ids(&self, desired: &[Desired]) -> Result<BTreeMap<String, String>, DeployError> {
+    /// The id of each desired image the engine has. An image it lacks is
+    /// [`DeployError::ImageMissing`] unless it is among `pending` (to be pulled before the
+    /// plan is applied); pulls happen before, see [`crate::registry::pull`].
+    pub async fn image_ids(
+        &self,
+        desired: &[Desired],
+        pending: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, String>, DeployError> {
         let mut refs: BTreeMap<&str, &str> = BTreeMap::new();
         for d in desired {
             refs.entry(d.spec.image.as_str()).or_insert(d.service.as_str());
@@ -157,7 +162,8 @@ impl<'e, E: Engine> Deployer<'e, E> {
         let mut ids = BTreeMap::new();
         for ((image, service), id) in refs.into_iter().zip(lookups) {
             match id? {
-                Some(id) => ids.insert(image.to_owned(), id),
+                Some(id) => drop(ids.insert(image.to_owned(), id)),
+                None if pending.contains(image) => {}
                 None => {
                     return Err(DeployError::ImageMissing { service: service.to_owned(), image: image.to_owned() });
                 }
@@ -167,11 +173,24 @@ impl<'e, E: Engine> Deployer<'e, E> {
     }
 
     /// Plans the deployment of `desired` for `stack` against what the engine has, spec
-    /// hashes keyed with the host's `key` (see [`plan()`]).
+    /// hashes keyed with the host's `key` (see [`plan()`]). Every image must be on the engine.
     pub async fn plan(&self, stack: &str, desired: Vec<Desired>, key: &SpecHashKey) -> Result<Plan, DeployError> {
+        self.plan_pending(stack, desired, key, &BTreeSet::new()).await
+    }
+
+    /// [`Deployer::plan`] before the images in `pending` are pulled, for a dry run: they may
+    /// be missing, and a container of one is kept unless its spec changed. The real run plans
+    /// again once they are pulled, so that a newer image recreates its containers.
+    pub async fn plan_pending(
+        &self,
+        stack: &str,
+        desired: Vec<Desired>,
+        key: &SpecHashKey,
+        pending: &BTreeSet<String>,
+    ) -> Result<Plan, DeployError> {
         let names: Vec<&str> = desired.iter().map(Desired::name).collect();
         let actual = self.current(stack, &names).await?;
-        let images = self.image_ids(&desired).await?;
+        let images = self.image_ids(&desired, pending).await?;
         plan(stack, desired, &actual, &images, key)
     }
 
@@ -501,7 +520,7 @@ mod tests {
         let err = Deployer::new(&engine).plan("s", vec![desired("a", &[])], &spec_key()).await.unwrap_err().to_string();
         assert_eq!(
             err,
-            "image img:1 of service a is not on the docker engine; build or load it, or pass --images a=REF"
+            "image img:1 of service a is not on the docker engine; pull it (--pull missing), build or load it, or pass --images a=REF"
         );
     }
 

@@ -10,22 +10,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthConfig,
     HealthStatusEnum, HostConfig, HostConfigLogConfig, MountPoint, NetworkCreateRequest, NetworkingConfig, PortBinding,
     RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
+use bollard::query_parameters::CreateImageOptions;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
     RestartContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::engine::{
     ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, Mount, MountKind,
-    NetworkAttachment, check_volume_path, is_anonymous_volume_name,
+    NetworkAttachment, PullProgress, PulledImage, check_volume_path, is_anonymous_volume_name,
 };
+use crate::registry::RegistryCredentials;
 use crate::{DeployError, EngineError};
 
 /// The oldest engine API the driver is tested against (Docker 20.10).
@@ -72,6 +75,16 @@ impl DockerEngine {
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+}
+
+/// The repository and the tag (or digest) the engine's pull takes for `reference`; no tag
+/// means `latest`, as the docker CLI pulls.
+fn pull_target(reference: &str) -> (&str, &str) {
+    if let Some((repo, digest)) = reference.split_once('@') {
+        return (repo, digest);
+    }
+    let (repo, tag) = crate::image::split_reference(reference);
+    (repo, tag.unwrap_or("latest"))
 }
 
 /// Whether `version` (`MAJOR.MINOR`) is at least `min`.
@@ -482,6 +495,43 @@ impl Engine for DockerEngine {
         }
     }
 
+    async fn pull_image(
+        &self,
+        reference: &str,
+        credentials: Option<&RegistryCredentials>,
+        on_progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<PulledImage, EngineError> {
+        let (repo, tag) = pull_target(reference);
+        // An empty tag would pull every tag of the repository.
+        let options =
+            CreateImageOptions { from_image: Some(repo.to_owned()), tag: Some(tag.to_owned()), ..Default::default() };
+        let credentials = credentials.map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(crate::registry::registry_of(reference).to_owned()),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        let mut layers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(engine_error)?;
+            let (Some(id), Some(detail)) = (info.id, info.progress_detail) else { continue };
+            if info.status.as_deref() != Some("Downloading") {
+                continue;
+            }
+            let clamp = |v: Option<i64>| v.map_or(0, |v| v.max(0) as u64);
+            layers.insert(id, (clamp(detail.current), clamp(detail.total)));
+            let (downloaded, total) = layers.values().fold((0, 0), |(d, t), (c, n)| (d + c, t + n));
+            on_progress(PullProgress { downloaded, total });
+        }
+        let image = self.docker.inspect_image(reference).await.map_err(engine_error)?;
+        Ok(PulledImage {
+            reference: reference.to_owned(),
+            id: image.id.unwrap_or_default(),
+            size: image.size.map_or(0, |s| s.max(0) as u64),
+        })
+    }
+
     async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<bool, DeployError> {
         let error = |source| DeployError::CreateNetwork { name: name.to_owned(), source };
         match self.docker.inspect_network(name, None).await {
@@ -641,6 +691,16 @@ mod tests {
         fn api_versions_order_like_numbers(a in 0u32..5, b in 0u32..100) {
             proptest::prop_assert_eq!(api_at_least(&format!("{a}.{b}"), (1, 41)), (a, b) >= (1, 41));
         }
+    }
+
+    #[test]
+    fn pulls_name_a_tag_or_digest_always() {
+        let check =
+            |reference: &str, expected: (&str, &str)| assert_eq!(pull_target(reference), expected, "{reference}");
+        check("127.0.0.1:5000/edge/caddy:dev", ("127.0.0.1:5000/edge/caddy", "dev"));
+        check("127.0.0.1:5000/edge/caddy", ("127.0.0.1:5000/edge/caddy", "latest"));
+        check("caddy", ("caddy", "latest"));
+        check("caddy@sha256:0123", ("caddy", "sha256:0123"));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use edge_core::{Healthcheck, LogRotation, SpecHashKey};
 use serde::Serialize;
 
-use crate::DeployError;
+use crate::registry::RegistryCredentials;
+use crate::{DeployError, EngineError};
 
 /// Label holding the keyed hash of a container's full spec (including mounted file contents):
 /// see [`ContainerSpec::spec_hash`].
@@ -338,6 +339,26 @@ pub struct EngineVersion {
     pub endpoint: String,
 }
 
+/// How far a pull has got, summed over the image's layers the engine has announced so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PullProgress {
+    /// Bytes downloaded.
+    pub downloaded: u64,
+    /// Bytes to download, as far as known.
+    pub total: u64,
+}
+
+/// An image the engine pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PulledImage {
+    /// The reference pulled.
+    pub reference: String,
+    /// The id the engine now has for it.
+    pub id: String,
+    /// Its size on the engine, in bytes.
+    pub size: u64,
+}
+
 /// Checks that `path` is a plain relative path inside a volume: not empty, no leading `/`,
 /// and no `.`, `..` or empty parts, so that it can never leave the volume.
 pub(crate) fn check_volume_path(volume: &str, path: &str) -> Result<(), DeployError> {
@@ -399,6 +420,16 @@ pub trait Engine: Send + Sync {
 
     /// The id of an image; `None` if the engine does not have it.
     fn image_id(&self, reference: &str) -> impl Future<Output = Result<Option<String>, DeployError>> + Send;
+
+    /// Pulls `reference` from its registry with `credentials` (none: anonymously), telling
+    /// `on_progress` how far it got. The error is the engine's answer, which
+    /// [`crate::registry::pull`] turns into one naming the image and the registry.
+    fn pull_image(
+        &self,
+        reference: &str,
+        credentials: Option<&RegistryCredentials>,
+        on_progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> impl Future<Output = Result<PulledImage, EngineError>> + Send;
 
     /// Creates a bridge network unless it exists; returns whether it was created.
     fn ensure_network(

@@ -128,15 +128,87 @@ pub enum DeployError {
         /// The cause.
         source: EngineError,
     },
-    /// A service's image is not on the engine (nothing is pulled).
+    /// A service's image is not on the engine, and was not to be pulled (`--pull never`).
     #[error(
-        "image {image} of service {service} is not on the docker engine; build or load it, or pass --images {service}=REF"
+        "image {image} of service {service} is not on the docker engine; pull it (--pull missing), build or load it, or pass --images {service}=REF"
     )]
     ImageMissing {
         /// Service name.
         service: String,
         /// Image reference.
         image: String,
+    },
+    /// The docker CLI's config (`$DOCKER_CONFIG/config.json`) cannot be read; its
+    /// credentials are never part of the message.
+    #[error("cannot read the docker config {}: {message}", path.display())]
+    DockerConfig {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong, naming the entry but never its value.
+        message: String,
+    },
+    /// The registry refused the credentials the docker config holds for it.
+    #[error(
+        "registry {registry} refused the credentials for {image} (from {}): {source}; fix them with docker login {registry}",
+        config.display()
+    )]
+    RegistryRefused {
+        /// Image reference.
+        image: String,
+        /// Registry host.
+        registry: String,
+        /// The docker config the credentials came from.
+        config: std::path::PathBuf,
+        /// The engine's answer.
+        source: EngineError,
+    },
+    /// The registry wants credentials and the docker config has none for it.
+    #[error(
+        "registry {registry} wants credentials to pull {image} and {} has none for it{}: {source}; run docker login {registry} or set DOCKER_CONFIG to the folder whose config.json has them",
+        config.display(),
+        helper.as_deref().map(|h| format!(" (its credentials are kept by {h}, which edge does not run; add an auths entry)")).unwrap_or_default()
+    )]
+    RegistryNeedsCredentials {
+        /// Image reference.
+        image: String,
+        /// Registry host.
+        registry: String,
+        /// The docker config looked in.
+        config: std::path::PathBuf,
+        /// The credential helper the config names for the registry, e.g. `docker-credential-pass`.
+        helper: Option<String>,
+        /// The engine's answer.
+        source: Box<EngineError>,
+    },
+    /// The registry did not answer.
+    #[error("cannot reach registry {registry} to pull {image}: {source}; is the registry up and its address right?")]
+    RegistryUnreachable {
+        /// Image reference.
+        image: String,
+        /// Registry host.
+        registry: String,
+        /// The engine's answer.
+        source: EngineError,
+    },
+    /// The registry has no such repository or tag.
+    #[error("registry {registry} has no image {image}: {source}; check the repository and the tag")]
+    ImageNotInRegistry {
+        /// Image reference.
+        image: String,
+        /// Registry host.
+        registry: String,
+        /// The engine's answer.
+        source: EngineError,
+    },
+    /// Pulling an image failed otherwise.
+    #[error("cannot pull {image} from registry {registry}: {source}")]
+    PullImage {
+        /// Image reference.
+        image: String,
+        /// Registry host.
+        registry: String,
+        /// The engine's answer.
+        source: EngineError,
     },
     /// Creating or inspecting a network failed.
     #[error("cannot create network {name}: {source}")]

@@ -26,7 +26,6 @@
 #![deny(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -311,23 +310,7 @@ pub struct RunOutput {
     pub stderr: String,
 }
 
-/// Registry credentials for a push. `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryCredentials {
-    /// The registry user.
-    pub username: String,
-    /// The password or token.
-    pub password: String,
-}
-
-impl fmt::Debug for RegistryCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryCredentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+pub use crate::registry::RegistryCredentials;
 
 /// Splits `registry:port/repo:tag` into `("registry:port/repo", Some("tag"))`.
 ///

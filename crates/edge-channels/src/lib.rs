@@ -54,6 +54,7 @@ pub mod events;
 pub mod image;
 mod plan;
 pub mod prober;
+pub mod registry;
 mod spec;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -63,7 +64,7 @@ pub use docker::DockerEngine;
 pub use engine::{
     ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_CHANNEL,
     LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_SPEC_HASH, LABEL_STACK, Mount, MountKind, NO_NEW_PRIVILEGES,
-    NetworkAttachment, PublishedPort, Security,
+    NetworkAttachment, PublishedPort, PullProgress, PulledImage, Security,
 };
 pub use error::{DeployError, EngineError};
 pub use plan::{Action, ActionKind, Desired, Plan, PlanEntry, plan, waves};

@@ -31,8 +31,9 @@ use edge_core::SpecHashKey;
 
 use crate::engine::{
     ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_STACK, Mount, MountKind,
-    NetworkAttachment, check_volume_path,
+    NetworkAttachment, PullProgress, PulledImage, check_volume_path,
 };
+use crate::registry::RegistryCredentials;
 use crate::{DeployError, EngineError};
 
 /// A minimal spec: container `name` from `image`, of stack `s` on network `net`, with no
@@ -75,6 +76,12 @@ struct State {
     volumes: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     unhealthy: BTreeMap<String, String>,
     fail_start: BTreeMap<String, String>,
+    /// What a registry offers: reference → the id a pull gives it.
+    registry: BTreeMap<String, String>,
+    /// Pulls that fail, with the engine's answer.
+    fail_pull: BTreeMap<String, EngineError>,
+    /// References pulled, in order, with whether credentials came along.
+    pulled: Vec<(String, bool)>,
     calls: Vec<&'static str>,
     next_id: u64,
 }
@@ -150,6 +157,35 @@ impl FakeEngine {
             let id = format!("sha256:{}", s.images.len());
             s.images.entry(reference.to_owned()).or_insert(id);
         });
+    }
+
+    /// Removes image `reference` from the engine, as `docker rmi` would.
+    pub fn remove_image(&self, reference: &str) {
+        self.with(|s| s.images.remove(reference));
+    }
+
+    /// A registry offers image `reference`: a pull of it succeeds and gives it a fresh id
+    /// (another than a local image of that reference has, as a newer push would).
+    pub fn publish(&self, reference: &str) {
+        self.with(|s| {
+            let id = format!("sha256:pulled-{}", s.registry.len());
+            s.registry.insert(reference.to_owned(), id);
+        });
+    }
+
+    /// A pull of `reference` fails with the engine's answer `status` and `message`.
+    pub fn fail_pull(&self, reference: &str, status: u16, message: &str) {
+        self.with(|s| s.fail_pull.insert(reference.to_owned(), EngineError::new(Some(status), message)));
+    }
+
+    /// The references pulled so far, in order.
+    pub fn pulled(&self) -> Vec<String> {
+        self.with(|s| s.pulled.iter().map(|(r, _)| r.clone()).collect())
+    }
+
+    /// Whether the pull of `reference` carried credentials (the last one, if pulled twice).
+    pub fn pulled_with_credentials(&self, reference: &str) -> Option<bool> {
+        self.with(|s| s.pulled.iter().rev().find(|(r, _)| r == reference).map(|(_, c)| *c))
     }
 
     /// Containers made from image `reference` get an anonymous volume at `path` unless a mount
@@ -234,7 +270,7 @@ impl FakeEngine {
 
     /// How often operation `op` was called: `create`, `start`, `stop`, `remove`, `kill`,
     /// `create_network`, `create_volume` (counting only actual creations), `remove_volume`,
-    /// `write_volume_file` or `read_volume_file`.
+    /// `write_volume_file`, `read_volume_file` or `pull`.
     pub fn calls_of(&self, op: &str) -> usize {
         self.with(|s| s.calls.iter().filter(|c| **c == op).count())
     }
@@ -337,6 +373,29 @@ impl Engine for FakeEngine {
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>, DeployError> {
         Ok(self.with(|s| s.images.get(reference).cloned()))
+    }
+
+    async fn pull_image(
+        &self,
+        reference: &str,
+        credentials: Option<&RegistryCredentials>,
+        on_progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<PulledImage, EngineError> {
+        let pulled = self.with(|s| {
+            s.calls.push("pull");
+            s.pulled.push((reference.to_owned(), credentials.is_some()));
+            if let Some(e) = s.fail_pull.get(reference) {
+                return Err(e.clone());
+            }
+            let Some(id) = s.registry.get(reference).cloned() else {
+                let message = format!("manifest for {reference} not found: manifest unknown: manifest unknown");
+                return Err(EngineError::new(Some(404), message));
+            };
+            s.images.insert(reference.to_owned(), id.clone());
+            Ok(PulledImage { reference: reference.to_owned(), id, size: 1024 })
+        })?;
+        on_progress(PullProgress { downloaded: pulled.size, total: pulled.size });
+        Ok(pulled)
     }
 
     async fn ensure_network(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<bool, DeployError> {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use edge_deploy::PullPolicy;
 
 /// Deploy and keep healthy a multi-channel edge node on a Docker host.
 #[derive(Debug, Parser)]
@@ -112,6 +113,12 @@ fn parse_assignment(text: &str) -> Result<Assignment, String> {
     Ok(Assignment { key, value })
 }
 
+/// `--pull`: its words shown in `--help`, then the policy (the words were checked already).
+fn parse_pull() -> impl clap::builder::TypedValueParser<Value = PullPolicy> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(PullPolicy::VALUES).map(|s| s.parse().unwrap_or_default())
+}
+
 fn parse_image(text: &str) -> Result<ImageOverride, String> {
     match text.trim().split_once('=') {
         Some((s, i)) if !s.trim().is_empty() && !i.trim().is_empty() => {
@@ -202,6 +209,9 @@ pub struct InstallFlags {
     /// How long to wait for containers to become healthy.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub health_timeout: Duration,
+    /// Which images to pull before anything changes, with the registry credentials of $DOCKER_CONFIG/config.json (~/.docker/config.json).
+    #[arg(long, value_name = "WHEN", default_value = "missing", value_parser = parse_pull())]
+    pub pull: PullPolicy,
     /// Variables.
     #[command(flatten)]
     pub vars: VariableArgs,

@@ -24,6 +24,7 @@ use edge_render::{NodeConfigSource, RenderedStack, Renderer, Source, VariableSou
 use serde::Serialize;
 
 use crate::identity::{self, NODE_CONFIG};
+use crate::pull::{ImagePull, PullPolicy, images_to_pull, pull_all};
 use crate::{Node, OpError, Progress, ProgressSink};
 
 /// Free space the config and state dirs need, in KiB.
@@ -52,6 +53,11 @@ pub struct InstallRequest {
     /// Check this host's free disk and the ports to publish before anything changes. Off when
     /// the engine is not on this host (or is the in-memory one): its ports are not ours to probe.
     pub host_checks: bool,
+    /// Which images to pull before anything changes.
+    pub pull: PullPolicy,
+    /// The docker CLI's config dir (`$DOCKER_CONFIG`, `~/.docker`) whose `config.json` holds
+    /// registry credentials; `None` pulls without credentials.
+    pub docker_config: Option<PathBuf>,
 }
 
 impl Default for InstallRequest {
@@ -66,6 +72,8 @@ impl Default for InstallRequest {
             pool_wait: Duration::from_secs(30),
             alerts: AlertChanges::default(),
             host_checks: true,
+            pull: PullPolicy::default(),
+            docker_config: None,
         }
     }
 }
@@ -141,6 +149,8 @@ pub struct InstallReport {
     pub channels: Vec<ChannelReport>,
     /// Readiness of the service containers (those carrying no channel).
     pub services: BTreeMap<String, Readiness>,
+    /// Images pulled (or, in a dry run, to pull) before any container was touched.
+    pub pulls: Vec<ImagePull>,
     /// What was (or, in a dry run, would be) done; kept containers are left out after a real run.
     pub plan: Vec<PlanEntry>,
     /// Identity files created.
@@ -218,7 +228,19 @@ pub async fn install<E: Engine>(
     }
     let desired_first = desired(&first, &images, paths, stack)?;
     let deployer = Deployer::new(engine);
-    let plan = deployer.plan(&name, desired_first.clone(), &spec_key).await?;
+    // Every pull succeeds before any container is stopped, created or removed.
+    let mut pulls = images_to_pull(engine, &desired_first, request.pull).await?;
+    let plan = if request.dry_run {
+        // The report lists the pulls.
+        let pending = pulls.iter().map(|p| p.image.clone()).collect();
+        deployer.plan_pending(&name, desired_first.clone(), &spec_key, &pending).await?
+    } else {
+        if !pulls.is_empty() {
+            step(&format!("pull {} image{}", pulls.len(), if pulls.len() == 1 { "" } else { "s" }));
+        }
+        pull_all(engine, &mut pulls, request.docker_config.as_ref(), progress).await?;
+        deployer.plan(&name, desired_first.clone(), &spec_key).await?
+    };
     if request.host_checks {
         check_ports(&plan)?;
     }
@@ -232,6 +254,7 @@ pub async fn install<E: Engine>(
             engine: version,
             channels: channel_reports(&first, stack, &BTreeMap::new()),
             services: BTreeMap::new(),
+            pulls,
             plan: plan.entries(),
             identity_created,
             restored,
@@ -367,6 +390,7 @@ pub async fn install<E: Engine>(
         engine: version,
         channels,
         services: service_readiness,
+        pulls,
         plan: executed,
         identity_created,
         restored,

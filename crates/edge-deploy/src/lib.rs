@@ -61,6 +61,7 @@ pub mod metrics;
 mod node;
 mod observe;
 mod progress;
+mod pull;
 #[cfg(test)]
 mod tests;
 mod uninstall;
@@ -73,4 +74,5 @@ pub use lifecycle::{LifecycleReport, LifecycleRequest, ServiceState, Verb, resta
 pub use node::Node;
 pub use observe::{ChannelView, ContainerView, EngineView, MetricsView, Observation, default_metrics_url, observe};
 pub use progress::{Progress, ProgressSink, quiet};
+pub use pull::{ImagePull, PullPolicy};
 pub use uninstall::{UninstallReport, UninstallRequest, uninstall};

@@ -15,7 +15,8 @@ use edge_core::secrets::SPEC_HASH_KEY_FILE;
 use edge_core::{ChannelsStatus, InstallRecord, StackBundle};
 
 use crate::identity::identity_files;
-use crate::{InstallRequest, LifecycleRequest, Node, Outcome, UninstallRequest, install, quiet};
+use crate::{InstallRequest, LifecycleRequest, Node, Outcome, PullPolicy, UninstallRequest, install, quiet};
+use base64::Engine as _;
 
 /// Install checks that the ports it will publish are free: tests that install take turns.
 static PORTS: Mutex<()> = Mutex::new(());
@@ -520,4 +521,129 @@ fn a_bad_alert_setting_stops_install_before_anything_changes() {
     assert!(err.is_input(), "{err}");
     assert!(err.to_string().starts_with("invalid OXPULSE_TG_WEBHOOK=") && !err.to_string().contains("s3cr3t"), "{err}");
     assert!(h.engine.containers().is_empty() && !h.node.paths.watchdog_env().exists());
+}
+
+/// The partner edge on an engine with no image, whose registries offer every one.
+fn fresh_host() -> Host {
+    let mut h = host();
+    h.engine = FakeEngine::default();
+    for s in &h.node.stack().services {
+        h.engine.publish(&s.image);
+    }
+    h
+}
+
+fn images_of(node: &Node) -> Vec<String> {
+    let mut images: Vec<String> = node.stack().services.iter().map(|s| s.image.clone()).collect();
+    images.sort();
+    images.dedup();
+    images
+}
+
+fn pulled_sorted(engine: &FakeEngine) -> Vec<String> {
+    let mut pulled = engine.pulled();
+    pulled.sort();
+    pulled
+}
+
+#[test]
+fn missing_images_are_pulled_then_deployed() {
+    let h = fresh_host();
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert_eq!(pulled_sorted(&h.engine), images_of(&h.node));
+    let xray = report.pulls.iter().find(|p| p.image.starts_with("ghcr.io/")).unwrap();
+    assert_eq!((xray.registry.as_str(), xray.present, xray.size), ("ghcr.io", false, Some(1024)));
+    assert_eq!(xray.services, ["xray"]);
+    assert_eq!(h.engine.status_of("oxpulse-partner-caddy"), Some(ContainerStatus::Running));
+
+    // Present now: a re-run with the default policy pulls nothing.
+    let again = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert!(again.pulls.is_empty(), "{:?}", again.pulls);
+    assert_eq!(h.engine.pulled().len(), images_of(&h.node).len());
+}
+
+#[test]
+fn only_the_missing_image_is_pulled_by_default() {
+    let h = host();
+    let caddy = h.node.stack().service("caddy").unwrap().image.clone();
+    h.engine.remove_image(&caddy);
+    h.engine.publish(&caddy);
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert_eq!(h.engine.pulled(), [caddy]);
+}
+
+#[test]
+fn always_pulls_every_image_and_a_newer_one_recreates_its_containers() {
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let ids = h.engine.ids();
+    for image in images_of(&h.node) {
+        h.engine.publish(&image);
+    }
+    let always = InstallRequest { pull: PullPolicy::Always, ..request() };
+    let report = run(install(&h.engine, &h.node, &always, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert_eq!(pulled_sorted(&h.engine), images_of(&h.node));
+    assert!(report.pulls.iter().all(|p| p.present));
+    // Every pulled id differs from the local one, so every container is made anew.
+    assert!(h.engine.ids().iter().all(|(name, id)| ids.get(name) != Some(id)), "{:?}", report.plan);
+}
+
+#[test]
+fn never_pulls_nothing_and_a_missing_image_is_an_error() {
+    let h = fresh_host();
+    let never = InstallRequest { pull: PullPolicy::Never, ..request() };
+    let err = run(install(&h.engine, &h.node, &never, &quiet)).unwrap_err().to_string();
+    assert!(err.contains("is not on the docker engine"), "{err}");
+    assert!(h.engine.pulled().is_empty());
+    assert!(h.engine.containers().is_empty());
+}
+
+#[test]
+fn a_failed_pull_stops_the_install_before_any_container_is_touched() {
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let (ids, before) = (h.engine.ids(), status(&h.node));
+    let calls = |e: &FakeEngine| ["create", "start", "stop", "remove"].map(|op| e.calls_of(op));
+    let touched = calls(&h.engine);
+    for image in images_of(&h.node) {
+        h.engine.publish(&image);
+    }
+    let caddy = h.node.stack().service("caddy").unwrap().image.clone();
+    h.engine.fail_pull(&caddy, 500, "unauthorized: authentication required");
+    let always = InstallRequest { pull: PullPolicy::Always, ..request() };
+    let err = run(install(&h.engine, &h.node, &always, &quiet)).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("registry docker.io wants credentials to pull {caddy}")), "{err}");
+    assert_eq!(calls(&h.engine), touched, "no container was created, started, stopped or removed");
+    assert_eq!(h.engine.ids(), ids);
+    assert_eq!(status(&h.node), before);
+}
+
+#[test]
+fn pulls_carry_the_docker_config_credentials_of_their_registry() {
+    let h = fresh_host();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("ci:token");
+    std::fs::write(dir.path().join("config.json"), format!(r#"{{"auths": {{"ghcr.io": {{"auth": "{auth}"}}}}}}"#))
+        .unwrap();
+    let with_config = InstallRequest { docker_config: Some(dir.path().to_owned()), ..request() };
+    run(install(&h.engine, &h.node, &with_config, &quiet)).unwrap();
+    let xray = &h.node.stack().service("xray").unwrap().image;
+    let caddy = &h.node.stack().service("caddy").unwrap().image;
+    assert_eq!(h.engine.pulled_with_credentials(xray), Some(true));
+    assert_eq!(h.engine.pulled_with_credentials(caddy), Some(false));
+}
+
+#[test]
+fn a_dry_run_lists_the_pulls_and_pulls_nothing() {
+    let h = fresh_host();
+    let report = run(install(&h.engine, &h.node, &InstallRequest { dry_run: true, ..request() }, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::DryRun);
+    let listed: Vec<String> = report.pulls.iter().map(|p| p.image.clone()).collect();
+    assert_eq!(listed, images_of(&h.node));
+    assert!(report.pulls.iter().all(|p| p.size.is_none()));
+    assert!(h.engine.pulled().is_empty());
+    assert!(h.engine.containers().is_empty());
 }

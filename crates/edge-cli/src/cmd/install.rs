@@ -43,6 +43,8 @@ pub(crate) fn request(flags: &InstallFlags) -> InstallRequest {
         images: flags.images.iter().map(|o| (o.service.clone(), o.image.clone())).collect(),
         health_timeout: flags.health_timeout,
         alerts: alert_changes(&flags.alerts, &|k| std::env::var(k).ok()),
+        pull: flags.pull,
+        docker_config: docker_config_dir(),
         ..InstallRequest::default()
     }
 }
@@ -94,6 +96,12 @@ fn print_alerts(alerts: &edge_deploy::AlertsReport, dry_run: bool) {
     }
 }
 
+/// Where the docker CLI keeps its config: `$DOCKER_CONFIG`, else `~/.docker`.
+fn docker_config_dir() -> Option<std::path::PathBuf> {
+    let set = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    set("DOCKER_CONFIG").map(Into::into).or_else(|| set("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
+}
+
 fn print_report(report: &InstallReport, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
@@ -101,8 +109,16 @@ fn print_report(report: &InstallReport, json: bool) -> anyhow::Result<()> {
     }
     if report.dry_run {
         println!("plan for {} (dry run, nothing changed):", report.stack);
-    } else if !report.plan.is_empty() {
+    } else if !report.plan.is_empty() || !report.pulls.is_empty() {
         println!("changes:");
+    }
+    for p in &report.pulls {
+        let done = match (p.size, p.duration_ms) {
+            (Some(size), Some(ms)) => format!(" ({:.1} MB in {:.1}s)", size as f64 / 1e6, ms as f64 / 1000.0),
+            _ => String::new(),
+        };
+        let verb = if report.dry_run { "would pull" } else { "pulled" };
+        println!("  {verb:<8} {} from {}{done}", p.image, p.registry);
     }
     let mut kinds: BTreeSet<ActionKind> = BTreeSet::new();
     for e in &report.plan {
