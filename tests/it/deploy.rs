@@ -1,5 +1,5 @@
 //! `edge install`, `status`, `healthcheck` and `uninstall` against the real Docker engine, on
-//! the local images (static stand-in channel servers, Caddy from Debian's binary).
+//! the local images (static stand-in channel servers, Caddy from the current static binary).
 //!
 //! Each test deploys its own copy of the partner edge (`TestStack`: own stack name, container
 //! names, network, volumes and loopback ports, 1 s health checks), so the tests run side by

@@ -1,5 +1,5 @@
 //! Docker provisioning for tests and the demo: the local images (the static stand-in channel
-//! server, Caddy from Debian's binary) built once and cached by a content hash, and test
+//! server, Caddy from the current static binary) built once and cached by a content hash, and test
 //! copies of the partner-edge stack with their own names and free ports so that deploy tests
 //! run side by side; each copy removes its containers, network and volumes when dropped.
 
@@ -17,8 +17,8 @@ use sha2::Digest;
 pub const STANDIN_IMAGE: &str = "edge-standin:dev";
 /// The stand-in whose `/api/health` always answers 503.
 pub const STANDIN_UNHEALTHY_IMAGE: &str = "edge-standin:unhealthy";
-/// Caddy, packaged from the host's `/usr/bin/caddy`.
-pub const CADDY_IMAGE: &str = "edge-caddy:dev";
+/// Caddy, packaged from the current Caddy binary (2.11, [`crate::caddy::Caddy::Current`]).
+pub const CADDY_IMAGE: &str = "edge-caddy:2.11";
 /// Label holding the hash of an image's build context: an image whose label matches is reused.
 pub const CONTEXT_HASH_LABEL: &str = "edge.test.context-hash";
 
@@ -90,8 +90,8 @@ pub fn standin_context(binary: &Path, healthy: bool) -> anyhow::Result<BuildCont
     Ok(context)
 }
 
-/// Caddy's build context: the host's binary and the shared libraries `ldd` lists for it, at
-/// the same paths, `FROM scratch`.
+/// Caddy's build context: a host binary and the shared libraries `ldd` lists for it (none for
+/// the static current one), at the same paths, `FROM scratch`.
 pub fn caddy_context(caddy: &Path) -> anyhow::Result<BuildContext> {
     let mut context = BuildContext::new();
     let mut dockerfile = String::from("FROM scratch\n");
@@ -157,7 +157,7 @@ pub async fn ensure_local_images() -> anyhow::Result<()> {
     let images = Images::connect().await?;
     ensure_image(&images, STANDIN_IMAGE, &standin_context(&binary, true)?).await?;
     ensure_image(&images, STANDIN_UNHEALTHY_IMAGE, &standin_context(&binary, false)?).await?;
-    ensure_image(&images, CADDY_IMAGE, &caddy_context(Path::new("/usr/bin/caddy"))?).await?;
+    ensure_image(&images, CADDY_IMAGE, &caddy_context(&crate::caddy::Caddy::Current.bin()?)?).await?;
     Ok(())
 }
 
