@@ -11,6 +11,7 @@ use std::time::Duration;
 use edge_core::StackBundle;
 use edge_render::{Renderer, Source, Variables};
 use edge_tests::caddy::{self, Caddy, CaddyProcess, free_port};
+use edge_tests::proxy::ForwardProxy;
 use edge_tests::upstream::{Upstream, UpstreamMode, http_get};
 
 fn workspace() -> PathBuf {
@@ -249,11 +250,15 @@ fn rendered_compose_files_pass_docker_compose_config() {
     assert!(config["services"]["app"]["ports"].is_null(), "the app must be reachable only on the stack network");
 }
 
-/// A Caddyfile of the partner edge pointed at loopback upstreams of the test.
+/// A Caddyfile of the partner edge pointed at loopback upstreams of the test. naive's upstream
+/// is the backend stand-in behind a forward proxy standing where naive's local listener would be.
 struct Pool {
     caddy: CaddyProcess,
     site: String,
     upstreams: Vec<(String, Upstream)>,
+    /// Each channel's pool member (the dial address Caddy's metric names), skipped ones too.
+    members: Vec<(String, String)>,
+    naive_proxy: Option<ForwardProxy>,
 }
 
 fn start_pool(channels: &[&str]) -> Pool {
@@ -261,19 +266,31 @@ fn start_pool(channels: &[&str]) -> Pool {
     let site_port = free_port().unwrap();
     let admin = format!("127.0.0.1:{}", free_port().unwrap());
     let mut upstreams = Vec::new();
+    let mut members = Vec::new();
     let mut extra = vec![
         ("CADDY_SITE", format!("http://127.0.0.1:{site_port}")),
         ("CADDY_ADMIN", admin.clone()),
         ("CADDY_HEALTH_INTERVAL", "500ms".to_owned()),
         ("CADDY_HEALTH_TIMEOUT", "400ms".to_owned()),
     ];
-    for (channel, port_var) in
-        [("xray", "XRAY_HTTP_PORT"), ("hysteria2", "HYSTERIA2_HTTP_PORT"), ("naive", "NAIVE_HTTP_PORT")]
-    {
+    for (channel, port_var) in [("xray", "XRAY_HTTP_PORT"), ("hysteria2", "HYSTERIA2_HTTP_PORT")] {
         let up = Upstream::start(channel).unwrap();
         extra.push((port_var, up.addr().port().to_string()));
+        members.push((channel.to_owned(), up.hostport()));
         upstreams.push((channel.to_owned(), up));
     }
+    // naive: Caddy's own listener (the member) -> the proxy -> the backend stand-in.
+    let backend = Upstream::start("naive").unwrap();
+    let proxy = ForwardProxy::start().unwrap();
+    let member_port = free_port().unwrap();
+    extra.extend([
+        ("NAIVE_HTTP_PORT", member_port.to_string()),
+        ("NAIVE_PROXY_PORT", proxy.addr().port().to_string()),
+        ("NAIVE_BACKEND", backend.hostport()),
+    ]);
+    members.push(("naive".to_owned(), format!("127.0.0.1:{member_port}")));
+    upstreams.push(("naive".to_owned(), backend));
+
     let drop: Vec<&str> = [("hysteria2", HYSTERIA2), ("naive", NAIVE)]
         .iter()
         .filter(|(c, _)| !channels.contains(c))
@@ -283,7 +300,7 @@ fn start_pool(channels: &[&str]) -> Pool {
         Renderer::new(&bundle).render_template("caddy", None, &vars(&bundle, "full.env", &drop, &extra)).unwrap();
     let caddy = CaddyProcess::start(&text, &admin).unwrap();
     upstreams.retain(|(c, _)| channels.contains(&c.as_str()));
-    Pool { caddy, site: format!("127.0.0.1:{site_port}"), upstreams }
+    Pool { caddy, site: format!("127.0.0.1:{site_port}"), upstreams, members, naive_proxy: Some(proxy) }
 }
 
 impl Pool {
@@ -291,11 +308,21 @@ impl Pool {
         &self.upstreams.iter().find(|(c, _)| c == channel).unwrap().1
     }
 
-    /// Waits until Caddy's metric says exactly `expected` (channel, healthy) for the pool.
+    fn member(&self, channel: &str) -> String {
+        self.members.iter().find(|(c, _)| c == channel).unwrap().1.clone()
+    }
+
+    fn naive_proxy(&self) -> &ForwardProxy {
+        self.naive_proxy.as_ref().unwrap()
+    }
+
+    /// Waits until Caddy's metric says exactly `expected` (channel, healthy) for the channels'
+    /// members (series of other upstreams, like the backend naive's member dials, aside).
     fn wait_health(&self, expected: &[(&str, f64)]) {
-        let want: Vec<(String, f64)> = expected.iter().map(|(c, h)| (self.upstream(c).hostport(), *h)).collect();
+        let want: Vec<(String, f64)> = expected.iter().map(|(c, h)| (self.member(c), *h)).collect();
         let got = self.caddy.wait_upstreams(Duration::from_secs(30), |samples| {
-            let mut s = samples.to_vec();
+            let mut s: Vec<_> =
+                samples.iter().filter(|(u, _)| self.members.iter().any(|(_, m)| m == u)).cloned().collect();
             s.sort_by(|a, b| a.0.cmp(&b.0));
             let mut w = want.clone();
             w.sort_by(|a, b| a.0.cmp(&b.0));
@@ -316,6 +343,13 @@ impl Pool {
             body["headers"]["x-channel-tag"].as_str().unwrap_or("").to_owned(),
         )
     }
+
+    /// The requests for `path` naive's proxy forwarded to the backend stand-in.
+    fn via_naive_proxy(&self, path: &str) -> usize {
+        let backend = self.upstream("naive").hostport();
+        let target = format!("http://{backend}{path}");
+        self.naive_proxy().log().iter().filter(|f| f.destination == backend && f.target == target).count()
+    }
 }
 
 #[test]
@@ -330,14 +364,37 @@ fn a_real_caddy_serves_the_first_healthy_channel_with_its_tag() {
     pool.wait_health(&[("xray", 0.0), ("hysteria2", 1.0), ("naive", 1.0)]);
     assert_eq!(pool.request(), ("hysteria2".to_owned(), "hysteria2".to_owned()));
 
-    // hysteria2 stops answering at all: the request is retried on naive within lb_try_duration.
+    // hysteria2 stops answering at all: the request is retried on naive within lb_try_duration,
+    // and reaches the backend by way of naive's proxy.
     pool.upstream("hysteria2").set_mode(UpstreamMode::Stopped);
+    assert_eq!(pool.via_naive_proxy("/through/the/pool"), 0);
     assert_eq!(pool.request(), ("naive".to_owned(), "naive".to_owned()));
+    assert_eq!(pool.via_naive_proxy("/through/the/pool"), 1, "{:?}", pool.naive_proxy().log());
 
     // xray comes back: it serves again once healthy.
     pool.upstream("xray").set_mode(UpstreamMode::Healthy);
     pool.wait_health(&[("xray", 1.0), ("hysteria2", 0.0), ("naive", 1.0)]);
     assert_eq!(pool.request(), ("xray".to_owned(), "xray".to_owned()));
+}
+
+#[test]
+fn the_naive_member_reaches_the_backend_through_naives_proxy() {
+    let mut pool = start_pool(&["xray", "naive"]);
+    // naive's health checks go the whole way: member, proxy, backend.
+    pool.wait_health(&[("xray", 1.0), ("naive", 1.0)]);
+    assert!(pool.via_naive_proxy("/api/health") > 0, "{:?}", pool.naive_proxy().log());
+    pool.upstream("xray").set_mode(UpstreamMode::Stopped);
+    assert_eq!(pool.request(), ("naive".to_owned(), "naive".to_owned()));
+    let seen = pool.upstream("naive").seen();
+    let request = seen.iter().rfind(|r| r.path == "/through/the/pool").unwrap();
+    // The backend sees the request as naive's proxy sent it: to its own address, tagged naive.
+    assert_eq!(request.headers.get("host"), Some(&pool.upstream("naive").hostport()));
+    assert_eq!(request.headers.get("x-channel-tag").map(String::as_str), Some("naive"));
+    assert_eq!(pool.via_naive_proxy("/through/the/pool"), 1, "{:?}", pool.naive_proxy().log());
+
+    // Without naive's listener the member cannot reach the backend: Caddy marks it down.
+    pool.naive_proxy = None;
+    pool.wait_health(&[("xray", 0.0), ("naive", 0.0)]);
 }
 
 #[test]

@@ -186,8 +186,10 @@ pub struct StackPorts {
     pub xray: u16,
     /// hysteria2's HTTP tunnel port.
     pub hysteria2: u16,
-    /// naive's HTTP tunnel port.
+    /// naive's pool member: Caddy's listener that dials through naive's proxy.
     pub naive: u16,
+    /// naive's local HTTP proxy listener.
+    pub naive_proxy: u16,
     /// naive's SOCKS port.
     pub naive_socks: u16,
     /// coturn's UDP port.
@@ -216,6 +218,7 @@ impl TestStack {
             xray: free_port(),
             hysteria2: free_port(),
             naive: free_port(),
+            naive_proxy: free_port(),
             naive_socks: free_port(),
             coturn: free_port(),
         };
@@ -251,6 +254,7 @@ impl TestStack {
             ("XRAY_HTTP_PORT", ports.xray.to_string()),
             ("HYSTERIA2_HTTP_PORT", ports.hysteria2.to_string()),
             ("NAIVE_HTTP_PORT", ports.naive.to_string()),
+            ("NAIVE_PROXY_PORT", ports.naive_proxy.to_string()),
             ("NAIVE_SOCKS_PORT", ports.naive_socks.to_string()),
         ]);
         for (k, v) in vars {

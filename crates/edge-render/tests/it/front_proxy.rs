@@ -1,5 +1,6 @@
 //! The partner edge's Caddyfile options: what `CADDY_VERSION` leaves out for an older Caddy,
-//! the runbook's global options, and `acme_dns` only when a provider is configured.
+//! the runbook's global options, `acme_dns` only when a provider is configured, and the
+//! naive pool member that dials through naive's proxy.
 
 use edge_core::StackBundle;
 use edge_render::Renderer;
@@ -71,4 +72,22 @@ fn acme_dns_is_rendered_only_with_a_provider_and_says_what_it_needs() {
     let options = global_options(&caddyfile(&[("ACME_DNS_PROVIDER", "cloudflare")]).unwrap());
     assert!(options.contains("\n\tacme_dns cloudflare\n"), "{options}");
     assert!(options.contains("needs a Caddy built with the dns.providers.cloudflare module"), "{options}");
+}
+
+#[test]
+fn the_naive_member_dials_through_naives_proxy_from_caddy_2_10_on() {
+    let member = |text: &str| text.find("http://127.0.0.1:3083 {\n").map(|i| text[i..].to_owned());
+    let current = member(&caddyfile(&[]).unwrap()).unwrap();
+    assert!(current.contains("\tbind 127.0.0.1\n"), "{current}");
+    assert!(current.contains("\treverse_proxy 127.0.0.1:80 {\n\t\t# naive's proxy"), "{current}");
+    assert!(current.contains("\t\theader_up Host {upstream_hostport}\n"), "{current}");
+    assert!(current.contains("\t\t\tnetwork_proxy url http://127.0.0.1:3084\n"), "{current}");
+    let old = member(&caddyfile(&[("CADDY_VERSION", "2.6")]).unwrap()).unwrap();
+    assert!(old.contains("\trespond \"the naive channel needs Caddy 2.10 or later (network_proxy)\" 502\n"), "{old}");
+    assert!(!old.contains("reverse_proxy"), "{old}");
+    // Without naive in the pool there is no member to serve.
+    let bundle = StackBundle::partner_edge();
+    let skipped = vars(&bundle, "full.env", &["NAIVE_SERVER"], &[]);
+    let text = Renderer::new(&bundle).render_template("caddy", None, &skipped).unwrap();
+    assert_eq!(member(&text), None, "{text}");
 }
