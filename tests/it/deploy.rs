@@ -1,5 +1,5 @@
 //! `edge install`, `status`, `healthcheck` and `uninstall` against the real Docker engine, on
-//! the local images (static stand-in channel servers, Caddy from Debian's binary).
+//! the local images (static stand-in channel servers, Caddy from the current static binary).
 //!
 //! Each test deploys its own copy of the partner edge (`TestStack`: own stack name, container
 //! names, network, volumes and loopback ports, 1 s health checks), so the tests run side by
@@ -149,13 +149,16 @@ pub(crate) fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// Upstream health series in Caddy's metrics, once every expected one is healthy (or after 30 s).
+/// The channels' health series in Caddy's metrics, once every expected one is healthy (or after 30 s).
 pub(crate) fn pool_health(stack: &TestStack, expected: &[u16]) -> BTreeMap<String, edge_core::UpstreamHealth> {
     let url = format!("http://127.0.0.1:{}/metrics", stack.ports.admin);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let health =
+        let mut health =
             http_get(&url).map(|(_, body)| edge_alerts::UpstreamMetrics::parse(&body).health).unwrap_or_default();
+        // The channels' members only: naive's member has its own upstream, the backend it dials.
+        let p = stack.ports;
+        health.retain(|u, _| [p.xray, p.hysteria2, p.naive].iter().any(|port| *u == format!("127.0.0.1:{port}")));
         let all_healthy =
             expected.iter().all(|p| health.get(&format!("127.0.0.1:{p}")) == Some(&edge_core::UpstreamHealth::Healthy));
         if all_healthy || Instant::now() > deadline {

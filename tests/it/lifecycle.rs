@@ -29,7 +29,7 @@ fn running(stack: &TestStack) -> Vec<String> {
 /// The stack's TCP ports that accept a connection.
 fn accepting(stack: &TestStack) -> Vec<u16> {
     let p = stack.ports;
-    [p.admin, p.site, p.xray, p.hysteria2, p.naive, p.naive_socks]
+    [p.admin, p.site, p.xray, p.hysteria2, p.naive, p.naive_proxy, p.naive_socks]
         .into_iter()
         .filter(|port| {
             let addr = SocketAddr::from(([127, 0, 0, 1], *port));

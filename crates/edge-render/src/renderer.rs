@@ -644,7 +644,7 @@ fn syntax_error(label: &str, translated: &str, e: &tera::Error) -> RenderError {
 
 fn runtime_error(label: &str, source: &str, e: &tera::Error, vars: &Variables) -> RenderError {
     let chain = error_chain(e);
-    for msg in &chain {
+    for (i, msg) in chain.iter().enumerate() {
         if let Some(rest) = msg.find(ESCAPE_MARK).map(|i| &msg[i + ESCAPE_MARK.len()..]) {
             let mut fields = rest.splitn(3, SEP);
             let (line, name, message) = (fields.next(), fields.next(), fields.next());
@@ -656,6 +656,23 @@ fn runtime_error(label: &str, source: &str, e: &tera::Error, vars: &Variables) -
                 variable: variable.map(str::to_owned),
                 hint: variable.and_then(|v| vars.default_template(v)).map(|d| format!("its stack default {d:?}")),
                 message: message.unwrap_or(rest).to_owned(),
+            };
+        }
+        // A template refusing a value: `{{ throw(message="VAR must be ...") }}`.
+        let thrown = match msg.strip_prefix("Function call 'throw' failed") {
+            Some("") => chain.get(i + 1).map(String::as_str),
+            Some(rest) => rest.strip_prefix(": "),
+            None => None,
+        };
+        if let Some(text) = thrown {
+            let (name, rest) = text.split_once(' ').unwrap_or((text, ""));
+            let known = vars.get(name).is_some();
+            return RenderError::Value {
+                template: label.to_owned(),
+                line: source.lines().position(|l| l.contains("throw(") && l.contains(text)).map_or(1, |n| n + 1),
+                variable: known.then(|| name.to_owned()),
+                hint: None,
+                message: if known { rest.to_owned() } else { text.to_owned() },
             };
         }
         if let Some(name) = msg

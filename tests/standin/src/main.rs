@@ -4,6 +4,9 @@
 //! - `GET /api/health` answers 200 `ok`, or 503 when `STANDIN_HEALTH=fail`.
 //! - Any other request is echoed: request line and headers, as text, so a test can see
 //!   which stand-in a proxy reached and with which headers (`X-Channel-Tag`).
+//! - A request in a forward proxy's absolute form (`GET http://host/path`) is answered as if
+//!   the path were asked directly: behind naive's pool member it plays naive's proxy and the
+//!   backend at once.
 //! - Listens on `STANDIN_LISTEN` (default `0.0.0.0:3080`); unknown arguments are ignored so
 //!   it runs under any service's manifest command.
 //! - Invoked as `wget` (a copy at `/usr/bin/wget` in a `FROM scratch` image) it fetches the
@@ -61,7 +64,10 @@ fn handle(mut stream: TcpStream, healthy: bool, name: &str) -> std::io::Result<(
     let mut lines = head.lines();
     let request_line = lines.next().unwrap_or_default().to_owned();
     let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or("/"));
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or("/"));
+    // A forward proxy's request in absolute form (Caddy through the channel's proxy port): the
+    // stand-in plays the proxy and the backend behind it.
+    let path = target.strip_prefix("http://").map_or(target, |rest| rest.find('/').map_or("/", |i| &rest[i..]));
     let (status, body) = if path == "/api/health" || path.starts_with("/api/health?") {
         if healthy { ("200 OK", "ok\n".to_owned()) } else { ("503 Service Unavailable", "unhealthy\n".to_owned()) }
     } else {

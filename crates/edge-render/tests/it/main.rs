@@ -3,6 +3,7 @@
 mod channels;
 mod errors;
 mod escaping;
+mod front_proxy;
 mod keywords;
 mod snapshots;
 mod support;
