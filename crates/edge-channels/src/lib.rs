@@ -61,9 +61,9 @@ pub mod testing;
 pub use deploy::{Applied, Deployer, Event, Infrastructure, Readiness};
 pub use docker::DockerEngine;
 pub use engine::{
-    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_CHANNEL,
-    LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_SPEC_HASH, LABEL_STACK, Mount, MountKind, NO_NEW_PRIVILEGES,
-    NetworkAttachment, PublishedPort, Security,
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, HostProbe, LABEL_CHANNEL,
+    LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_READINESS, LABEL_SPEC_HASH, LABEL_STACK, Mount, MountKind,
+    NO_NEW_PRIVILEGES, NetworkAttachment, PublishedPort, Security,
 };
 pub use error::{DeployError, EngineError};
 pub use plan::{Action, ActionKind, Desired, Plan, PlanEntry, plan, waves};
