@@ -5,6 +5,7 @@ mod caddy_syntax;
 mod deploy;
 mod lifecycle;
 mod privileges;
+mod readiness;
 mod recreate;
 mod release;
 mod render;

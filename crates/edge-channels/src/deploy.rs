@@ -366,13 +366,18 @@ impl<'e, E: Engine> Deployer<'e, E> {
             if let Some(reason) = failure(&c) {
                 return Readiness::Failed { reason };
             }
-            let state = match probe_failure {
+            let state = match &probe_failure {
                 Some(reason) => format!("{}, probe {reason}", c.status),
                 None => describe(&c),
             };
             if Instant::now() >= deadline {
                 let secs = deadline.saturating_duration_since(started).as_secs();
-                return Readiness::Failed { reason: format!("not healthy within {secs}s ({state})") };
+                return Readiness::Failed {
+                    reason: match probe_failure {
+                        Some(reason) => format!("unhealthy: {reason} (not ready within {secs}s)"),
+                        None => format!("not healthy within {secs}s ({state})"),
+                    },
+                };
             }
             on_event(Event::Waiting { name: name.to_owned(), state, waited: started.elapsed() });
             tokio::time::sleep(self.poll.min(deadline.saturating_duration_since(Instant::now()))).await;
@@ -515,7 +520,8 @@ mod tests {
 
         let failed = deployer.wait_ready(&names, Duration::from_millis(300), &quiet).await;
         let Readiness::Failed { reason } = &failed["a"] else { panic!("nothing listens: {failed:?}") };
-        assert!(reason.starts_with(&format!("not healthy within 0s (running, probe tcp://{addr}: ")), "{reason}");
+        assert!(reason.starts_with(&format!("unhealthy: tcp://{addr}: ")), "{reason}");
+        assert!(reason.ends_with(" (not ready within 0s)"), "{reason}");
 
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let held = tokio::spawn(async move {
