@@ -7,6 +7,7 @@ mod first_alert;
 mod lifecycle;
 mod privileges;
 mod pull;
+mod readiness;
 mod recreate;
 mod release;
 mod render;

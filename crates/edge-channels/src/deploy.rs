@@ -12,9 +12,13 @@ use edge_core::SpecHashKey;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::engine::{ContainerInfo, ContainerStatus, Engine, HealthStatus, LABEL_STACK, Mount};
+use crate::engine::{ContainerInfo, ContainerStatus, Engine, HealthStatus, LABEL_READINESS, LABEL_STACK, Mount};
 use crate::plan::{Action, Desired, Plan, plan, waves};
+use crate::prober::{Health, Prober};
 use crate::{ContainerSpec, DeployError};
+
+/// How long one host-side readiness probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Something the deployer is doing, for progress output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,7 +328,8 @@ impl<'e, E: Engine> Deployer<'e, E> {
     }
 
     /// Waits, in parallel, until each named container is running and healthy, at most
-    /// `timeout`. A container reported unhealthy, exited or restarting fails at once.
+    /// `timeout`. A container reported unhealthy, exited or restarting fails at once. One with a
+    /// host-side readiness probe ([`ContainerInfo::host_probe`]) is ready once that probe passes.
     pub async fn wait_ready(
         &self,
         names: &[String],
@@ -333,8 +338,10 @@ impl<'e, E: Engine> Deployer<'e, E> {
     ) -> BTreeMap<String, Readiness> {
         let started = Instant::now();
         let deadline = started + timeout;
+        let prober = Prober::new(PROBE_TIMEOUT).map_err(|e| e.to_string());
+        let prober = &prober;
         let results = join_all(names.iter().map(|name| async move {
-            let outcome = self.wait_one(name, started, deadline, on_event).await;
+            let outcome = self.wait_one(name, prober, started, deadline, on_event).await;
             match &outcome {
                 Readiness::Ready { .. } => on_event(Event::Ready { name: name.clone() }),
                 Readiness::Failed { reason } => on_event(Event::Failed { name: name.clone(), reason: reason.clone() }),
@@ -348,6 +355,7 @@ impl<'e, E: Engine> Deployer<'e, E> {
     async fn wait_one(
         &self,
         name: &str,
+        prober: &Result<Prober, String>,
         started: Instant,
         deadline: Instant,
         on_event: &(dyn Fn(Event) + Send + Sync),
@@ -358,16 +366,37 @@ impl<'e, E: Engine> Deployer<'e, E> {
                 Ok(None) => return Readiness::Failed { reason: "the container is gone".to_owned() },
                 Err(e) => return Readiness::Failed { reason: e.to_string() },
             };
+            // A host-side probe fails until the service listens: it is waited for, like a
+            // health check that is still starting.
+            let mut probe_failure = None;
             if c.is_ready() {
-                return Readiness::Ready { after_ms: started.elapsed().as_millis() as u64 };
+                let probed = match prober {
+                    Ok(prober) => prober.probe_container(&c).await,
+                    Err(e) if c.labels.contains_key(LABEL_READINESS) => return Readiness::Failed { reason: e.clone() },
+                    Err(_) => None,
+                };
+                match probed {
+                    None | Some(Health::Healthy) => {
+                        return Readiness::Ready { after_ms: started.elapsed().as_millis() as u64 };
+                    }
+                    Some(Health::Unhealthy { reason }) => probe_failure = Some(reason),
+                }
             }
             if let Some(reason) = failure(&c) {
                 return Readiness::Failed { reason };
             }
-            let state = describe(&c);
+            let state = match &probe_failure {
+                Some(reason) => format!("{}, probe {reason}", c.status),
+                None => describe(&c),
+            };
             if Instant::now() >= deadline {
                 let secs = deadline.saturating_duration_since(started).as_secs();
-                return Readiness::Failed { reason: format!("not healthy within {secs}s ({state})") };
+                return Readiness::Failed {
+                    reason: match probe_failure {
+                        Some(reason) => format!("unhealthy: {reason} (not ready within {secs}s)"),
+                        None => format!("not healthy within {secs}s ({state})"),
+                    },
+                };
             }
             on_event(Event::Waiting { name: name.to_owned(), state, waited: started.elapsed() });
             tokio::time::sleep(self.poll.min(deadline.saturating_duration_since(Instant::now()))).await;
@@ -494,6 +523,35 @@ mod tests {
         assert!(applied.failed.is_empty());
         assert!(ready["a"].is_ready());
         assert_eq!(ready["b"], Readiness::Failed { reason: "unhealthy: HTTP 503".into() });
+    }
+
+    #[tokio::test]
+    async fn a_host_probe_is_waited_for_until_it_passes_or_the_deadline() {
+        let engine = FakeEngine::with_images(&["img:1"]);
+        // Reserve a loopback port, then let it go: nothing listens there until the test says so.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut probed = spec("a", "img:1");
+        probed.labels.insert(LABEL_READINESS.into(), format!("tcp://{addr}"));
+        let deployer = Deployer::new(&engine).with_poll_interval(Duration::from_millis(20));
+        let plan = deployer.plan("s", vec![Desired::new("a", probed, vec![])], &spec_key()).await.unwrap();
+        deployer.apply(&plan, &Infrastructure::default(), Duration::from_secs(1), &quiet).await.unwrap();
+        let names = vec!["a".to_owned()];
+
+        let failed = deployer.wait_ready(&names, Duration::from_millis(300), &quiet).await;
+        let Readiness::Failed { reason } = &failed["a"] else { panic!("nothing listens: {failed:?}") };
+        assert!(reason.starts_with(&format!("unhealthy: tcp://{addr}: ")), "{reason}");
+        assert!(reason.ends_with(" (not ready within 0s)"), "{reason}");
+
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                open.push(s);
+            }
+        });
+        let ready = deployer.wait_ready(&names, Duration::from_secs(5), &quiet).await;
+        assert!(ready["a"].is_ready(), "{ready:?}");
+        held.abort();
     }
 
     #[tokio::test]

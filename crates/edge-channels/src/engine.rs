@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use edge_core::{Healthcheck, LogRotation, SpecHashKey};
@@ -21,6 +22,9 @@ pub const LABEL_SPEC_HASH: &str = "edge.spec-hash";
 pub const LABEL_STACK: &str = "edge.stack";
 /// Label naming the channel a container carries.
 pub const LABEL_CHANNEL: &str = "edge.channel";
+/// Label holding the container's host-side readiness probe ([`HostProbe`]), so that every
+/// command that looks at the container knows how to probe it without re-rendering.
+pub const LABEL_READINESS: &str = "edge.readiness";
 /// Compose's project label: `docker compose ps/logs` find containers by it.
 pub const LABEL_COMPOSE_PROJECT: &str = "com.docker.compose.project";
 /// Compose's service label.
@@ -246,9 +250,80 @@ impl ContainerInfo {
         self.mounts.iter().filter(|m| m.kind == MountKind::AnonymousVolume)
     }
 
-    /// Whether it is running and, if it has a health check, healthy.
+    /// Its host-side readiness probe, if its [`LABEL_READINESS`] label names one; a label that
+    /// does not parse is an error saying so.
+    pub fn host_probe(&self) -> Result<Option<HostProbe>, String> {
+        self.labels.get(LABEL_READINESS).map(|t| HostProbe::parse(t)).transpose()
+    }
+
+    /// Whether it is running and, if it has a health check, healthy. A host-side probe
+    /// ([`ContainerInfo::host_probe`]) is not run here: see [`crate::Prober::probe_container`].
     pub fn is_ready(&self) -> bool {
         self.status == ContainerStatus::Running && matches!(self.health, HealthStatus::Healthy | HealthStatus::None)
+    }
+}
+
+/// A readiness probe edge runs from the host, against a published port on loopback. Its text
+/// form (the [`LABEL_READINESS`] label) is `http://127.0.0.1:3083/api/health` or
+/// `tcp://127.0.0.1:3083`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HostProbe {
+    /// Ready when `GET http://ADDR/PATH` answers 2xx.
+    Http {
+        /// Loopback address and host port.
+        addr: SocketAddr,
+        /// Path, starting with `/`.
+        path: String,
+    },
+    /// Ready when a connection to `ADDR` is accepted and not closed at once.
+    Tcp {
+        /// Loopback address and host port.
+        addr: SocketAddr,
+    },
+}
+
+impl HostProbe {
+    /// Parses the text form; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("readiness probe {text:?} {why}");
+        let addr = |a: &str| a.parse::<SocketAddr>().map_err(|_| bad("does not name a loopback address and port"));
+        let probe = if let Some(rest) = text.strip_prefix("http://") {
+            let (a, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+            if !is_probe_path(path) {
+                return Err(bad("needs a path starting with '/' and holding no spaces"));
+            }
+            Self::Http { addr: addr(a)?, path: path.to_owned() }
+        } else if let Some(rest) = text.strip_prefix("tcp://") {
+            Self::Tcp { addr: addr(rest)? }
+        } else {
+            return Err(bad("must start with http:// or tcp://"));
+        };
+        if !probe.addr().ip().is_loopback() {
+            return Err(bad("must target loopback"));
+        }
+        Ok(probe)
+    }
+
+    /// The address it dials.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Http { addr, .. } | Self::Tcp { addr } => *addr,
+        }
+    }
+}
+
+/// A path a probe may GET: starts with `/`, no whitespace or control characters.
+pub(crate) fn is_probe_path(path: &str) -> bool {
+    path.starts_with('/') && !path.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+impl std::fmt::Display for HostProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http { addr, path } => write!(f, "http://{addr}{path}"),
+            Self::Tcp { addr } => write!(f, "tcp://{addr}"),
+        }
     }
 }
 
@@ -501,6 +576,21 @@ mod tests {
         check("gate//marker", false);
         check("gate/", false);
         check("nul\0byte", false);
+    }
+
+    #[test]
+    fn host_probes_read_back_from_their_label() {
+        for text in ["http://127.0.0.1:3083/api/health", "tcp://127.0.0.1:1080", "http://[::1]:80/a?b=c"] {
+            assert_eq!(HostProbe::parse(text).unwrap().to_string(), text);
+        }
+        let check = |text: &str, why: &str| {
+            assert_eq!(HostProbe::parse(text).unwrap_err(), format!("readiness probe {text:?} {why}"));
+        };
+        check("http://127.0.0.1:80", "needs a path starting with '/' and holding no spaces");
+        check("http://127.0.0.1:80/a b", "needs a path starting with '/' and holding no spaces");
+        check("tcp://10.0.0.1:80", "must target loopback");
+        check("tcp://localhost:80", "does not name a loopback address and port");
+        check("udp://127.0.0.1:80", "must start with http:// or tcp://");
     }
 
     #[test]

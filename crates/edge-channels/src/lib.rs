@@ -62,9 +62,9 @@ pub mod testing;
 pub use deploy::{Applied, Deployer, Event, Infrastructure, Readiness};
 pub use docker::DockerEngine;
 pub use engine::{
-    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, LABEL_CHANNEL,
-    LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_SPEC_HASH, LABEL_STACK, Mount, MountKind, NO_NEW_PRIVILEGES,
-    NetworkAttachment, PublishedPort, PullProgress, PulledImage, Security,
+    ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, HealthStatus, HostProbe, LABEL_CHANNEL,
+    LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_READINESS, LABEL_SPEC_HASH, LABEL_STACK, Mount, MountKind,
+    NO_NEW_PRIVILEGES, NetworkAttachment, PublishedPort, PullProgress, PulledImage, Security,
 };
 pub use error::{DeployError, EngineError};
 pub use plan::{Action, ActionKind, Desired, Plan, PlanEntry, plan, waves};

@@ -4,11 +4,17 @@
 //! Parsing Caddy's metrics page is edge-alerts' job (`edge_alerts::metrics`); this
 //! module only fetches the text.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::DeployError;
+use crate::engine::{ContainerInfo, HostProbe};
+
+/// How long an accepted connection must stay open for a TCP probe to pass: Docker's proxy
+/// accepts on a published port even when nothing listens inside, then closes at once.
+const TCP_SETTLE: Duration = Duration::from_millis(200);
 
 /// The outcome of one probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,6 +60,44 @@ impl Prober {
             Ok(r) if r.status().is_success() => Health::Healthy,
             Ok(r) => Health::Unhealthy { reason: format!("HTTP {}", r.status().as_u16()) },
             Err(e) => Health::Unhealthy { reason: self.describe(&e) },
+        }
+    }
+
+    /// Runs a host-side readiness probe.
+    pub async fn check(&self, probe: &HostProbe) -> Health {
+        match probe {
+            HostProbe::Http { addr, path } => self.probe(&format!("http://{addr}{path}")).await,
+            HostProbe::Tcp { addr } => self.connect(*addr).await,
+        }
+    }
+
+    /// Runs a container's host-side readiness probe ([`ContainerInfo::host_probe`]); `None`
+    /// when it has none. The reason of a failure names the probe.
+    pub async fn probe_container(&self, container: &ContainerInfo) -> Option<Health> {
+        let probe = match container.host_probe() {
+            Ok(probe) => probe?,
+            Err(reason) => return Some(Health::Unhealthy { reason }),
+        };
+        Some(match self.check(&probe).await {
+            Health::Healthy => Health::Healthy,
+            Health::Unhealthy { reason } => Health::Unhealthy { reason: format!("{probe}: {reason}") },
+        })
+    }
+
+    /// Healthy when a connection is accepted and stays open (or speaks) for [`TCP_SETTLE`].
+    async fn connect(&self, addr: SocketAddr) -> Health {
+        let stream = match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Health::Unhealthy { reason: e.to_string() },
+            Err(_) => return Health::Unhealthy { reason: format!("timed out after {}s", self.timeout.as_secs_f32()) },
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(TCP_SETTLE, stream.peek(&mut byte)).await {
+            Err(_) | Ok(Ok(1..)) => Health::Healthy,
+            Ok(Ok(0)) => {
+                Health::Unhealthy { reason: "connection closed at once: nothing listens behind the port".to_owned() }
+            }
+            Ok(Err(e)) => Health::Unhealthy { reason: e.to_string() },
         }
     }
 
@@ -114,5 +158,65 @@ mod tests {
             panic!("a closed port is unhealthy")
         };
         assert!(reason.to_lowercase().contains("refused"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_tcp_probe_needs_a_listener_that_keeps_the_connection() {
+        let prober = Prober::new(Duration::from_secs(2)).unwrap();
+        let tcp = |addr| HostProbe::Tcp { addr };
+
+        // A listener that holds the connection open, as naive's does until its client speaks.
+        let held = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let held_addr = held.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = held.accept().await {
+                open.push(s);
+            }
+        });
+        assert_eq!(prober.check(&tcp(held_addr)).await, Health::Healthy);
+
+        // Accepted then closed at once: what Docker's proxy does when nothing listens inside.
+        let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closing_addr = closing.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = closing.accept().await {
+                drop(s);
+            }
+        });
+        let reason = "connection closed at once: nothing listens behind the port".to_owned();
+        assert_eq!(prober.check(&tcp(closing_addr)).await, Health::Unhealthy { reason });
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let Health::Unhealthy { reason } = prober.check(&tcp(closed)).await else { panic!("nobody listens") };
+        assert!(reason.to_lowercase().contains("refused"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_container_is_probed_by_its_label() {
+        let prober = Prober::new(Duration::from_secs(2)).unwrap();
+        let mut c = ContainerInfo {
+            id: "1".into(),
+            name: "a".into(),
+            image: "i".into(),
+            image_id: "sha256:1".into(),
+            labels: Default::default(),
+            status: crate::ContainerStatus::Running,
+            health: crate::HealthStatus::None,
+            last_health_output: None,
+            exit_code: None,
+            restart_count: 0,
+            mounts: vec![],
+        };
+        assert_eq!(prober.probe_container(&c).await, None, "no label, no host probe");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        c.labels.insert(crate::LABEL_READINESS.into(), format!("http://{closed}/api/health"));
+        let Some(Health::Unhealthy { reason }) = prober.probe_container(&c).await else { panic!("nobody listens") };
+        assert!(reason.starts_with(&format!("http://{closed}/api/health: ")), "{reason}");
+        c.labels.insert(crate::LABEL_READINESS.into(), "exec://x".into());
+        assert_eq!(
+            prober.probe_container(&c).await,
+            Some(Health::Unhealthy { reason: "readiness probe \"exec://x\" must start with http:// or tcp://".into() })
+        );
     }
 }

@@ -4,14 +4,15 @@
 //! so the spec hash changes exactly when the container would see different files.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use edge_core::{Service, StackMeta};
+use edge_core::{ReadinessProbe, Service, StackMeta};
 
 use crate::DeployError;
 use crate::engine::{
-    ContainerSpec, LABEL_CHANNEL, LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_STACK, Mount, MountKind,
-    NetworkAttachment, PublishedPort, Security,
+    ContainerSpec, HostProbe, LABEL_CHANNEL, LABEL_COMPOSE_PROJECT, LABEL_COMPOSE_SERVICE, LABEL_READINESS,
+    LABEL_STACK, Mount, MountKind, NetworkAttachment, PublishedPort, Security, is_probe_path,
 };
 
 /// A rendered file as a service mounts it: where it is on the host and what it holds.
@@ -124,6 +125,10 @@ pub fn container_spec(
     if let Some(channel) = &service.channel {
         labels.insert(LABEL_CHANNEL.to_owned(), channel.clone());
     }
+    if let Some(readiness) = &service.readiness {
+        let probe = host_probe(readiness, &ports, &network).map_err(invalid)?;
+        labels.insert(LABEL_READINESS.to_owned(), probe.to_string());
+    }
 
     let mut security = Security { read_only: service.read_only, ..Security::default() };
     for cap in &service.cap_add {
@@ -162,6 +167,51 @@ pub fn container_spec(
     })
 }
 
+/// The host-side probe of a resolved `readiness`: loopback, on the host port the service
+/// publishes (or its own port when it shares the host's network).
+fn host_probe(
+    readiness: &ReadinessProbe,
+    ports: &[PublishedPort],
+    network: &NetworkAttachment,
+) -> Result<HostProbe, String> {
+    let text = readiness.port();
+    let port = text
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("readiness port {text:?} is not a port number (1-65535)"))?;
+    let published = ports.iter().find(|p| p.host_port == port && p.protocol == "tcp");
+    let ip: IpAddr = match (published, network) {
+        (Some(p), _) => match p.host_ip.as_deref().map(str::parse::<IpAddr>) {
+            None => Ipv4Addr::LOCALHOST.into(),
+            Some(Ok(ip)) if ip.is_unspecified() && ip.is_ipv6() => Ipv6Addr::LOCALHOST.into(),
+            Some(Ok(ip)) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+            Some(Ok(ip)) if ip.is_loopback() => ip,
+            Some(_) => {
+                return Err(format!(
+                    "readiness port {port} is published on {}, not on loopback: edge probes it from the host on loopback",
+                    p.host_ip.as_deref().unwrap_or_default()
+                ));
+            }
+        },
+        (None, NetworkAttachment::Mode(m)) if m == "host" => Ipv4Addr::LOCALHOST.into(),
+        (None, _) => {
+            return Err(format!(
+                "readiness port {port} is not a tcp port the service publishes; publish it on 127.0.0.1 or use a healthcheck"
+            ));
+        }
+    };
+    let addr = SocketAddr::new(ip, port);
+    Ok(match readiness {
+        ReadinessProbe::Http { path, .. } if is_probe_path(path) => HostProbe::Http { addr, path: path.clone() },
+        ReadinessProbe::Http { path, .. } => {
+            return Err(format!("readiness path {path:?} must start with '/' and hold no spaces"));
+        }
+        ReadinessProbe::Tcp { .. } => HostProbe::Tcp { addr },
+    })
+}
+
 fn digest(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -187,6 +237,7 @@ mod tests {
         for p in &mut s.ports {
             p.host = p.host.replace("{{ NAIVE_SOCKS_PORT }}", "1080").replace("{{ NAIVE_PROXY_PORT }}", "3084");
         }
+        s.readiness = Some(ReadinessProbe::Tcp { port: "3083".into() });
         (s, stack.stack)
     }
 
@@ -211,6 +262,62 @@ mod tests {
         let sfu = Stack::partner_edge().service("sfu").unwrap().clone();
         let spec = container_spec(&sfu, &meta, &files(&[])).unwrap();
         assert_eq!(spec.stack_network(), Some("oxpulse-partner"), "the other services share the stack network");
+    }
+
+    #[test]
+    fn readiness_becomes_a_loopback_probe_on_a_published_port() {
+        let (svc, meta) = naive();
+        let mounted = files(&[("naive", "/c/n.json", "{}")]);
+        let probe = |edit: &dyn Fn(&mut Service)| {
+            let mut s = svc.clone();
+            edit(&mut s);
+            container_spec(&s, &meta, &mounted).map(|spec| spec.labels.get(LABEL_READINESS).cloned())
+        };
+        assert_eq!(probe(&|_| {}).unwrap().as_deref(), Some("tcp://127.0.0.1:3083"));
+        let http = |port: &str, path: &str| ReadinessProbe::Http { port: port.into(), path: path.into() };
+        let on = |s: &mut Service, ip: Option<&str>| s.ports[0].host_ip = ip.map(str::to_owned);
+        assert_eq!(
+            probe(&|s| s.readiness = Some(http("1080", "/api/health"))).unwrap().as_deref(),
+            Some("http://127.0.0.1:1080/api/health")
+        );
+        assert_eq!(
+            probe(&|s| {
+                on(s, None);
+                s.readiness = Some(http("1080", "/"));
+            })
+            .unwrap()
+            .as_deref(),
+            Some("http://127.0.0.1:1080/"),
+            "published on every address: probed on loopback"
+        );
+        assert_eq!(
+            probe(&|s| {
+                on(s, Some("::1"));
+                s.readiness = Some(ReadinessProbe::Tcp { port: "1080".into() });
+            })
+            .unwrap()
+            .as_deref(),
+            Some("tcp://[::1]:1080")
+        );
+        assert_eq!(probe(&|s| s.readiness = None).unwrap(), None);
+
+        let err = |edit: &dyn Fn(&mut Service)| probe(edit).unwrap_err().to_string();
+        assert_eq!(
+            err(&|s| s.readiness = Some(ReadinessProbe::Tcp { port: "http".into() })),
+            "service naive: readiness port \"http\" is not a port number (1-65535)"
+        );
+        assert_eq!(
+            err(&|s| s.readiness = Some(ReadinessProbe::Tcp { port: "9999".into() })),
+            "service naive: readiness port 9999 is not a tcp port the service publishes; publish it on 127.0.0.1 or use a healthcheck"
+        );
+        assert_eq!(
+            err(&|s| s.readiness = Some(http("3083", "api/health"))),
+            "service naive: readiness path \"api/health\" must start with '/' and hold no spaces"
+        );
+        assert_eq!(
+            err(&|s| s.ports[1].host_ip = Some("192.0.2.1".into())),
+            "service naive: readiness port 3083 is published on 192.0.2.1, not on loopback: edge probes it from the host on loopback"
+        );
     }
 
     #[test]

@@ -153,9 +153,14 @@ pub struct Service {
     /// Services that must be healthy before this one starts.
     #[serde(default)]
     pub depends_on: Vec<String>,
-    /// Container health check.
+    /// Container health check, run by Docker inside the container: the image needs the tool
+    /// it names (`wget`...). For an image without one, use `readiness`.
     #[serde(default)]
     pub healthcheck: Option<Healthcheck>,
+    /// Readiness probed by edge from the host against a published port: for images with no
+    /// shell or `wget`. A service has a `healthcheck` or a `readiness`, not both.
+    #[serde(default)]
+    pub readiness: Option<ReadinessProbe>,
     /// Restart policy.
     #[serde(default = "default_restart")]
     pub restart: String,
@@ -264,6 +269,38 @@ fn default_timeout() -> u64 {
 }
 fn default_retries() -> u32 {
     3
+}
+
+/// A readiness probe edge runs from the host against a port the service publishes (on
+/// loopback or all addresses), or the service's own port when it shares the host's network.
+///
+/// In TOML: `readiness = { http = { port = "{{ APP_PORT }}", path = "/healthz" } }` or
+/// `readiness = { tcp = { port = "{{ APP_PORT }}" } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ReadinessProbe {
+    /// Ready when `GET http://127.0.0.1:PORT/PATH` answers 2xx.
+    Http {
+        /// Host port (template).
+        port: String,
+        /// Path starting with `/` (template).
+        path: String,
+    },
+    /// Ready when a connection to `127.0.0.1:PORT` is accepted and stays open: Docker's proxy
+    /// accepts for a container that does not listen, then closes at once.
+    Tcp {
+        /// Host port (template).
+        port: String,
+    },
+}
+
+impl ReadinessProbe {
+    /// The host port (template).
+    pub fn port(&self) -> &str {
+        match self {
+            Self::Http { port, .. } | Self::Tcp { port } => port,
+        }
+    }
 }
 
 /// json-file log rotation.
@@ -556,6 +593,18 @@ impl Stack {
                     s.name
                 ));
             }
+            if s.healthcheck.is_some() && s.readiness.is_some() {
+                return Err(format!(
+                    "service {:?} has both a healthcheck and a readiness probe: keep one (readiness for an image without wget)",
+                    s.name
+                ));
+            }
+            if let Some(ReadinessProbe::Http { path, .. }) = &s.readiness
+                && !path.starts_with('/')
+                && !path.starts_with("{{")
+            {
+                return Err(format!("service {:?} readiness path {path:?} must start with '/'", s.name));
+            }
             if let Some(k) = s.env.keys().find(|k| !is_env_key(k)) {
                 return Err(format!("service {:?} has an invalid env name {k:?}", s.name));
             }
@@ -841,6 +890,31 @@ mod tests {
         assert_eq!(vars["REALITY_PORT"], "443");
         assert_eq!(vars["REALITY_SHORT_ID"], "ab");
         assert!(flatten_node_config("[1]", Path::new("n.json")).unwrap_err().to_string().contains("n.json"));
+    }
+
+    #[test]
+    fn readiness_is_one_probe_written_as_data() {
+        let toml = |readiness: &str| {
+            let mut s = Stack::partner_edge().to_toml();
+            s.push_str(&format!(
+                "\n[[services]]\nname = \"app\"\ncontainer = \"app\"\nimage = \"app:1\"\n{readiness}\n"
+            ));
+            Stack::from_toml(&s, "s.toml").map(|s| s.service("app").unwrap().readiness.clone())
+        };
+        assert_eq!(
+            toml("readiness = { http = { port = \"{{ P }}\", path = \"/healthz\" } }").unwrap(),
+            Some(ReadinessProbe::Http { port: "{{ P }}".into(), path: "/healthz".into() })
+        );
+        assert_eq!(
+            toml("readiness = { tcp = { port = \"1080\" } }").unwrap(),
+            Some(ReadinessProbe::Tcp { port: "1080".into() })
+        );
+        let err = toml("readiness = { http = { port = \"80\", path = \"healthz\" } }").unwrap_err().to_string();
+        assert!(err.ends_with("service \"app\" readiness path \"healthz\" must start with '/'"), "{err}");
+        let both = "readiness = { tcp = { port = \"1\" } }\nhealthcheck = { test = [\"CMD\", \"true\"] }";
+        let err = toml(both).unwrap_err().to_string();
+        assert!(err.contains("service \"app\" has both a healthcheck and a readiness probe"), "{err}");
+        assert!(toml("readiness = { exec = { port = \"1\" } }").is_err(), "only http and tcp");
     }
 
     #[test]

@@ -5,12 +5,17 @@
 //! operator stopped), so observing needs no credentials and no re-render.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use edge_channels::{ContainerInfo, Engine, LABEL_STACK};
+use edge_channels::{ContainerInfo, Engine, Health, LABEL_READINESS, LABEL_STACK, Prober};
 use edge_core::{ChannelState, ChannelsStatus, InstallRecord, ObservedHealth, PoolMember, Stack};
+use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::{Node, OpError};
+
+/// How long one host-side readiness probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The engine as seen.
 #[derive(Debug, Serialize)]
@@ -39,9 +44,10 @@ pub struct ContainerView {
     /// `running`, `exited`..., `stopped` (by the operator), `missing` (no such container) or
     /// `unknown` (engine unreachable).
     pub status: String,
-    /// `healthy`, `unhealthy`, `starting`, `none` (no health check) or `unknown`.
+    /// `healthy`, `unhealthy`, `starting`, `none` (no health check) or `unknown`; for a
+    /// container probed from the host, `healthy` or `unhealthy (PROBE: REASON)`.
     pub health: String,
-    /// Running and healthy (or without a health check).
+    /// Running and healthy (or without a health check), and answering its host-side probe.
     pub ready: bool,
     /// The operator stopped it with `edge stop`.
     pub stopped: bool,
@@ -164,7 +170,11 @@ pub async fn observe<E: Engine>(
     let metrics = read_metrics(metrics_url).await;
     let stopped = record.as_ref().map(|r| r.stopped.clone()).unwrap_or_default();
 
-    let view = |s: &edge_core::Service| container_view(s, containers.as_ref(), stopped.contains(&s.name));
+    let probes = probe_containers(containers.as_ref()).await;
+    let view = |s: &edge_core::Service| {
+        let probe = probes.get(&s.container);
+        container_view(s, containers.as_ref(), probe, stopped.contains(&s.name))
+    };
     let channels = stack
         .channels
         .iter()
@@ -202,9 +212,31 @@ pub async fn observe<E: Engine>(
     })
 }
 
+/// The host-side readiness probe of every running container that has one, by container name.
+async fn probe_containers(found: Option<&BTreeMap<String, ContainerInfo>>) -> BTreeMap<String, Health> {
+    let probed: Vec<&ContainerInfo> = found
+        .into_iter()
+        .flat_map(|f| f.values())
+        .filter(|c| c.is_ready() && c.labels.contains_key(LABEL_READINESS))
+        .collect();
+    if probed.is_empty() {
+        return BTreeMap::new();
+    }
+    let prober = match Prober::new(PROBE_TIMEOUT) {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = e.to_string();
+            return probed.iter().map(|c| (c.name.clone(), Health::Unhealthy { reason: reason.clone() })).collect();
+        }
+    };
+    let results = join_all(probed.iter().map(|c| prober.probe_container(c))).await;
+    probed.iter().zip(results).filter_map(|(c, h)| Some((c.name.clone(), h?))).collect()
+}
+
 fn container_view(
     s: &edge_core::Service,
     found: Option<&BTreeMap<String, ContainerInfo>>,
+    probe: Option<&Health>,
     stopped: bool,
 ) -> ContainerView {
     let (status, health, ready, id) = match found {
@@ -213,7 +245,12 @@ fn container_view(
             None => ("missing".to_owned(), "unknown".to_owned(), false, None),
             Some(c) => {
                 let status = if stopped && !c.is_ready() { "stopped".to_owned() } else { c.status.to_string() };
-                (status, c.health.to_string(), c.is_ready(), Some(c.id.clone()))
+                let (health, ready) = match probe {
+                    Some(Health::Healthy) => ("healthy".to_owned(), c.is_ready()),
+                    Some(Health::Unhealthy { reason }) => (format!("unhealthy ({reason})"), false),
+                    None => (c.health.to_string(), c.is_ready()),
+                };
+                (status, health, ready, Some(c.id.clone()))
             }
         },
     };

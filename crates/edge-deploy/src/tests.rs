@@ -54,6 +54,10 @@ fn host() -> Host {
     for key in ["XRAY_HTTP_PORT", "HYSTERIA2_HTTP_PORT", "NAIVE_HTTP_PORT", "NAIVE_SOCKS_PORT"] {
         bundle.stack.variables.insert(key.to_owned(), free_port().to_string());
     }
+    // The in-memory engine runs no process a host-side probe could reach; tests/it probe real ones.
+    for service in &mut bundle.stack.services {
+        service.readiness = None;
+    }
     for port in bundle.stack.services.iter_mut().flat_map(|s| &mut s.ports).filter(|p| p.protocol == "udp") {
         port.host_ip = Some("127.0.0.1".to_owned());
         port.host = free_port().to_string();

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use edge_core::{ChannelState, ChannelsStatus, PoolMember, Service, Stack, StackBundle, Template, TemplateFormat};
+use edge_core::{
+    ChannelState, ChannelsStatus, PoolMember, ReadinessProbe, Service, Stack, StackBundle, Template, TemplateFormat,
+};
 use serde::Serialize;
 use tera::{Context, Tera, Value};
 
@@ -469,6 +471,14 @@ fn resolve_service(s: &Service, vars: &Variables) -> Result<Service, RenderError
         for t in &mut h.test {
             *t = resolve(t, vars, &at("healthcheck"))?;
         }
+    }
+    match &mut out.readiness {
+        Some(ReadinessProbe::Http { port, path }) => {
+            *port = resolve(port, vars, &at("readiness port"))?;
+            *path = resolve(path, vars, &at("readiness path"))?;
+        }
+        Some(ReadinessProbe::Tcp { port }) => *port = resolve(port, vars, &at("readiness port"))?,
+        None => {}
     }
     Ok(out)
 }

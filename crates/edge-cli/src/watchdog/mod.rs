@@ -36,6 +36,8 @@ use textfile::{Counters, Snapshot, Textfile, UpstreamSample};
 
 /// How long the `--once` look at the channel containers may take before it is skipped.
 const ENGINE_LOOK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one host-side readiness probe may take within that look.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The watchdog: alerter, where the files are, and what it has seen.
 pub(crate) struct Watchdog {
@@ -284,6 +286,7 @@ impl Watchdog {
                     return BTreeMap::new();
                 }
             };
+            let prober = edge_channels::Prober::new(PROBE_TIMEOUT).map_err(|e| e.to_string());
             let mut down = BTreeMap::new();
             for (name, channel) in names {
                 match engine.inspect_container(&name).await {
@@ -294,7 +297,18 @@ impl Watchdog {
                         };
                         down.insert(name, (channel, reason));
                     }
-                    Ok(Some(_)) => {}
+                    Ok(Some(c)) => {
+                        // A container probed from the host is down when its probe fails.
+                        if let Some(edge_channels::Health::Unhealthy { reason }) = match &prober {
+                            Ok(p) => p.probe_container(&c).await,
+                            Err(e) => c
+                                .labels
+                                .contains_key(edge_channels::LABEL_READINESS)
+                                .then(|| edge_channels::Health::Unhealthy { reason: e.clone() }),
+                        } {
+                            down.insert(name.clone(), (channel, format!("container {name} is unhealthy ({reason})")));
+                        }
+                    }
                     Ok(None) => {
                         down.insert(name.clone(), (channel, format!("container {name} is missing")));
                     }
