@@ -16,6 +16,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-compose", "docker-compose"),
     ("dockerd", "docker.io"),
     ("/usr/bin/time", "time"),
+    // The awg mesh test: userspace WireGuard in network namespaces of its own.
+    ("wireguard-go", "wireguard-go"),
+    ("wg-quick", "wireguard-tools"),
+    ("ip", "iproute2"),
 ];
 
 /// Options of `cargo xtask test`.
