@@ -492,3 +492,14 @@ fn the_mesh_state_follows_the_host_both_ways() {
     h.mesh.set("awg0", shook_hands(Some(now)));
     assert!(apply().is_empty());
 }
+
+#[test]
+fn status_shows_why_the_mesh_is_in_its_state() {
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    h.mesh.set("awg0", MeshProbe::Missing);
+    let seen = run(crate::observe(&h.node, Ok(&h.engine), None)).unwrap();
+    let awg = seen.channels.iter().find(|c| c.id == "awg").unwrap();
+    assert_eq!(awg.reason.as_deref(), Some("interface awg0 does not exist"));
+    assert!(seen.channels.iter().filter(|c| c.id != "awg").all(|c| c.reason.is_none()));
+}
