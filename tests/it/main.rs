@@ -1,6 +1,7 @@
 //! Workspace integration tests: one binary, one module per capability.
 
 mod alerts;
+mod awg;
 mod caddy_syntax;
 mod deploy;
 mod first_alert;

@@ -23,6 +23,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/time", "time"),
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
+    // The awg mesh test: userspace WireGuard in network namespaces of its own.
+    ("wireguard-go", "wireguard-go"),
+    ("wg-quick", "wireguard-tools"),
+    ("ip", "iproute2"),
 ];
 
 /// Options of `cargo xtask test`.

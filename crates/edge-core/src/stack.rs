@@ -97,6 +97,10 @@ pub struct Channel {
     /// The dial address the front proxy uses for this channel (template), if it carries traffic.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// A required channel whose `requires` are not all set is `skipped` instead of failing
+    /// the render: it is required once configured (a mesh with no peer yet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_unconfigured: bool,
 }
 
 /// A Linux capability name as Docker takes it (`NET_BIND_SERVICE` or `CAP_NET_BIND_SERVICE`);
@@ -357,6 +361,9 @@ pub enum TemplateFormat {
     Env,
     /// A systemd unit, installed into the systemd dir.
     Systemd,
+    /// A WireGuard (wg-quick, AmneziaWG) interface config: `Key = value` lines. It makes its
+    /// channel a host-level interface named after the output file (`awg0.conf` is `awg0`).
+    Wireguard,
     /// Plain text, no escaping.
     Text,
 }
@@ -431,6 +438,7 @@ const PARTNER_EDGE_TEMPLATES: &[(&str, &str)] = &[
     ("turnserver.conf.tera", include_str!("../stacks/partner-edge/templates/turnserver.conf.tera")),
     ("edge-watchdog.service.tera", include_str!("../stacks/partner-edge/templates/edge-watchdog.service.tera")),
     ("edge-watchdog.timer.tera", include_str!("../stacks/partner-edge/templates/edge-watchdog.timer.tera")),
+    ("awg.conf.tera", include_str!("../stacks/partner-edge/templates/awg.conf.tera")),
 ];
 
 impl Stack {
@@ -481,6 +489,17 @@ impl Stack {
     /// A template by name.
     pub fn template(&self, name: &str) -> Option<&Template> {
         self.templates.iter().find(|t| t.name == name)
+    }
+
+    /// The host-level interface a channel is carried by: its `wireguard` template, and the
+    /// interface name (the output's file stem).
+    pub fn interface_of(&self, channel: &str) -> Option<(&Template, &str)> {
+        let t = self
+            .templates
+            .iter()
+            .find(|t| t.format == TemplateFormat::Wireguard && t.channel.as_deref() == Some(channel))?;
+        let name = t.output.rsplit('/').next()?.strip_suffix(".conf")?;
+        Some((t, name))
     }
 
     /// The services that carry a channel.
@@ -550,6 +569,15 @@ impl Stack {
                 return Err(format!("template {:?} is declared twice", t.name));
             }
             channel_ref(format!("template {:?}", t.name), &t.channel)?;
+            if t.format == TemplateFormat::Wireguard {
+                let iface = t.output.rsplit('/').next().and_then(|f| f.strip_suffix(".conf")).unwrap_or_default();
+                if t.channel.is_none() || !is_interface_name(iface) {
+                    return Err(format!(
+                        "template {:?} is a wireguard config: it needs a channel and an output named INTERFACE.conf (1 to 15 of a-z, A-Z, 0-9, '_', '=', '+', '.', '-')",
+                        t.name
+                    ));
+                }
+            }
             contained(&format!("template {:?} output", t.name), &t.output)?;
             contained(&format!("template {:?} source", t.name), &t.source)?;
         }
@@ -646,6 +674,11 @@ impl Stack {
         }
         Ok(())
     }
+}
+
+/// A name wg-quick accepts for an interface.
+fn is_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_=+.-".contains(&b))
 }
 
 /// A path of the manifest must stay inside its folder: relative, no `..`, not empty.
@@ -760,6 +793,9 @@ mod tests {
         let ids: Vec<_> = s.channels.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["xray", "awg", "hysteria2", "naive"]);
         assert!(s.channel("xray").unwrap().required && s.channel("awg").unwrap().required);
+        // awg is required once its mesh is configured, skipped before.
+        assert!(s.channel("awg").unwrap().skip_unconfigured);
+        assert_eq!(s.interface_of("awg").map(|(t, iface)| (t.name.as_str(), iface)), Some(("awg", "awg0")));
         assert!(!s.channel("hysteria2").unwrap().required && !s.channel("naive").unwrap().required);
         for (svc, container) in [
             ("xray", "oxpulse-partner-xray"),

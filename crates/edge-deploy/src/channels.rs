@@ -7,13 +7,20 @@
 //! "in the pool" and only a new install puts it back there. A channel whose container the
 //! operator stopped (`edge stop`) is not watched at all: that is no failure.
 //!
+//! A host-level mesh channel (`awg`) flips the same two ways on what the host's WireGuard
+//! tools report ([`apply_mesh`]): `active` while its interface exists and, with a peer, the
+//! last handshake is fresh ([`crate::mesh::judge`]).
+//!
 //! Every change is a read-modify-write of `channels-status.env` under the state lock
 //! ([`apply`]), so the watchdog never writes back a state install has replaced meanwhile.
+
+use std::time::Duration;
 
 use edge_core::{ChannelState, ChannelsStatus, InstallRecord, Paths, PoolMember, Stack, UpstreamHealth};
 use serde::Serialize;
 
 use crate::OpError;
+use crate::mesh::{MeshHost, judge};
 
 /// A state change made to `channels-status.env`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,6 +85,77 @@ pub fn apply(
     down: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<ChannelChange>, OpError> {
     Ok(ChannelsStatus::update(paths, |status| reconcile(status, pool, health, down))?)
+}
+
+/// The verdict on one mesh channel: its state and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshVerdict {
+    /// The channel.
+    pub channel: String,
+    /// The state the host's report makes of it.
+    pub state: ChannelState,
+    /// The evidence.
+    pub reason: String,
+}
+
+/// Looks at every mesh channel of `stack` the watchdog owns (`active` or `failed_at_runtime`
+/// in `status`; one out of the pool stays as install left it).
+pub fn judge_meshes(
+    stack: &Stack,
+    status: &ChannelsStatus,
+    mesh: &dyn MeshHost,
+    now: u64,
+    max_age: Duration,
+) -> Vec<MeshVerdict> {
+    stack
+        .channels
+        .iter()
+        .filter(|c| matches!(status.get(&c.id), Some(ChannelState::Active | ChannelState::FailedAtRuntime)))
+        .filter_map(|c| {
+            let (_, iface) = stack.interface_of(&c.id)?;
+            let (state, reason) = judge(iface, &mesh.probe(iface), now, max_age);
+            Some(MeshVerdict { channel: c.id.clone(), state, reason })
+        })
+        .collect()
+}
+
+/// Applies mesh verdicts to `status`; returns what changed.
+pub fn reconcile_mesh(status: &mut ChannelsStatus, verdicts: &[MeshVerdict]) -> Vec<ChannelChange> {
+    let mut changes = Vec::new();
+    for v in verdicts {
+        let Some(current @ (ChannelState::Active | ChannelState::FailedAtRuntime)) = status.get(&v.channel) else {
+            continue;
+        };
+        if current != v.state {
+            status.set(&v.channel, v.state);
+            changes.push(ChannelChange {
+                channel: v.channel.clone(),
+                from: current,
+                to: v.state,
+                reason: v.reason.clone(),
+            });
+        }
+    }
+    changes
+}
+
+/// Probes the stack's mesh channels and applies the verdicts to `channels-status.env` under
+/// the state lock; returns the verdicts and what changed.
+pub fn apply_mesh(
+    paths: &Paths,
+    stack: &Stack,
+    mesh: &dyn MeshHost,
+    now: u64,
+    max_age: Duration,
+) -> Result<(Vec<MeshVerdict>, Vec<ChannelChange>), OpError> {
+    let status = ChannelsStatus::load(&paths.channels_status())?;
+    // The tools run outside the lock; the write re-reads the file under it.
+    let verdicts = judge_meshes(stack, &status, mesh, now, max_age);
+    if verdicts.is_empty() {
+        return Ok((verdicts, Vec::new()));
+    }
+    let changes = ChannelsStatus::update(paths, |status| reconcile_mesh(status, &verdicts))?;
+    Ok((verdicts, changes))
 }
 
 /// The pool members to watch: recorded in the pool, in a state the watchdog owns, and with no

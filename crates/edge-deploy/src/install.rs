@@ -7,7 +7,9 @@
 //! `failed_at_runtime`, the stack is rendered again without it (its upstream leaves the
 //! front proxy's config), and only then are the front proxy and the other services
 //! deployed, so the proxy starts with the final pool. The failed container is left in place
-//! for `docker logs`. A dry run is the plan alone.
+//! for `docker logs`. A host-level mesh channel's interface is brought up from its rendered
+//! config, and the channel is `active` only once the host reports it up (and, with a peer,
+//! a handshake). A dry run is the plan alone.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use edge_render::{NodeConfigSource, RenderedStack, Renderer, Source, VariableSou
 use serde::Serialize;
 
 use crate::identity::{self, NODE_CONFIG};
+use crate::mesh::{HANDSHAKE_MAX_AGE, judge};
 use crate::pull::{ImagePull, PullPolicy, images_to_pull, pull_all};
 use crate::{Node, OpError, Progress, ProgressSink};
 
@@ -50,6 +53,8 @@ pub struct InstallRequest {
     pub pool_wait: Duration,
     /// Changes to the alert settings in `watchdog.env`; keys not changed keep their value.
     pub alerts: AlertChanges,
+    /// How long to wait for a mesh interface to be up and, with a peer, to shake hands.
+    pub mesh_wait: Duration,
     /// Check this host's free disk and the ports to publish before anything changes. Off when
     /// the engine is not on this host (or is the in-memory one): its ports are not ours to probe.
     pub host_checks: bool,
@@ -71,6 +76,8 @@ impl Default for InstallRequest {
             health_timeout: Duration::from_secs(120),
             pool_wait: Duration::from_secs(30),
             alerts: AlertChanges::default(),
+            // WireGuard retries a handshake every 5 s: this gives it three tries.
+            mesh_wait: Duration::from_secs(16),
             host_checks: true,
             pull: PullPolicy::default(),
             docker_config: None,
@@ -298,7 +305,7 @@ pub async fn install<E: Engine>(
             runtime_reasons.insert(channel.to_owned(), format!("container {} {}", d.name(), reason));
         }
     }
-    let rendered = if forced.is_empty() {
+    let mut rendered = if forced.is_empty() {
         first
     } else {
         step(&format!("render again without {}", forced.keys().cloned().collect::<Vec<_>>().join(", ")));
@@ -332,6 +339,8 @@ pub async fn install<E: Engine>(
         }
         _ => BTreeMap::new(),
     };
+
+    bring_up_meshes(node, &mut rendered, request.mesh_wait, &mut runtime_reasons, progress).await;
 
     step("write status");
     let record = InstallRecord {
@@ -484,13 +493,60 @@ impl AlertPlan {
     }
 }
 
+/// Brings up the interface of every active mesh channel and waits until the host reports it
+/// active or `wait` passes; a channel that does not get there is `failed_at_runtime`, with why.
+async fn bring_up_meshes(
+    node: &Node,
+    rendered: &mut RenderedStack,
+    wait: Duration,
+    runtime_reasons: &mut BTreeMap<String, String>,
+    progress: ProgressSink<'_>,
+) {
+    let stack = node.stack();
+    for c in rendered.channels.iter_mut().filter(|c| c.state == ChannelState::Active) {
+        let Some((template, iface)) = stack.interface_of(&c.id) else { continue };
+        progress(Progress::Step(format!("bring up the {} interface {iface}", c.id)));
+        let config = node.paths.config_file(&template.output);
+        let started = Instant::now();
+        let verdict = match node.mesh.up(iface, &config) {
+            Err(e) => Err(e),
+            Ok(()) => loop {
+                let probe = node.mesh.probe(iface);
+                let (state, reason) = judge(iface, &probe, now_secs(), HANDSHAKE_MAX_AGE);
+                if state == ChannelState::Active {
+                    break Ok(reason);
+                }
+                if started.elapsed() >= wait {
+                    break Err(format!("{reason} after {:.1}s", wait.as_secs_f64()));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            },
+        };
+        match verdict {
+            Ok(reason) => progress(Progress::Note(format!(
+                "    {}: {reason} (active {:.1}s after bring-up began)",
+                c.id,
+                started.elapsed().as_secs_f64()
+            ))),
+            Err(reason) => {
+                c.state = ChannelState::FailedAtRuntime;
+                c.reason = Some(reason.clone());
+                rendered.status.set(&c.id, ChannelState::FailedAtRuntime);
+                runtime_reasons.insert(c.id.clone(), reason);
+            }
+        }
+    }
+}
+
 fn outcome(
     name: &str,
     channels: &[ChannelReport],
     services: &BTreeMap<String, Readiness>,
     elapsed: Duration,
 ) -> (Outcome, String) {
-    let failed_required = channels.iter().find(|c| c.required && c.state != ChannelState::Active);
+    // A required channel is skipped only while unconfigured (`skip_unconfigured`).
+    let failed_required =
+        channels.iter().find(|c| c.required && !matches!(c.state, ChannelState::Active | ChannelState::Skipped));
     let failed_optional: Vec<&str> = channels
         .iter()
         .filter(|c| !c.required && matches!(c.state, ChannelState::FailedAtRender | ChannelState::FailedAtRuntime))
@@ -506,10 +562,15 @@ fn outcome(
         return (
             Outcome::Failure,
             format!(
-                "install failed: required channel {} is {}: {}; see `docker logs` of its container, fix its configuration and run edge install again",
+                "install failed: required channel {} is {}: {}; {}, fix its configuration and run edge install again",
                 c.id,
                 c.state,
-                c.reason.as_deref().unwrap_or("no reason recorded")
+                c.reason.as_deref().unwrap_or("no reason recorded"),
+                if c.containers.is_empty() {
+                    "it runs on the host: see its interface (wg show) and the peer"
+                } else {
+                    "see `docker logs` of its container"
+                }
             ),
         );
     }

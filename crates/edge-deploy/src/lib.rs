@@ -1,7 +1,8 @@
 //! Operations on an edge stack, generic over the container engine: install (plan → apply →
 //! wait → record), uninstall, identity backup and restore, `stop`/`start`/`restart`, the
 //! observation `status` and `healthcheck` print, the lifecycle gate, and the runtime channel
-//! states the watchdog keeps.
+//! states the watchdog keeps (container channels from the engine and the front proxy, the
+//! host-level mesh channel from the host's WireGuard tools, [`mesh`]).
 //!
 //! Every operation takes an [`edge_channels::Engine`]: [`edge_channels::DockerEngine`] on a
 //! host, the in-memory engine of `edge_channels::testing` in unit tests. Operations report
@@ -57,6 +58,7 @@ mod health;
 pub mod identity;
 mod install;
 mod lifecycle;
+pub mod mesh;
 pub mod metrics;
 mod node;
 mod observe;

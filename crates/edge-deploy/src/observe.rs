@@ -72,6 +72,9 @@ pub struct ChannelView {
     pub upstream: Option<String>,
     /// Its upstream's health (`unknown`: no series, or metrics unreachable).
     pub upstream_health: Option<ObservedHealth>,
+    /// For a host-level mesh channel the watchdog keeps: what its interface shows now
+    /// (up, the last handshake), the evidence behind its state.
+    pub reason: Option<String>,
 }
 
 /// The front proxy's metrics as seen.
@@ -183,10 +186,21 @@ pub async fn observe<E: Engine>(
             let upstream_health =
                 upstream.as_ref().map(|u| metrics.upstreams.get(u).copied().unwrap_or(ObservedHealth::Unknown));
             let containers: Vec<ContainerView> = stack.services_of(&c.id).map(view).collect();
+            let state = status.get(&c.id);
+            let reason = match (stack.interface_of(&c.id), state) {
+                (Some((_, iface)), Some(ChannelState::Active | ChannelState::FailedAtRuntime)) => {
+                    let probe = node.mesh.probe(iface);
+                    Some(
+                        crate::mesh::judge(iface, &probe, crate::install::now_secs(), crate::mesh::HANDSHAKE_MAX_AGE).1,
+                    )
+                }
+                _ => None,
+            };
             ChannelView {
                 id: c.id.clone(),
                 required: c.required,
-                state: status.get(&c.id),
+                state,
+                reason,
                 stopped: containers.iter().any(|c| c.stopped),
                 containers,
                 upstream,

@@ -12,9 +12,11 @@ use edge_alerts::{AlertChanges, AlertSettings, Change};
 use edge_channels::testing::FakeEngine;
 use edge_channels::{ContainerStatus, Engine, LABEL_SPEC_HASH};
 use edge_core::secrets::SPEC_HASH_KEY_FILE;
-use edge_core::{ChannelsStatus, InstallRecord, StackBundle};
+use edge_core::{ChannelState, ChannelsStatus, InstallRecord, StackBundle};
 
 use crate::identity::identity_files;
+use crate::mesh::fake::FakeMesh;
+use crate::mesh::{MeshProbe, PeerSeen};
 use crate::{InstallRequest, LifecycleRequest, Node, Outcome, PullPolicy, UninstallRequest, install, quiet};
 use base64::Engine as _;
 
@@ -26,6 +28,14 @@ struct Host {
     _root: tempfile::TempDir,
     node: Node,
     engine: FakeEngine,
+    mesh: Arc<FakeMesh>,
+}
+
+const PEER: &str = "1Zg1v1nu3AwPWj+V/f51pXznc/5TaReXmyzLx+4asxE=";
+
+/// The host's report on an interface whose peer shook hands at `at` (epoch seconds).
+fn shook_hands(at: Option<u64>) -> MeshProbe {
+    MeshProbe::Up { peers: vec![PeerSeen { public_key: PEER.to_owned(), latest_handshake: at }] }
 }
 
 const CHANNEL_VARS: &[(&str, &str)] = &[
@@ -43,6 +53,10 @@ const CHANNEL_VARS: &[(&str, &str)] = &[
     ("NAIVE_SERVER", "naive.example.com"),
     ("NAIVE_USERNAME", "user"),
     ("NAIVE_PASSWORD", "pass"),
+    ("AWG_ADDRESS", "198.19.0.2/24"),
+    ("AWG_PEER_PUBLIC_KEY", PEER),
+    ("AWG_PEER_ENDPOINT", "mesh.example.com:51820"),
+    ("AWG_ALLOWED_IPS", "198.19.0.0/24"),
 ];
 
 /// The partner edge on free loopback ports: install checks that the ports it publishes are
@@ -62,10 +76,14 @@ fn host() -> Host {
         port.host_ip = Some("127.0.0.1".to_owned());
         port.host = free_port().to_string();
     }
-    let node = Node::new(bundle, Some(root.path())).unwrap();
+    let mut node = Node::new(bundle, Some(root.path())).unwrap();
+    // The mesh comes up and its peer answers at once, unless a test says otherwise.
+    let mesh =
+        Arc::new(FakeMesh { after_up: Some(shook_hands(Some(crate::install::now_secs()))), ..FakeMesh::default() });
+    node.mesh = mesh.clone();
     let images: Vec<&str> = node.stack().services.iter().map(|s| s.image.as_str()).collect();
     let engine = FakeEngine::with_images(&images);
-    Host { _ports: ports, _root: root, node, engine }
+    Host { _ports: ports, _root: root, node, engine, mesh }
 }
 
 fn free_port() -> u16 {
@@ -650,4 +668,102 @@ fn a_dry_run_lists_the_pulls_and_pulls_nothing() {
     assert!(report.pulls.iter().all(|p| p.size.is_none()));
     assert!(h.engine.pulled().is_empty());
     assert!(h.engine.containers().is_empty());
+}
+
+fn with_mesh(h: Host, mesh: FakeMesh) -> Host {
+    let mesh = Arc::new(mesh);
+    let mut node = h.node.clone();
+    node.mesh = mesh.clone();
+    Host { node, mesh, ..h }
+}
+
+#[test]
+fn the_mesh_is_brought_up_from_its_rendered_config_and_active_once_it_shook_hands() {
+    let h = host();
+    let report = run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    let up = h.mesh.brought_up.lock().unwrap().clone();
+    assert_eq!(up, [("awg0".to_owned(), h.node.paths.config_file("awg0.conf"))]);
+    let config = std::fs::read_to_string(h.node.paths.config_file("awg0.conf")).unwrap();
+    assert!(config.contains(&format!("PublicKey = {PEER}")) && config.contains("Address = 198.19.0.2/24"), "{config}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(h.node.paths.config_file("awg0.conf")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_mesh_that_never_shakes_hands_fails_the_install_with_the_reason() {
+    let h = host();
+    let h = with_mesh(h, FakeMesh { after_up: Some(shook_hands(None)), ..FakeMesh::default() });
+    let request = InstallRequest { mesh_wait: Duration::from_millis(300), ..request() };
+    let report = run(install(&h.engine, &h.node, &request, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Failure);
+    assert!(
+        report.message.starts_with(
+            "install failed: required channel awg is failed_at_runtime: interface awg0: no handshake yet with peer 1Zg1v1nu… after 0.3s; it runs on the host"
+        ),
+        "{}",
+        report.message
+    );
+    assert_eq!(status(&h.node), "xray=active\nawg=failed_at_runtime\nhysteria2=active\nnaive=active\n");
+
+    let h = with_mesh(h, FakeMesh { up_error: Some("wg-quick up failed: boom".into()), ..FakeMesh::default() });
+    let report = run(install(&h.engine, &h.node, &request, &quiet)).unwrap();
+    let awg = report.channels.iter().find(|c| c.id == "awg").unwrap();
+    assert_eq!(awg.reason.as_deref(), Some("wg-quick up failed: boom"));
+}
+
+#[test]
+fn a_node_without_a_mesh_yet_installs_with_awg_skipped() {
+    let h = host();
+    let mut request = request();
+    request.variables.flags.retain(|(k, _)| !k.starts_with("AWG_"));
+    let report = run(install(&h.engine, &h.node, &request, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert_eq!(status(&h.node), "xray=active\nawg=skipped\nhysteria2=active\nnaive=active\n");
+    assert!(h.mesh.brought_up.lock().unwrap().is_empty());
+    assert!(!h.node.paths.config_file("awg0.conf").exists());
+    // The key pair to hand the mesh peer exists all the same.
+    assert!(h.node.paths.config_file("awg-public.key").is_file());
+}
+
+#[test]
+fn the_mesh_state_follows_the_host_both_ways() {
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let stack = h.node.stack();
+    let now = crate::install::now_secs();
+    let window = Duration::from_secs(180);
+    let apply = || crate::channels::apply_mesh(&h.node.paths, stack, h.mesh.as_ref(), now, window).unwrap().1;
+    // Stale handshake: failed, with the evidence.
+    h.mesh.set("awg0", shook_hands(Some(now - 200)));
+    let changes = apply();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].reason, "interface awg0: last handshake with peer 1Zg1v1nu… 200s ago (limit 180s)");
+    assert_eq!(status(&h.node), "xray=active\nawg=failed_at_runtime\nhysteria2=active\nnaive=active\n");
+    // Fresh again: active.
+    h.mesh.set("awg0", shook_hands(Some(now - 3)));
+    let changes = apply();
+    assert_eq!((changes[0].from, changes[0].to), (ChannelState::FailedAtRuntime, ChannelState::Active));
+    // The interface gone: failed.
+    h.mesh.set("awg0", MeshProbe::Missing);
+    assert_eq!(apply()[0].reason, "interface awg0 does not exist");
+    assert!(apply().is_empty(), "no change, no news");
+    // A skipped mesh is left alone.
+    let mut s = ChannelsStatus::load(&h.node.paths.channels_status()).unwrap();
+    s.set("awg", ChannelState::Skipped);
+    s.save(&h.node.paths.channels_status()).unwrap();
+    h.mesh.set("awg0", shook_hands(Some(now)));
+    assert!(apply().is_empty());
+}
+
+#[test]
+fn status_shows_why_the_mesh_is_in_its_state() {
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    h.mesh.set("awg0", MeshProbe::Missing);
+    let seen = run(crate::observe(&h.node, Ok(&h.engine), None)).unwrap();
+    let awg = seen.channels.iter().find(|c| c.id == "awg").unwrap();
+    assert_eq!(awg.reason.as_deref(), Some("interface awg0 does not exist"));
+    assert!(seen.channels.iter().filter(|c| c.id != "awg").all(|c| c.reason.is_none()));
 }

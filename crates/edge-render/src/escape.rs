@@ -487,6 +487,32 @@ pub fn url_userinfo(value: &str) -> String {
     out
 }
 
+/// A value of a WireGuard config line (`Key = value`): the line is the whole value and `#`
+/// starts a comment, and there is no quoting, so a line break, a control character or `#` is
+/// refused rather than escaped.
+pub fn wireguard_value(value: &str) -> Result<String, String> {
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(format!("holds the control character {c:?}, which would end or corrupt the WireGuard config line"));
+    }
+    if value.contains('#') {
+        return Err("holds '#', which starts a comment in a WireGuard config".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+/// A value in a wg-quick hook (`PostUp = ...`), which bash runs: only a plain word (letters,
+/// digits and `_./:@=+,-`), never shell syntax.
+pub fn wireguard_hook(value: &str) -> Result<String, String> {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"_./:@=+,-".contains(&b);
+    match value.bytes().find(|b| !safe(*b)) {
+        None => Ok(value.to_owned()),
+        Some(b) => Err(format!(
+            "holds {:?} in a wg-quick hook, which bash would run: only letters, digits and _./:@=+,- may stand there",
+            b as char
+        )),
+    }
+}
+
 /// A shell word for a KEY=VALUE file, read back exactly by bash and [`edge_core::EnvFile`].
 pub fn env_word(value: &str) -> String {
     edge_core::escape_env_value(value)
@@ -812,6 +838,22 @@ mod tests {
             if let Ok(word) = systemd_command(&v, whole) {
                 prop_assert!(!word.starts_with(['-', '@', ':', '+', '!', '|']), "{}", word);
                 prop_assert!(!word.is_empty());
+            }
+        }
+
+        #[test]
+        fn wireguard_values_stay_one_value_on_their_line(v in any::<String>()) {
+            if let Ok(out) = wireguard_value(&v) {
+                // wg-quick reads `key = value` up to the end of the line, cut at `#`.
+                let line = format!("Address = {out}");
+                prop_assert_eq!(line.lines().count(), 1);
+                prop_assert_eq!(line.split('#').next(), Some(line.as_str()));
+                prop_assert_eq!(&out, &v);
+            } else {
+                prop_assert!(v.contains('#') || v.chars().any(char::is_control));
+            }
+            if let Ok(word) = wireguard_hook(&v) {
+                prop_assert!(word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./:@=+,-".contains(&b)));
             }
         }
 

@@ -298,7 +298,7 @@ impl Renderer {
             }
             let missing = missing(&channel.requires, vars);
             if !missing.is_empty() {
-                match (channel.required, mode) {
+                match (channel.required && !channel.skip_unconfigured, mode) {
                     (true, Mode::Stack) => {
                         return Err(RenderError::MissingCredentials { channel: channel.id.clone(), missing });
                     }
@@ -549,7 +549,7 @@ fn caddy_checked(v: &str, p: &Place, escape: PlainEscapeFn) -> Result<String, St
 }
 
 fn register_filters(tera: &mut Tera) {
-    let contextual: [(&str, EscapeFn); 17] = [
+    let contextual: [(&str, EscapeFn); 19] = [
         ("escape_json_value", |v, _| Ok(escape::json_string(v))),
         ("escape_json_content", |v, _| Ok(escape::json_content(v))),
         ("escape_yaml_value", |v, _| Ok(escape::yaml_value(v))),
@@ -565,6 +565,8 @@ fn register_filters(tera: &mut Tera) {
         ("escape_systemd_word", |v, _| Ok(escape::systemd_word(v))),
         ("escape_systemd_command", |v, p| escape::systemd_command(v, p.whole)),
         ("escape_env_word", |v, _| Ok(escape::env_word(v))),
+        ("escape_wireguard_value", |v, _| escape::wireguard_value(v)),
+        ("escape_wireguard_hook", |v, _| escape::wireguard_hook(v)),
         ("escape_env_sq_content", |v, _| Ok(v.replace('\'', r"'\''"))),
         ("escape_env_dq_content", |v, _| Ok(format!("\"{}\"", escape::env_word(v)))),
         // `{{ PORT | int }}` and co: the value as a number or a boolean, or an error.

@@ -38,6 +38,7 @@ pub(crate) fn translate(source: &str, format: TemplateFormat) -> String {
         TemplateFormat::Caddyfile => Caddy::default().run(&segments),
         TemplateFormat::Env => Env::default().run(&segments),
         TemplateFormat::Systemd => Systemd::default().run(&segments),
+        TemplateFormat::Wireguard => wireguard(&segments),
         TemplateFormat::Text => segments.iter().map(raw).collect(),
     }
 }
@@ -1128,6 +1129,43 @@ impl Systemd {
     }
 }
 
+/// wg-quick's hooks: their value is run by bash.
+const WIREGUARD_HOOKS: &[&str] = &["PreUp", "PostUp", "PreDown", "PostDown"];
+
+/// A WireGuard config: a value ends at its line and `#` starts a comment, so a value holds
+/// neither; in a hook line it is a word bash cannot read as syntax.
+fn wireguard(segments: &[Seg]) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for seg in segments {
+        match seg {
+            Seg::Text(t) | Seg::Tag(t) => {
+                for c in t.chars() {
+                    if c == '\n' {
+                        line.clear();
+                    } else if matches!(seg, Seg::Text(_)) {
+                        line.push(c);
+                    }
+                }
+                out.push_str(t);
+            }
+            Seg::Expr { .. } => {
+                let key = line.split_once('=').map(|(k, _)| k.trim());
+                let filter = if line.trim_start().starts_with(['#', ';']) {
+                    "escape_line"
+                } else if key.is_some_and(|k| WIREGUARD_HOOKS.contains(&k)) {
+                    "escape_wireguard_hook"
+                } else {
+                    "escape_wireguard_value"
+                };
+                out.push_str(&wrapped(seg, filter, ""));
+                line.push('x');
+            }
+        }
+    }
+    out
+}
+
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
 enum EnvState {
     #[default]
@@ -1399,5 +1437,18 @@ mod tests {
         check(S, "ExecStart=/bin/{{ A }}", &format!("ExecStart=/bin/{}", word("A")));
         check(S, "Description={{ A }}", &format!("Description={}", word("A")));
         check(S, "ExecSearchPath={{ A }}", &format!("ExecSearchPath={}", word("A")));
+    }
+
+    #[test]
+    fn wireguard_values_hooks_and_comments() {
+        const W: TemplateFormat = TemplateFormat::Wireguard;
+        let value = |name: &str| sec("escape_wireguard_value", 1, &format!(", name=\"{name}\""), name);
+        check(W, "Address = {{ A }}", &format!("Address = {}", value("A")));
+        check(
+            W,
+            "PostUp = ip route add {{ A }}",
+            &format!("PostUp = ip route add {}", sec("escape_wireguard_hook", 1, ", name=\"A\"", "A")),
+        );
+        check(W, "# peer {{ A }}", &format!("# peer {}", sec("escape_line", 1, ", name=\"A\"", "A")));
     }
 }

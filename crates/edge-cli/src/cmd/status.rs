@@ -56,6 +56,11 @@ pub(crate) fn render(seen: &Observation) -> String {
         ]));
     }
     out.push_str(&table(&rows));
+    for c in &seen.channels {
+        if let Some(reason) = &c.reason {
+            out.push_str(&format!("{}: {reason}\n", c.id));
+        }
+    }
     if !seen.services.is_empty() {
         out.push('\n');
         let mut rows = vec![row(&["SERVICE", "CONTAINER", "STATUS", "HEALTH"])];

@@ -9,6 +9,11 @@
 //! - **legacy**: no `POOL` in `install.env` (a node set up by the bash installer): every
 //!   upstream series on the metrics page is watched, as `oxpulse-channels-health-report.sh` does.
 //!
+//! A host-level mesh channel (`awg`) is kept true from the host's WireGuard tools each tick:
+//! `active` while its interface exists and its peer's last handshake is within 180 s
+//! (`EDGE_AWG_HANDSHAKE_MAX_AGE` seconds when set); each flip is alerted as
+//! `TRANSITION channel=awg FROM -> TO (why)`.
+//!
 //! A channel whose service the operator stopped (`edge stop`) is not watched: it is shown as
 //! stopped, never failed, alerted on or restarted. With an always-on service (the front
 //! proxy) stopped, the whole tick is skipped as stopped by the operator.
@@ -21,6 +26,7 @@ pub(crate) mod textfile;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -28,6 +34,7 @@ use edge_alerts::{AlertConfig, Alerter, MetricsSource, Observation, Report, Tick
 use edge_channels::{DockerEngine, Engine};
 use edge_core::{ChannelsStatus, InstallRecord, ObservedHealth, Paths, PoolMember, Stack};
 use edge_deploy::channels::{self, ChannelChange};
+use edge_deploy::mesh::{MeshHost, WgTools};
 use serde::Serialize;
 
 use crate::settings::Settings;
@@ -46,6 +53,10 @@ pub(crate) struct Watchdog {
     stack: Stack,
     textfile: Option<Textfile>,
     snapshot: Snapshot,
+    /// The host's WireGuard tools, for mesh channels.
+    mesh: Arc<dyn MeshHost>,
+    /// How old a mesh peer's last handshake may be.
+    mesh_max_age: Duration,
 }
 
 /// What one tick found and did (`--json` prints it).
@@ -238,7 +249,15 @@ impl Watchdog {
         let textfile = textfile.map(Textfile::new);
         let counters = textfile.as_ref().map(Textfile::load_counters).unwrap_or_default();
         let snapshot = Snapshot { counters, ..Snapshot::default() };
-        Ok(Self { alerter, paths, stack: settings.bundle.stack.clone(), textfile, snapshot })
+        Ok(Self {
+            alerter,
+            paths,
+            stack: settings.bundle.stack.clone(),
+            textfile,
+            snapshot,
+            mesh: Arc::new(WgTools::default()),
+            mesh_max_age: edge_deploy::mesh::handshake_max_age(lookup),
+        })
     }
 
     pub(crate) fn stack(&self) -> &Stack {
@@ -375,6 +394,31 @@ impl Watchdog {
                 .collect();
         }
 
+        let mut events: Vec<String> = report.events.iter().map(|e| e.text(&self.alerter.config().host)).collect();
+        let mut delivered_out = delivered(&report);
+        let (mut held, mut undelivered) = (report.held, report.undelivered);
+        // Stack mode only: a legacy node's mesh is not ours to judge.
+        if members.is_some() && view.status.is_some() {
+            let (_, mesh_changes) =
+                channels::apply_mesh(&self.paths, &self.stack, self.mesh.as_ref(), now_secs(), self.mesh_max_age)
+                    .context("cannot update channels-status.env")?;
+            for c in mesh_changes {
+                tracing::warn!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason);
+                let severity = if c.to == edge_core::ChannelState::Active {
+                    edge_alerts::Severity::Info
+                } else {
+                    edge_alerts::Severity::Warning
+                };
+                let text = format!("TRANSITION channel={} {} -> {} ({})", c.channel, c.from, c.to, c.reason);
+                let sent = self.notify(severity, &text).await?;
+                events.extend(sent.events.iter().map(|e| e.text(&self.alerter.config().host)));
+                delivered_out.extend(delivered(&sent));
+                held += sent.held;
+                undelivered += sent.undelivered;
+                changes.push(c);
+            }
+        }
+
         // The upstreams shown: the pool's, or in legacy mode every series on the page.
         let shown: Vec<(Option<String>, String)> = if legacy {
             health.map(|h| h.keys().map(|u| (None, u.clone())).collect()).unwrap_or_default()
@@ -404,16 +448,15 @@ impl Watchdog {
         self.count(&report, false);
         self.write_textfile();
 
-        let host = &self.alerter.config().host;
         Ok(TickOutcome {
             status: word(report.status()),
             mode: if legacy { "legacy" } else { "stack" },
             metrics: MetricsOutcome { source, reachable: error.is_none(), error },
             pool: pool_out,
-            events: report.events.iter().map(|e| e.text(host)).collect(),
-            delivered: delivered(&report),
-            held: report.held,
-            undelivered: report.undelivered,
+            events,
+            delivered: delivered_out,
+            held,
+            undelivered,
             errors: report.errors.iter().map(ToString::to_string).collect(),
             channel_changes: changes,
             stopped,

@@ -84,6 +84,25 @@ fn the_whole_stack_needs_its_required_variables() {
     let err = Renderer::new(&bundle).render_template("nginx", None, &v).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown template \"nginx\"; the stack has: caddy, compose, xray, hysteria2, naive, watchdog-service, watchdog-timer"
+        "unknown template \"nginx\"; the stack has: caddy, compose, xray, hysteria2, naive, awg, watchdog-service, watchdog-timer"
     );
+}
+
+#[test]
+fn a_mesh_value_cannot_add_lines_to_the_interface_config() {
+    let bundle = StackBundle::partner_edge();
+    let renderer = Renderer::new(&bundle);
+    for (endpoint, why) in [
+        ("mesh.example.net:51820\nPostUp = rm -rf /", "holds the control character '\\n'"),
+        ("mesh.example.net:51820 # x", "holds '#', which starts a comment"),
+    ] {
+        let vars = vars(&bundle, "full.env", &[], &[("AWG_PEER_ENDPOINT", endpoint)]);
+        let err = renderer.render_stack(&vars, &Default::default()).unwrap_err().to_string();
+        assert!(err.contains("awg") && err.contains("AWG_PEER_ENDPOINT") && err.contains(why), "{err}");
+    }
+    // Unconfigured, the required mesh is skipped rather than failing the render.
+    let vars = vars(&bundle, "full.env", &["AWG_ADDRESS"], &[]);
+    let r = renderer.render_stack(&vars, &Default::default()).unwrap();
+    assert_eq!(r.status.get("awg"), Some(edge_core::ChannelState::Skipped));
+    assert!(r.file("awg").is_none());
 }
