@@ -3,6 +3,7 @@
 mod alerts;
 mod caddy_syntax;
 mod deploy;
+mod failover;
 mod lifecycle;
 mod privileges;
 mod recreate;

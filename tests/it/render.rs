@@ -101,6 +101,11 @@ fn the_pool_and_metrics_are_what_caddy_runs() {
     let newer = vars(&bundle, "full.env", &[], &[("CADDY_HEALTH_COUNTS", "1".to_owned())]);
     let text_newer = Renderer::new(&bundle).render_template("caddy", None, &newer).unwrap();
     assert!(text_newer.contains("\t\thealth_passes 2\n\t\thealth_fails 3\n"), "{text_newer}");
+    // No retry count unless asked: lb_try_duration bounds retries (stack.toml says why).
+    assert!(!text.contains("lb_retries"), "{text}");
+    let capped = vars(&bundle, "full.env", &[], &[("CADDY_LB_RETRIES", "2".to_owned())]);
+    let text_capped = Renderer::new(&bundle).render_template("caddy", None, &capped).unwrap();
+    assert!(caddy::adapt(&text_capped).unwrap().to_string().contains(r#""retries":2"#), "{text_capped}");
     for needle in [
         r#""dial":"127.0.0.1:3081"},{"dial":"127.0.0.1:3082"},{"dial":"127.0.0.1:3083"}"#,
         r#""selection_policy":{"policy":"first"}"#,
@@ -108,6 +113,8 @@ fn the_pool_and_metrics_are_what_caddy_runs() {
         r#""try_interval":250000000"#,
         r#""active":{"expect_status":2,"interval":10000000000,"timeout":3000000000,"uri":"/api/health"}"#,
         r#""X-Channel-Tag":["{edge_channel_tag}"]"#,
+        r#""passive":{"fail_duration":10000000000,"max_fails":1,"unhealthy_status":[502,503,504]}"#,
+        r#""transport":{"dial_timeout":500000000,"protocol":"http"}"#,
     ] {
         assert!(json.contains(needle), "{needle} not in {json}");
     }
@@ -190,23 +197,24 @@ fn rendered_compose_files_pass_docker_compose_config() {
 }
 
 /// A Caddyfile of the partner edge pointed at loopback upstreams of the test.
-struct Pool {
-    caddy: CaddyProcess,
-    site: String,
+pub(crate) struct Pool {
+    pub(crate) caddy: CaddyProcess,
+    pub(crate) site: String,
     upstreams: Vec<(String, Upstream)>,
 }
 
 fn start_pool(channels: &[&str]) -> Pool {
+    start_pool_with(channels, &[("CADDY_HEALTH_INTERVAL", "500ms"), ("CADDY_HEALTH_TIMEOUT", "400ms")])
+}
+
+/// The partner edge's Caddyfile over `channels`, stack variables overridden by `set`.
+pub(crate) fn start_pool_with(channels: &[&str], set: &[(&str, &str)]) -> Pool {
     let bundle = StackBundle::partner_edge();
     let site_port = free_port().unwrap();
     let admin = format!("127.0.0.1:{}", free_port().unwrap());
     let mut upstreams = Vec::new();
-    let mut extra = vec![
-        ("CADDY_SITE", format!("http://127.0.0.1:{site_port}")),
-        ("CADDY_ADMIN", admin.clone()),
-        ("CADDY_HEALTH_INTERVAL", "500ms".to_owned()),
-        ("CADDY_HEALTH_TIMEOUT", "400ms".to_owned()),
-    ];
+    let mut extra = vec![("CADDY_SITE", format!("http://127.0.0.1:{site_port}")), ("CADDY_ADMIN", admin.clone())];
+    extra.extend(set.iter().map(|(k, v)| (*k, (*v).to_owned())));
     for (channel, port_var) in
         [("xray", "XRAY_HTTP_PORT"), ("hysteria2", "HYSTERIA2_HTTP_PORT"), ("naive", "NAIVE_HTTP_PORT")]
     {
@@ -227,12 +235,12 @@ fn start_pool(channels: &[&str]) -> Pool {
 }
 
 impl Pool {
-    fn upstream(&self, channel: &str) -> &Upstream {
+    pub(crate) fn upstream(&self, channel: &str) -> &Upstream {
         &self.upstreams.iter().find(|(c, _)| c == channel).unwrap().1
     }
 
     /// Waits until Caddy's metric says exactly `expected` (channel, healthy) for the pool.
-    fn wait_health(&self, expected: &[(&str, f64)]) {
+    pub(crate) fn wait_health(&self, expected: &[(&str, f64)]) {
         let want: Vec<(String, f64)> = expected.iter().map(|(c, h)| (self.upstream(c).hostport(), *h)).collect();
         let got = self.caddy.wait_upstreams(Duration::from_secs(30), |samples| {
             let mut s = samples.to_vec();
