@@ -460,6 +460,9 @@ fn resolve_service(s: &Service, vars: &Variables) -> Result<Service, RenderError
             *t = resolve(t, vars, &at("healthcheck"))?;
         }
     }
+    if let Some(r) = &mut out.reload {
+        r.admin = resolve(&r.admin, vars, &at("reload admin"))?;
+    }
     Ok(out)
 }
 
