@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: timings of edge next to what it replaces, one suite per file under
-//! `bench/` (`watchdog`, the default, and `deploy`); this file dispatches and holds what they share.
+//! `bench/` (`watchdog`, the default, `deploy` and `failover`); this file dispatches and holds what they share.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 mod deploy;
+mod failover;
 mod watchdog;
 
 /// Options of `cargo xtask bench`: a suite, or the watchdog suite's options.
@@ -29,6 +30,9 @@ enum Suite {
     Watchdog(watchdog::WatchdogBenchArgs),
     /// Time `edge install` (fresh, no-op re-run) against `docker-compose up -d` on the rendered compose file.
     Deploy(deploy::DeployBenchArgs),
+    /// Failed requests, stalls and p99 under load while channels die and the stack is re-installed,
+    /// edge against `docker-compose up -d` on the same rendered files.
+    Failover(failover::FailoverBenchArgs),
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -36,6 +40,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => watchdog::run(args.watchdog),
         Some(Suite::Watchdog(args)) => watchdog::run(args),
         Some(Suite::Deploy(args)) => deploy::run(args),
+        Some(Suite::Failover(args)) => failover::run(args),
     }
 }
 
