@@ -4,6 +4,7 @@ mod alerts;
 mod awg;
 mod caddy_syntax;
 mod deploy;
+mod failover;
 mod first_alert;
 mod lifecycle;
 mod privileges;

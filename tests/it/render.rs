@@ -165,6 +165,11 @@ fn the_pool_and_metrics_are_what_caddy_runs() {
     let server = &config["apps"]["http"]["servers"]["srv0"];
     assert_eq!(server["automatic_https"]["disable_redirects"], true, "{config}");
     let json = config.to_string();
+    // No retry count unless asked: lb_try_duration bounds retries (stack.toml says why).
+    assert!(!text.contains("lb_retries"), "{text}");
+    let capped = vars(&bundle, "full.env", &[], &[("CADDY_LB_RETRIES", "2".to_owned())]);
+    let text_capped = Renderer::new(&bundle).render_template("caddy", None, &capped).unwrap();
+    assert!(caddy::adapt(&text_capped).unwrap().to_string().contains(r#""retries":2"#), "{text_capped}");
     for needle in [
         r#""dial":"127.0.0.1:3081"},{"dial":"127.0.0.1:3082"},{"dial":"127.0.0.1:3083"}"#,
         r#""selection_policy":{"policy":"first"}"#,
@@ -172,6 +177,8 @@ fn the_pool_and_metrics_are_what_caddy_runs() {
         r#""try_interval":250000000"#,
         r#""active":{"expect_status":2,"fails":3,"interval":10000000000,"passes":2,"timeout":3000000000,"uri":"/api/health"}"#,
         r#""X-Channel-Tag":["{edge_channel_tag}"]"#,
+        r#""passive":{"fail_duration":10000000000,"max_fails":1,"unhealthy_status":[502,503,504]}"#,
+        r#""transport":{"dial_timeout":500000000,"protocol":"http"}"#,
     ] {
         assert!(json.contains(needle), "{needle} not in {json}");
     }
@@ -272,9 +279,9 @@ fn rendered_compose_files_pass_docker_compose_config() {
 
 /// A Caddyfile of the partner edge pointed at loopback upstreams of the test. naive's upstream
 /// is the backend stand-in behind a forward proxy standing where naive's local listener would be.
-struct Pool {
-    caddy: CaddyProcess,
-    site: String,
+pub(crate) struct Pool {
+    pub(crate) caddy: CaddyProcess,
+    pub(crate) site: String,
     upstreams: Vec<(String, Upstream)>,
     /// Each channel's pool member (the dial address Caddy's metric names), skipped ones too.
     members: Vec<(String, String)>,
@@ -282,17 +289,18 @@ struct Pool {
 }
 
 fn start_pool(channels: &[&str]) -> Pool {
+    start_pool_with(channels, &[("CADDY_HEALTH_INTERVAL", "500ms"), ("CADDY_HEALTH_TIMEOUT", "400ms")])
+}
+
+/// The partner edge's Caddyfile over `channels`, stack variables overridden by `set`.
+pub(crate) fn start_pool_with(channels: &[&str], set: &[(&str, &str)]) -> Pool {
     let bundle = StackBundle::partner_edge();
     let site_port = free_port().unwrap();
     let admin = format!("127.0.0.1:{}", free_port().unwrap());
     let mut upstreams = Vec::new();
     let mut members = Vec::new();
-    let mut extra = vec![
-        ("CADDY_SITE", format!("http://127.0.0.1:{site_port}")),
-        ("CADDY_ADMIN", admin.clone()),
-        ("CADDY_HEALTH_INTERVAL", "500ms".to_owned()),
-        ("CADDY_HEALTH_TIMEOUT", "400ms".to_owned()),
-    ];
+    let mut extra = vec![("CADDY_SITE", format!("http://127.0.0.1:{site_port}")), ("CADDY_ADMIN", admin.clone())];
+    extra.extend(set.iter().map(|(k, v)| (*k, (*v).to_owned())));
     for (channel, port_var) in [("xray", "XRAY_HTTP_PORT"), ("hysteria2", "HYSTERIA2_HTTP_PORT")] {
         let up = Upstream::start(channel).unwrap();
         extra.push((port_var, up.addr().port().to_string()));
@@ -324,7 +332,7 @@ fn start_pool(channels: &[&str]) -> Pool {
 }
 
 impl Pool {
-    fn upstream(&self, channel: &str) -> &Upstream {
+    pub(crate) fn upstream(&self, channel: &str) -> &Upstream {
         &self.upstreams.iter().find(|(c, _)| c == channel).unwrap().1
     }
 
@@ -338,7 +346,7 @@ impl Pool {
 
     /// Waits until Caddy's metric says exactly `expected` (channel, healthy) for the channels'
     /// members (series of other upstreams, like the backend naive's member dials, aside).
-    fn wait_health(&self, expected: &[(&str, f64)]) {
+    pub(crate) fn wait_health(&self, expected: &[(&str, f64)]) {
         let want: Vec<(String, f64)> = expected.iter().map(|(c, h)| (self.member(c), *h)).collect();
         let got = self.caddy.wait_upstreams(Duration::from_secs(30), |samples| {
             let mut s: Vec<_> =

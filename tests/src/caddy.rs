@@ -224,6 +224,22 @@ impl CaddyProcess {
         }
     }
 
+    /// Caddy's own count of recent failures per upstream (`GET /reverse_proxy/upstreams`):
+    /// (upstream, fails). Only passive health checks count failures.
+    pub fn upstream_fails(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let r = http_get(&self.admin, "/reverse_proxy/upstreams")?;
+        if r.status != 200 {
+            bail!("GET http://{}/reverse_proxy/upstreams answered {}: {}", self.admin, r.status, r.body);
+        }
+        let list = r.json()?;
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| Some((u["address"].as_str()?.to_owned(), u["fails"].as_u64()?)))
+            .collect())
+    }
+
     /// Caddy's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()

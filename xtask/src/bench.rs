@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: timings of edge next to what it replaces, one suite per file under
-//! `bench/` (`watchdog`, the default, `deploy` and `pull`); this file dispatches and holds what they share.
+//! `bench/` (`watchdog`, the default, `deploy`, `pull` and `failover`); this file dispatches and holds what they
+//! share.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 mod deploy;
+mod failover;
 mod pull;
 mod watchdog;
 
@@ -32,6 +34,9 @@ enum Suite {
     Deploy(deploy::DeployBenchArgs),
     /// Time the pull of the demo images from docker-registry on loopback, as `edge install` pulls them.
     Pull(pull::PullBenchArgs),
+    /// Failed requests, stalls and p99 under load while channels die and the stack is re-installed,
+    /// edge against `docker-compose up -d` on the same rendered files.
+    Failover(failover::FailoverBenchArgs),
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -40,6 +45,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(Suite::Watchdog(args)) => watchdog::run(args),
         Some(Suite::Deploy(args)) => deploy::run(args),
         Some(Suite::Pull(args)) => pull::run(args),
+        Some(Suite::Failover(args)) => failover::run(args),
     }
 }
 

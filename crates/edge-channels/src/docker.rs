@@ -190,7 +190,7 @@ fn create_body(spec: &ContainerSpec, inherited: &[Mount]) -> ContainerCreateBody
         .iter()
         .chain(inherited)
         .map(|m| {
-            let ro = m.read_only || matches!(m.kind, MountKind::File { .. });
+            let ro = m.read_only || matches!(m.kind, MountKind::File { .. } | MountKind::ReloadedFile);
             format!("{}:{}{}", m.source, m.target, if ro { ":ro" } else { "" })
         })
         .collect();

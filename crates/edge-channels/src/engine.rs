@@ -169,6 +169,11 @@ pub enum MountKind {
         /// Hex sha256 of the file's contents.
         digest: String,
     },
+    /// A rendered file the service takes in place (`reload` in the manifest), bind-mounted
+    /// read-only. Its contents are not part of the spec: a change is applied to the running
+    /// container, which then keeps its id. A restart reads the file from the host path again
+    /// (the engine binds the path anew at every start), so it sees the latest version.
+    ReloadedFile,
     /// An anonymous volume: one the engine made and named itself (64 hex digits) for a path
     /// the container or its image declared. Containers report them in
     /// [`ContainerInfo::mounts`]; a recreated container inherits its predecessor's, mounted by

@@ -315,4 +315,18 @@ pub enum DeployError {
         /// The cause.
         message: String,
     },
+    /// A running service did not take its new config in place; it runs the one it had.
+    #[error("{service} did not take its new {file} through {via} at {admin}: {message}")]
+    Reload {
+        /// The service.
+        service: String,
+        /// The rendered file.
+        file: String,
+        /// How it was applied (`caddy-admin`).
+        via: String,
+        /// The endpoint.
+        admin: String,
+        /// What the service answered (its own error), or why it could not be reached.
+        message: String,
+    },
 }

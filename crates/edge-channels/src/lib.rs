@@ -8,7 +8,8 @@
 //! about them; the planner ([`plan()`]) compares them with the containers the engine has and
 //! yields create / recreate / start / keep / remove;
 //! the [`Deployer`] applies that and waits for health. Re-running on an unchanged stack
-//! touches nothing.
+//! touches nothing. A service that takes its config in place (`reload` in the manifest) is
+//! kept when only that config changed, and [`reload`] hands it the new one.
 //!
 //! No data is lost on the way: a recreated container inherits the anonymous volumes of the
 //! one it replaces, removing a container never removes a volume, and a same-named container
@@ -55,6 +56,7 @@ pub mod image;
 mod plan;
 pub mod prober;
 pub mod registry;
+pub mod reload;
 mod spec;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -69,4 +71,4 @@ pub use engine::{
 pub use error::{DeployError, EngineError};
 pub use plan::{Action, ActionKind, Desired, Plan, PlanEntry, plan, waves};
 pub use prober::{Health, Prober};
-pub use spec::{RenderedMount, container_spec, stack_labels};
+pub use spec::{RenderedMount, config_digest, container_spec, stack_labels};

@@ -108,6 +108,9 @@ pub enum ActionKind {
     Keep,
     /// See [`Action::Remove`].
     Remove,
+    /// A kept container whose config changed takes it in place (`reload` in the manifest):
+    /// install decides this after the plan, which only says keep.
+    Reload,
 }
 
 impl ActionKind {
@@ -119,6 +122,7 @@ impl ActionKind {
             Self::Start => "start",
             Self::Keep => "keep",
             Self::Remove => "remove",
+            Self::Reload => "reload",
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use edge_core::{ReadinessProbe, Service, StackMeta};
+use edge_core::{ReadinessProbe, Service, SpecHashKey, StackMeta};
 
 use crate::DeployError;
 use crate::engine::{
@@ -94,11 +94,13 @@ pub fn container_spec(
         if !f.target.starts_with('/') {
             return Err(invalid(format!("file target {:?} must be an absolute path", f.target)));
         }
+        let reloaded = service.reload.as_ref().is_some_and(|r| r.template == f.template);
+        let kind = if reloaded { MountKind::ReloadedFile } else { MountKind::File { digest: digest(&file.contents) } };
         mounts.push(Mount {
             source: file.host_path.display().to_string(),
             target: f.target.clone(),
             read_only: true,
-            kind: MountKind::File { digest: digest(&file.contents) },
+            kind,
         });
     }
 
@@ -212,6 +214,17 @@ fn host_probe(
     })
 }
 
+/// The keyed digest of a rendered file's contents, as the install record keeps it for the
+/// config a service runs ([`MountKind::ReloadedFile`]): an HMAC-SHA256 under the host's key,
+/// like the spec hash, because such a file may hold credentials.
+pub fn config_digest(key: &SpecHashKey, contents: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(contents);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 fn digest(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -220,7 +233,7 @@ fn digest(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edge_core::{SpecHashKey, Stack};
+    use edge_core::Stack;
 
     fn files(entries: &[(&str, &str, &str)]) -> BTreeMap<String, RenderedMount> {
         entries

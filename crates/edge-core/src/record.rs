@@ -23,7 +23,8 @@ const IMAGES: &str = "IMAGES";
 const STOPPED: &str = "STOPPED";
 const EDGE_VERSION: &str = "EDGE_VERSION";
 const INSTALLED_AT: &str = "INSTALLED_AT";
-const KNOWN: [&str; 12] = [
+const CONFIGS: &str = "CONFIGS";
+const KNOWN: [&str; 13] = [
     PARTNER_ID,
     PARTNER_DOMAIN,
     TUNNEL,
@@ -36,6 +37,7 @@ const KNOWN: [&str; 12] = [
     STOPPED,
     EDGE_VERSION,
     INSTALLED_AT,
+    CONFIGS,
 ];
 
 /// The install record (`install.env`).
@@ -65,6 +67,10 @@ pub struct InstallRecord {
     pub edge_version: Option<String>,
     /// `INSTALLED_AT`: epoch seconds.
     pub installed_at: Option<u64>,
+    /// `CONFIGS`: for each service that takes its config in place (`reload` in the manifest),
+    /// the keyed digest of the config it runs, `SERVICE=DIGEST` (a container label cannot
+    /// change without recreating it; this can).
+    pub configs: BTreeMap<String, String>,
     /// Keys edge does not know, kept as they were.
     pub other: Vec<(String, String)>,
 }
@@ -79,15 +85,20 @@ impl InstallRecord {
             Some(value) => Some(PoolMember::decode_list(value).map_err(|m| bad(POOL, format!("{POOL}: {m}")))?),
             None => None,
         };
-        let mut images = BTreeMap::new();
-        for item in env.get(IMAGES).unwrap_or_default().split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            match item.split_once('=') {
-                Some((s, i)) if !s.trim().is_empty() && !i.trim().is_empty() => {
-                    images.insert(s.trim().to_owned(), i.trim().to_owned());
+        let by_service = |key: &str, what: &str| -> Result<BTreeMap<String, String>, LineError> {
+            let mut out = BTreeMap::new();
+            for item in env.get(key).unwrap_or_default().split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                match item.split_once('=') {
+                    Some((s, v)) if !s.trim().is_empty() && !v.trim().is_empty() => {
+                        out.insert(s.trim().to_owned(), v.trim().to_owned());
+                    }
+                    _ => return Err(bad(key, format!("{key}: item {item:?} is not SERVICE={what}"))),
                 }
-                _ => return Err(bad(IMAGES, format!("{IMAGES}: item {item:?} is not SERVICE=IMAGE"))),
             }
-        }
+            Ok(out)
+        };
+        let images = by_service(IMAGES, "IMAGE")?;
+        let configs = by_service(CONFIGS, "DIGEST")?;
         let installed_at = match env.get(INSTALLED_AT) {
             Some(v) => {
                 Some(v.parse().map_err(|_| bad(INSTALLED_AT, format!("{INSTALLED_AT}: {v:?} is not epoch seconds")))?)
@@ -115,6 +126,7 @@ impl InstallRecord {
             stopped,
             edge_version: get(EDGE_VERSION),
             installed_at,
+            configs,
             other: env.iter().filter(|(k, _)| !KNOWN.contains(k)).map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         })
     }
@@ -164,6 +176,8 @@ impl InstallRecord {
         put(EDGE_VERSION, self.edge_version.as_deref());
         let at = self.installed_at.map(|t| t.to_string());
         put(INSTALLED_AT, at.as_deref());
+        let configs = self.configs.iter().map(|(s, d)| format!("{s}={d}")).collect::<Vec<_>>().join(",");
+        put(CONFIGS, Some(configs.as_str()).filter(|c| !c.is_empty()));
         for (k, v) in &self.other {
             env.set(k, v);
         }
@@ -206,9 +220,10 @@ mod tests {
             }),
         );
         check(
-            "POOL=xray=127.0.0.1:3081\nIMAGES=caddy=c:1,xray=x:2\nSTOPPED=naive,caddy\nINSTALLED_AT=17\nOWN=kept\n",
+            "POOL=xray=127.0.0.1:3081\nIMAGES=caddy=c:1,xray=x:2\nSTOPPED=naive,caddy\nINSTALLED_AT=17\nCONFIGS=caddy=0a1b\nOWN=kept\n",
             Ok(InstallRecord {
                 pool: Some(vec![PoolMember::new("xray", "127.0.0.1:3081")]),
+                configs: BTreeMap::from([("caddy".into(), "0a1b".into())]),
                 images: BTreeMap::from([("caddy".into(), "c:1".into()), ("xray".into(), "x:2".into())]),
                 stopped: BTreeSet::from(["caddy".into(), "naive".into()]),
                 installed_at: Some(17),
@@ -224,6 +239,7 @@ mod tests {
     fn a_corrupt_record_is_an_error_naming_the_line() {
         check("PARTNER_ID=a\nPOOL=xray\n", Err("line 2: POOL: pool item \"xray\" is not channel=upstream"));
         check("IMAGES=caddy\n", Err("line 1: IMAGES: item \"caddy\" is not SERVICE=IMAGE"));
+        check("A=1\nCONFIGS=caddy=\n", Err("line 2: CONFIGS: item \"caddy=\" is not SERVICE=DIGEST"));
         check("A=1\n\nINSTALLED_AT=soon\n", Err("line 3: INSTALLED_AT: \"soon\" is not epoch seconds"));
         check("PARTNER_ID='x\n", Err("line 1: unterminated quote in the value of PARTNER_ID"));
     }
@@ -245,12 +261,14 @@ mod tests {
             pool in proptest::collection::vec(("[a-z0-9_-]{1,8}", "[a-z0-9.:-]{1,20}"), 0..4),
             stopped in proptest::collection::btree_set("[a-z0-9_-]{1,8}", 0..3),
             at in proptest::option::of(proptest::prelude::any::<u64>()),
+            configs in proptest::collection::btree_map("[a-z0-9_-]{1,8}", "[0-9a-f]{1,64}", 0..3),
         ) {
             let record = InstallRecord {
                 partner_id: Some(id),
                 pool: Some(pool.into_iter().map(|(c, u)| PoolMember::new(c, u)).collect()),
                 stopped,
                 installed_at: at,
+                configs,
                 ..Default::default()
             };
             proptest::prop_assert_eq!(InstallRecord::parse(&record.to_env().to_string()).unwrap(), record);

@@ -182,6 +182,42 @@ pub struct Service {
     /// options after a colon (`/tmp:size=64m`).
     #[serde(default)]
     pub tmpfs: Vec<String>,
+    /// How the running container takes a new version of one of its rendered files in place,
+    /// instead of being recreated (the front proxy's config).
+    #[serde(default)]
+    pub reload: Option<Reload>,
+}
+
+/// A rendered file a running service takes in place: a change to it is applied through the
+/// service's own interface and keeps the container, its id and its connections. Only that
+/// file's contents leave the container's spec hash; any other change still recreates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    /// The template (one the service mounts) whose new contents are applied in place.
+    pub template: String,
+    /// How they are applied.
+    pub via: ReloadVia,
+    /// Where (template): for `caddy-admin`, the admin endpoint `host:port` on loopback.
+    pub admin: String,
+}
+
+/// The interface a running service takes a new config through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReloadVia {
+    /// Caddy's admin API: `POST /load` with the Caddyfile (Caddy swaps configs gracefully and
+    /// keeps the running one when it rejects the new one).
+    #[serde(rename = "caddy-admin")]
+    CaddyAdmin,
+}
+
+impl ReloadVia {
+    /// Its manifest name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CaddyAdmin => "caddy-admin",
+        }
+    }
 }
 
 fn default_restart() -> String {
@@ -596,6 +632,11 @@ impl Stack {
                     return Err(format!("service {:?} mounts unknown template {:?}", s.name, f.template));
                 }
             }
+            if let Some(r) = &s.reload
+                && !s.files.iter().any(|f| f.template == r.template)
+            {
+                return Err(format!("service {:?} reloads template {:?}, which it does not mount", s.name, r.template));
+            }
             for v in &s.volumes {
                 if !v.source.starts_with('/') && !v.source.contains("{{") && !self.volumes.contains(&v.source) {
                     return Err(format!(
@@ -820,6 +861,13 @@ mod tests {
         assert!(err.contains("unknown channel \"nope\""), "{err}");
         let err = Stack::from_toml("[stack]\nname = 1\n", "x.toml").unwrap_err().to_string();
         assert!(err.starts_with("invalid stack manifest x.toml:"), "{err}");
+
+        let mut s = Stack::partner_edge();
+        let caddy = s.services.iter_mut().find(|s| s.name == "caddy").unwrap();
+        assert_eq!(caddy.reload.as_ref().map(|r| (r.template.as_str(), r.via)), Some(("caddy", ReloadVia::CaddyAdmin)));
+        caddy.reload.as_mut().unwrap().template = "compose".into();
+        let err = s.validate().unwrap_err();
+        assert_eq!(err, "service \"caddy\" reloads template \"compose\", which it does not mount");
     }
 
     #[test]

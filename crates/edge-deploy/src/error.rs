@@ -59,6 +59,15 @@ pub enum OpError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A running service refused its new config (or could not be reached): it keeps running
+    /// the previous one, which is back on disk.
+    #[error("{source}; it keeps running its previous config, which is back in {}", restored.display())]
+    Reload {
+        /// What the service answered.
+        source: Box<DeployError>,
+        /// The config file put back.
+        restored: PathBuf,
+    },
     /// The stack is not installed on this host.
     #[error("{stack} is not installed here ({} is missing); run edge install first", install_env.display())]
     NotInstalled {

@@ -10,6 +10,13 @@
 //! for `docker logs`. A host-level mesh channel's interface is brought up from its rendered
 //! config, and the channel is `active` only once the host reports it up (and, with a peer,
 //! a handshake). A dry run is the plan alone.
+//!
+//! A service that takes its config in place (`reload` in the manifest: the front proxy) is
+//! kept when only that config changed: once the other services are deployed it is handed the
+//! new one (Caddy's admin API) and keeps its id and connections. If it refuses the config it
+//! keeps running the old one, the file on disk is put back, and the install fails with the
+//! service's own error. `install.env` records the digest of the config each such service
+//! runs (`CONFIGS`), so an unchanged re-run hands it nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +28,7 @@ use edge_channels::{
     RenderedMount, container_spec, stack_labels,
 };
 use edge_core::secrets::{Outcome as SecretOutcome, SPEC_HASH_KEY_FILE};
-use edge_core::{ChannelState, InstallRecord, ObservedHealth, Paths, SpecHashKey, Stack, StateLock};
+use edge_core::{ChannelState, InstallRecord, ObservedHealth, Paths, Reload, SpecHashKey, Stack, StateLock};
 use edge_render::{NodeConfigSource, RenderedStack, Renderer, Source, VariableSources, Variables};
 use serde::Serialize;
 
@@ -216,6 +223,7 @@ pub async fn install<E: Engine>(
     }
 
     let (base, node_config) = variables(paths, stack, request)?;
+    let applied_configs = InstallRecord::load_optional(&paths.install_env())?.map(|r| r.configs).unwrap_or_default();
     let Identity { vars: secret_vars, created: identity_created, spec_key } = secrets(paths, stack, request.dry_run)?;
     let vars = base.with_layer(Source::Secret, secret_vars);
 
@@ -262,7 +270,7 @@ pub async fn install<E: Engine>(
             channels: channel_reports(&first, stack, &BTreeMap::new()),
             services: BTreeMap::new(),
             pulls,
-            plan: plan.entries(),
+            plan: with_reloads(plan.entries(), &config_reloads(&plan, &first, &applied_configs, &spec_key)),
             identity_created,
             restored,
             listening: listening(&desired_first, &vars),
@@ -280,6 +288,8 @@ pub async fn install<E: Engine>(
     if let Some(bytes) = &node_config {
         edge_core::write_atomic_with_mode(&paths.config_file(NODE_CONFIG), bytes, 0o600)?;
     }
+    // What the services that take their config in place run now, to put back if one refuses.
+    let running_configs = running_configs(&first, paths)?;
     write_rendered(&first, paths)?;
 
     // Channels first: their health decides the pool.
@@ -325,10 +335,21 @@ pub async fn install<E: Engine>(
         }
     }
     let plan_final = deployer.plan(&name, desired_final.clone(), &spec_key).await?;
-    executed.extend(plan_final.entries().into_iter().filter(|e| e.action != ActionKind::Keep));
+    let reloads = config_reloads(&plan_final, &rendered, &applied_configs, &spec_key);
+    executed.extend(with_reloads(plan_final.entries(), &reloads).into_iter().filter(|e| e.action != ActionKind::Keep));
     let others = desired_final.iter().filter(|d| !is_channel(d)).map(|d| d.name().to_owned()).collect();
     let (_, service_readiness) =
         apply_and_wait(&deployer, &plan_final, &infra, others, "wait for service health", &wait).await?;
+    for r in &reloads {
+        step(&format!("reload {} in place ({} via {})", r.container, r.file, r.reload.via.as_str()));
+        if let Err(source) = edge_channels::reload::apply(&r.service, &r.file, &r.reload, &r.contents).await {
+            let path = paths.config_file(&r.file);
+            if let Some(previous) = running_configs.get(&r.file) {
+                edge_core::write_atomic(&path, previous)?;
+            }
+            return Err(OpError::Reload { source: Box::new(source), restored: path });
+        }
+    }
 
     // The front proxy's view of the pool.
     let metrics_url = crate::observe::metrics_url(&vars);
@@ -357,6 +378,7 @@ pub async fn install<E: Engine>(
         stopped: Default::default(),
         edge_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         installed_at: Some(now_secs()),
+        configs: config_digests(&rendered, &spec_key),
         other: Vec::new(),
     };
     {
@@ -748,6 +770,86 @@ fn numeric_user(user: &str) -> Option<(u32, Option<u32>)> {
         None => None,
     };
     Some((uid.parse().ok()?, gid))
+}
+
+/// A kept service whose in-place config changed, and what to hand it.
+struct ConfigReload {
+    service: String,
+    container: String,
+    /// The rendered file's name in the config dir.
+    file: String,
+    reload: Reload,
+    contents: Vec<u8>,
+}
+
+/// The services the plan keeps whose in-place config differs from the one `install.env` says
+/// they run. A created, recreated or started container reads the file at start instead.
+fn config_reloads(
+    plan: &edge_channels::Plan,
+    rendered: &RenderedStack,
+    applied: &BTreeMap<String, String>,
+    key: &SpecHashKey,
+) -> Vec<ConfigReload> {
+    let mut out = Vec::new();
+    for action in &plan.actions {
+        let Action::Keep { desired, .. } = action else { continue };
+        let Some(service) = rendered.services.iter().find(|s| s.name == desired.service) else { continue };
+        let Some(reload) = &service.reload else { continue };
+        let Some(file) = rendered.files.iter().find(|f| f.template == reload.template) else { continue };
+        let contents = file.contents.as_bytes();
+        if applied.get(&service.name) != Some(&edge_channels::config_digest(key, contents)) {
+            out.push(ConfigReload {
+                service: service.name.clone(),
+                container: desired.name().to_owned(),
+                file: file.output.clone(),
+                reload: reload.clone(),
+                contents: contents.to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// The plan's entries, a kept container that takes its new config in place shown as reloaded.
+fn with_reloads(mut entries: Vec<PlanEntry>, reloads: &[ConfigReload]) -> Vec<PlanEntry> {
+    for e in &mut entries {
+        if let Some(r) = reloads.iter().find(|r| r.container == e.container && e.action == ActionKind::Keep) {
+            e.action = ActionKind::Reload;
+            e.reason = Some(format!("{} changed: applied in place via {}", r.file, r.reload.via.as_str()));
+        }
+    }
+    entries
+}
+
+/// The digest of the in-place config of every service deployed, for `install.env`.
+fn config_digests(rendered: &RenderedStack, key: &SpecHashKey) -> BTreeMap<String, String> {
+    rendered
+        .services
+        .iter()
+        .filter_map(|s| {
+            let reload = s.reload.as_ref()?;
+            let file = rendered.files.iter().find(|f| f.template == reload.template)?;
+            Some((s.name.clone(), edge_channels::config_digest(key, file.contents.as_bytes())))
+        })
+        .collect()
+}
+
+/// The on-disk contents of every in-place config, by file name, before new ones are written.
+fn running_configs(rendered: &RenderedStack, paths: &Paths) -> Result<BTreeMap<String, Vec<u8>>, OpError> {
+    let mut out = BTreeMap::new();
+    for s in &rendered.services {
+        let Some(reload) = &s.reload else { continue };
+        let Some(file) = rendered.files.iter().find(|f| f.template == reload.template) else { continue };
+        let path = paths.config_file(&file.output);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                out.insert(file.output.clone(), bytes);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(OpError::io("read", &path, e)),
+        }
+    }
+    Ok(out)
 }
 
 fn service_channel<'a>(stack: &'a Stack, service: &str) -> Option<&'a str> {

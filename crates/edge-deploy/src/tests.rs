@@ -29,6 +29,7 @@ struct Host {
     node: Node,
     engine: FakeEngine,
     mesh: Arc<FakeMesh>,
+    admin: FakeAdmin,
 }
 
 const PEER: &str = "1Zg1v1nu3AwPWj+V/f51pXznc/5TaReXmyzLx+4asxE=";
@@ -36,6 +37,59 @@ const PEER: &str = "1Zg1v1nu3AwPWj+V/f51pXznc/5TaReXmyzLx+4asxE=";
 /// The host's report on an interface whose peer shook hands at `at` (epoch seconds).
 fn shook_hands(at: Option<u64>) -> MeshProbe {
     MeshProbe::Up { peers: vec![PeerSeen { public_key: PEER.to_owned(), latest_handshake: at }] }
+}
+
+/// Caddy's admin API as install reloads through it: every `POST /load` body is kept, and it
+/// answers 200, or 400 with Caddy's error shape while `refuse` is set.
+struct FakeAdmin {
+    addr: String,
+    loads: std::sync::Arc<Mutex<Vec<String>>>,
+    refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeAdmin {
+    fn start() -> Self {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let loads = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (l, r) = (loads.clone(), refuse.clone());
+        // Serves until the test process ends: one thread, one connection at a time.
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                l.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                let answer = if r.load(std::sync::atomic::Ordering::SeqCst) {
+                    let error = r#"{"error":"adapting config using caddyfile: bad duration"}"#;
+                    format!(
+                        "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{error}",
+                        error.len()
+                    )
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned()
+                };
+                let _ = (&stream).write_all(answer.as_bytes());
+            }
+        });
+        Self { addr, loads, refuse }
+    }
+
+    fn loads(&self) -> Vec<String> {
+        self.loads.lock().unwrap().clone()
+    }
 }
 
 const CHANNEL_VARS: &[(&str, &str)] = &[
@@ -65,6 +119,8 @@ fn host() -> Host {
     let ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let mut bundle = StackBundle::partner_edge();
+    let admin = FakeAdmin::start();
+    bundle.stack.variables.insert("CADDY_ADMIN".to_owned(), admin.addr.clone());
     for key in ["XRAY_HTTP_PORT", "HYSTERIA2_HTTP_PORT", "NAIVE_HTTP_PORT", "NAIVE_SOCKS_PORT"] {
         bundle.stack.variables.insert(key.to_owned(), free_port().to_string());
     }
@@ -83,7 +139,7 @@ fn host() -> Host {
     node.mesh = mesh.clone();
     let images: Vec<&str> = node.stack().services.iter().map(|s| s.image.as_str()).collect();
     let engine = FakeEngine::with_images(&images);
-    Host { _ports: ports, _root: root, node, engine, mesh }
+    Host { _ports: ports, _root: root, node, engine, mesh, admin }
 }
 
 fn free_port() -> u16 {
@@ -212,6 +268,65 @@ fn a_rerun_changes_nothing_and_needs_no_flags_for_the_install_parameters() {
     assert!(report.plan.is_empty(), "{:?}", report.plan);
     assert_eq!(h.engine.ids(), ids);
     assert_eq!(h.engine.calls_of("create"), creates);
+}
+
+#[test]
+fn a_config_only_change_reloads_the_front_proxy_in_place_and_a_refused_one_is_rolled_back() {
+    use edge_channels::ActionKind;
+    let h = host();
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let caddyfile = h.node.paths.config_file("Caddyfile");
+    let ids = h.engine.ids();
+    assert!(h.admin.loads().is_empty(), "a created Caddy reads its file at start");
+    assert!(record(&h.node).configs.contains_key("caddy"), "the config it runs is recorded");
+
+    // Only the Caddyfile changes: Caddy is kept and handed the new text.
+    let mut changed = request();
+    changed.variables.flags.push(("CADDY_LB_TRY_INTERVAL".to_owned(), "200ms".to_owned()));
+    let dry = run(install(&h.engine, &h.node, &InstallRequest { dry_run: true, ..changed.clone() }, &quiet)).unwrap();
+    let planned: Vec<(ActionKind, &str)> =
+        dry.plan.iter().filter(|e| e.action != ActionKind::Keep).map(|e| (e.action, e.container.as_str())).collect();
+    assert_eq!(planned, [(ActionKind::Reload, "oxpulse-partner-caddy")]);
+    let report = run(install(&h.engine, &h.node, &changed, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    let done: Vec<(ActionKind, &str)> = report.plan.iter().map(|e| (e.action, e.container.as_str())).collect();
+    assert_eq!(done, [(ActionKind::Reload, "oxpulse-partner-caddy")]);
+    assert_eq!(h.engine.ids(), ids, "no container was recreated");
+    let on_disk = std::fs::read_to_string(&caddyfile).unwrap();
+    assert!(on_disk.contains("lb_try_interval 200ms"));
+    assert_eq!(h.admin.loads(), std::slice::from_ref(&on_disk), "the text on disk went to the admin API");
+
+    // The same again: nothing to hand over.
+    let report = run(install(&h.engine, &h.node, &changed, &quiet)).unwrap();
+    assert!(report.plan.is_empty(), "{:?}", report.plan);
+    assert_eq!(h.admin.loads().len(), 1);
+
+    // Caddy refuses the next one: it keeps running the old config, which is back on disk.
+    h.admin.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut refused = request();
+    refused.variables.flags.push(("CADDY_LB_TRY_INTERVAL".to_owned(), "300ms".to_owned()));
+    let err = run(install(&h.engine, &h.node, &refused, &quiet)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "caddy did not take its new Caddyfile through caddy-admin at {}: caddy refused it (HTTP 400): adapting config \
+             using caddyfile: bad duration; it keeps running its previous config, which is back in {}",
+            h.admin.addr,
+            caddyfile.display()
+        )
+    );
+    assert!(h.admin.loads()[1].contains("lb_try_interval 300ms"), "the refused text was sent");
+    assert_eq!(std::fs::read_to_string(&caddyfile).unwrap(), on_disk, "the file on disk is restored");
+    assert_eq!(h.engine.ids(), ids);
+
+    // Any other change to Caddy's spec still recreates it.
+    h.admin.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut image = request();
+    image.images.insert("caddy".to_owned(), "caddy:2.11".to_owned());
+    h.engine.add_image("caddy:2.11");
+    let report = run(install(&h.engine, &h.node, &image, &quiet)).unwrap();
+    let done: Vec<(ActionKind, &str)> = report.plan.iter().map(|e| (e.action, e.container.as_str())).collect();
+    assert_eq!(done, [(ActionKind::Recreate, "oxpulse-partner-caddy")]);
 }
 
 #[test]

@@ -480,6 +480,9 @@ fn resolve_service(s: &Service, vars: &Variables) -> Result<Service, RenderError
         Some(ReadinessProbe::Tcp { port }) => *port = resolve(port, vars, &at("readiness port"))?,
         None => {}
     }
+    if let Some(r) = &mut out.reload {
+        r.admin = resolve(&r.admin, vars, &at("reload admin"))?;
+    }
     Ok(out)
 }
 
