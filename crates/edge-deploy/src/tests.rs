@@ -322,8 +322,8 @@ fn a_config_only_change_reloads_the_front_proxy_in_place_and_a_refused_one_is_ro
     // Any other change to Caddy's spec still recreates it.
     h.admin.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut image = request();
-    image.images.insert("caddy".to_owned(), "caddy:2.11".to_owned());
-    h.engine.add_image("caddy:2.11");
+    image.images.insert("caddy".to_owned(), "caddy:2.12".to_owned());
+    h.engine.add_image("caddy:2.12");
     let report = run(install(&h.engine, &h.node, &image, &quiet)).unwrap();
     let done: Vec<(ActionKind, &str)> = report.plan.iter().map(|e| (e.action, e.container.as_str())).collect();
     assert_eq!(done, [(ActionKind::Recreate, "oxpulse-partner-caddy")]);
