@@ -129,6 +129,10 @@ fn stack_dir(lab: &Lab) -> PathBuf {
     let mut stack = embedded.stack.clone();
     let t = stack.templates.iter_mut().find(|t| t.name == "awg").unwrap();
     t.output = format!("{}.conf", lab.node_if);
+    // The in-memory engine runs no process a host-side readiness probe could reach.
+    for service in &mut stack.services {
+        service.readiness = None;
+    }
     let dir = lab.dir.path().join("stack");
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(dir.join("stack.toml"), stack.to_toml()).unwrap();
@@ -220,7 +224,14 @@ fn the_mesh_comes_up_shakes_hands_and_its_state_follows_the_peer() {
     let notes = notes.into_inner().unwrap();
     let awg_note = notes.iter().find(|n| n.contains("active") && n.contains("after bring-up")).cloned();
     eprintln!("install took {install_secs:.2}s; {awg_note:?}");
-    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    // No alert transport is configured here, so the install is done but degraded for that alone.
+    assert!(
+        report.status == Outcome::Success
+            || (report.status == Outcome::Degraded && report.message.contains("no alert transport")),
+        "{:?}: {}",
+        report.status,
+        report.message
+    );
     assert_eq!(awg_state(&node), Some(ChannelState::Active));
     let config = node.paths.config_file(&format!("{}.conf", lab.node_if));
     use std::os::unix::fs::PermissionsExt;

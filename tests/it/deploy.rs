@@ -190,7 +190,7 @@ fn install_reconciles_instead_of_recreating() {
         match c {
             "hy2" => assert_eq!(state["Health"]["Status"], "healthy", "{name} is healthy"),
             "xray" => assert_eq!(labels["edge.readiness"], format!("http://127.0.0.1:{}/api/health", stack.ports.xray)),
-            "naive" => assert_eq!(labels["edge.readiness"], format!("tcp://127.0.0.1:{}", stack.ports.naive)),
+            "naive" => assert_eq!(labels["edge.readiness"], format!("tcp://127.0.0.1:{}", stack.ports.naive_proxy)),
             _ => {}
         }
         assert_eq!(labels["com.docker.compose.project"], stack.name.as_str());

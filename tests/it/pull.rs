@@ -70,7 +70,7 @@ fn pushed(tag: &str) -> Pushed {
     run(async {
         let engine = Images::connect().await.expect("docker answers");
         let standin = standin_context_marked(&binary, true, Some(&stack.name)).unwrap();
-        let caddy = caddy_context_marked(Path::new("/usr/bin/caddy"), Some(&stack.name)).unwrap();
+        let caddy = caddy_context_marked(&edge_tests::caddy::Caddy::Current.bin().unwrap(), Some(&stack.name)).unwrap();
         let credentials = RegistryCredentials { username: USER.to_owned(), password: registry.password().to_owned() };
         for (reference, context) in [(&images.standin, standin), (&images.caddy, caddy)] {
             engine.build_image(&context, &BuildRequest::new(reference.as_str())).await.expect("build");
@@ -106,7 +106,7 @@ fn install_pulls_what_the_engine_lacks_from_a_registry_with_auth_and_deploys() {
     }
     assert!(p.images.on_engine().values().all(|on| *on));
     assert!(!err.contains(p.registry.password()) && !stdout(&out).contains(p.registry.password()));
-    assert_eq!(status_file(&p.stack), "xray=active\nawg=active\nhysteria2=active\nnaive=active\n");
+    assert_eq!(status_file(&p.stack), "xray=active\nawg=skipped\nhysteria2=active\nnaive=active\n");
 
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the report is JSON");
     let pulls = report["pulls"].as_array().expect("pulls");

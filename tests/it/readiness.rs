@@ -41,14 +41,14 @@ fn the_release_naive_image_becomes_active_by_its_host_probe() {
         partner_edge_images().replace(&format!("naive={STANDIN_IMAGE}"), &format!("naive={}", tag.0));
     let out = install(&stack, &["--images", &with_release_naive], &naive("naive-pass-5e6f7a8b"));
     assert_eq!(code(&out), Some(0), "{}", stdout(&out));
-    assert_eq!(status_file(&stack), "xray=active\nawg=active\nhysteria2=skipped\nnaive=active\n");
+    assert_eq!(status_file(&stack), "xray=active\nawg=skipped\nhysteria2=skipped\nnaive=active\n");
 
     // No docker health check on the container; the probe edge ran is in its label.
     let container = inspect(&stack.container("oxpulse-partner-naive"));
     assert_eq!(container["Config"]["Image"], tag.0);
     assert!(container["Config"]["Healthcheck"].is_null(), "{}", container["Config"]["Healthcheck"]);
     assert_eq!(container["State"]["Health"], serde_json::Value::Null);
-    let probe = format!("tcp://127.0.0.1:{}", stack.ports.naive);
+    let probe = format!("tcp://127.0.0.1:{}", stack.ports.naive_proxy);
     assert_eq!(container["Config"]["Labels"]["edge.readiness"], probe.as_str());
 
     // status and healthcheck probe it the same way.

@@ -56,7 +56,7 @@ async fn measure(registry: &Registry, config_dir: &Path, binary: &Path) -> anyho
     let credentials = RegistryCredentials { username: USER.to_owned(), password: registry.password().to_owned() };
     let contexts = [
         ("standin", standin_context_marked(binary, true, Some(&marker))?),
-        ("caddy", caddy_context_marked(Path::new("/usr/bin/caddy"), Some(&marker))?),
+        ("caddy", caddy_context_marked(&edge_tests::caddy::Caddy::Current.bin()?, Some(&marker))?),
     ];
     let mut references = Vec::new();
     for (name, context) in contexts {
