@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod fuzz;
 mod gate;
 mod release;
 mod test;
@@ -27,6 +28,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Build the local images and bring up the embedded partner edge in target/demo-root (--down removes it).
     Demo(demo::DemoArgs),
+    /// Fuzz the parsers and escapers (AFL++ via cargo-afl, else a random loop), keeping crash inputs in fuzz/regressions.
+    Fuzz(fuzz::FuzzArgs),
     /// Run `edge gate` (the whole lifecycle, N times, each step timed) on the demo stack.
     Gate(gate::GateArgs),
     /// Build the release: static binaries, templates, installer, checksums and the naive image.
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Bench(args) => bench::run(args),
         Task::Demo(args) => demo::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
         Task::Gate(args) => gate::run(args),
         Task::Release(args) => release::run(args),
         Task::Test(args) => test::run(args),

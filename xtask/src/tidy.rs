@@ -6,7 +6,7 @@ use anyhow::bail;
 
 pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
     let mut offenders = Vec::new();
-    for dir in ["crates", "xtask", "tests"] {
+    for dir in ["crates", "xtask", "tests", "fuzz"] {
         walk(&root.join(dir), &mut offenders)?;
     }
     if !offenders.is_empty() {

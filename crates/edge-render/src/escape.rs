@@ -430,11 +430,15 @@ fn caddy_braces(value: &str) -> String {
 
 /// One systemd command-line word (`ExecStart=`, list settings): bare when
 /// safe, else double-quoted with C escapes; `%` and `$` are doubled so no
-/// specifier or variable is expanded.
-pub fn systemd_word(value: &str) -> String {
+/// specifier or variable is expanded. A NUL is refused: systemd rejects the line
+/// (`\x00` is the one escape it refuses), and no command argument can hold one.
+pub fn systemd_word(value: &str) -> Result<String, String> {
+    if value.contains('\0') {
+        return Err("holds a NUL character, which no systemd command line can hold".to_owned());
+    }
     let safe = |b: u8| b.is_ascii_alphanumeric() || b"_./:@=+,-".contains(&b);
     if !value.is_empty() && value.bytes().all(safe) {
-        return value.to_owned();
+        return Ok(value.to_owned());
     }
     let mut out = String::from("\"");
     for c in value.chars() {
@@ -453,7 +457,7 @@ pub fn systemd_word(value: &str) -> String {
         }
     }
     out.push('"');
-    out
+    Ok(out)
 }
 
 /// The first word of an `Exec*=` command line (`ExecStart=`, `ExecStop=`...):
@@ -470,7 +474,7 @@ pub fn systemd_command(value: &str, whole: bool) -> Result<String, String> {
     if whole && value.is_empty() {
         return Err("is empty where systemd needs the command's path".to_owned());
     }
-    Ok(systemd_word(value))
+    systemd_word(value)
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for the
@@ -701,9 +705,12 @@ mod tests {
 
     #[test]
     fn systemd() {
-        check(systemd_word, "/usr/local/bin/edge-watchdog", "/usr/local/bin/edge-watchdog");
-        check(systemd_word, "a b%c$d\"\n", r#""a b%%c$$d\"\n""#);
-        check(systemd_word, "+x", "+x");
+        let word = |v: &str| systemd_word(v).unwrap();
+        check(word, "/usr/local/bin/edge-watchdog", "/usr/local/bin/edge-watchdog");
+        check(word, "a b%c$d\"\n", r#""a b%%c$$d\"\n""#);
+        check(word, "+x", "+x");
+        // Found by `cargo xtask fuzz` (escape): `\x00` made systemd refuse the whole line.
+        assert!(systemd_word("a\0b").is_err_and(|e| e.contains("NUL")));
         let check = |value: &str, whole: bool, expected: Result<&str, &str>| {
             let got = systemd_command(value, whole);
             match expected {
@@ -859,7 +866,7 @@ mod tests {
 
         #[test]
         fn systemd_words_stay_on_one_line(v in any::<String>()) {
-            let w = systemd_word(&v);
+            let Ok(w) = systemd_word(&v) else { return Ok(()) };
             prop_assert!(!w.contains(['\n', '\r']));
             prop_assert!(!w.replace("%%", "").contains('%'));
         }

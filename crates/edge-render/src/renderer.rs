@@ -565,7 +565,7 @@ fn register_filters(tera: &mut Tera) {
         ("escape_caddy_dq_content", |v, p| caddy_checked(v, p, escape::caddy_double_content)),
         ("escape_caddy_bq_content", |v, p| caddy_checked(v, p, escape::caddy_backquote_content)),
         ("escape_caddy_comment", |v, _| Ok(escape::caddy_comment(v))),
-        ("escape_systemd_word", |v, _| Ok(escape::systemd_word(v))),
+        ("escape_systemd_word", |v, _| escape::systemd_word(v)),
         ("escape_systemd_command", |v, p| escape::systemd_command(v, p.whole)),
         ("escape_env_word", |v, _| Ok(escape::env_word(v))),
         ("escape_wireguard_value", |v, _| escape::wireguard_value(v)),
@@ -604,11 +604,8 @@ fn register_filters(tera: &mut Tera) {
             other => other.to_string(),
         }))
     });
-    let explicit: [(&str, PlainEscapeFn); 3] = [
-        ("caddy", escape::caddy_token),
-        ("systemd", |v| Ok(escape::systemd_word(v))),
-        ("env", |v| Ok(escape::env_word(v))),
-    ];
+    let explicit: [(&str, PlainEscapeFn); 3] =
+        [("caddy", escape::caddy_token), ("systemd", escape::systemd_word), ("env", |v| Ok(escape::env_word(v)))];
     for (name, f) in explicit {
         tera.register_filter(name, move |value: &Value, _: &HashMap<String, Value>| {
             f(&value_text(value))

@@ -151,7 +151,8 @@ fn find_close(body: &str, close: &str) -> Option<usize> {
             Some(q) if b == q => quote = None,
             Some(_) => {}
             None if matches!(b, b'"' | b'\'' | b'`') => quote = Some(b),
-            None if body[i..].starts_with(close) => return Some(i),
+            // Bytes, not `body[i..]`: `i` may be inside a multi-byte character.
+            None if bytes[i..].starts_with(close.as_bytes()) => return Some(i),
             None => {}
         }
         i += 1;
@@ -1253,6 +1254,13 @@ mod tests {
     }
 
     const J: TemplateFormat = TemplateFormat::Json;
+
+    #[test]
+    fn a_tag_holding_multi_byte_characters_is_read() {
+        // Found by `cargo xtask fuzz` (translate): looking for `%}` sliced inside the `é`.
+        check(TemplateFormat::Text, "{% for v in s.volé %}{% endfor %}\n", "{% for v in s.volé %}{% endfor \n%}");
+        check(TemplateFormat::Text, "{{ é }}\n", "{{ é }}\n");
+    }
     const Y: TemplateFormat = TemplateFormat::Yaml;
     const C: TemplateFormat = TemplateFormat::Caddyfile;
     const T: TemplateFormat = TemplateFormat::Text;
