@@ -131,8 +131,16 @@ fn killing_the_serving_channel_moves_traffic_to_the_next_with_no_failed_request(
     let killed = load.now();
     docker_out(&["kill", &stack.container("oxpulse-partner-xray")]);
     std::thread::sleep(Duration::from_millis(2000));
+    // Within fail_duration (10 s) Caddy still counts every failed attempt on xray.
+    let fails = upstream_fails(&stack);
     let record = load.finish();
     assert!(record.failures().is_empty(), "no request failed:\n{}", record.describe_failures());
+    // Only the requests in flight at its death tried xray (one per client at most): every later
+    // one went straight to hysteria2, so pulling xray out on the engine's `die` event could not
+    // spare a request.
+    let xray = format!("127.0.0.1:{}", stack.ports.xray);
+    let xray_fails = fails.iter().find(|(u, _)| *u == xray).map_or(0, |(_, f)| *f);
+    assert!((1..=4).contains(&xray_fails), "xray failed once per request in flight, then was skipped: {fails:?}");
     let before = record.window(Duration::ZERO, killed - Duration::from_millis(100));
     assert_eq!((before.first_served(), before.last_served()), (Some("xray"), Some("xray")));
     let after = record.window(killed + Duration::from_millis(1000), record_end(&record));
@@ -141,6 +149,18 @@ fn killing_the_serving_channel_moves_traffic_to_the_next_with_no_failed_request(
         after.samples.iter().all(|s| s.outcome.as_deref() == Ok("hysteria2")),
         "hysteria2, next in the pool, serves"
     );
+}
+
+/// Caddy's failed-attempt count per upstream (passive health), from its admin API.
+fn upstream_fails(stack: &TestStack) -> Vec<(String, u64)> {
+    let (status, body) = http_get(&format!("http://127.0.0.1:{}/reverse_proxy/upstreams", stack.ports.admin)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| Some((u["address"].as_str()?.to_owned(), u["fails"].as_u64()?)))
+        .collect()
 }
 
 /// Just after the last request was sent.

@@ -13,6 +13,11 @@
 //!
 //! Every change is a read-modify-write of `channels-status.env` under the state lock
 //! ([`apply`]), so the watchdog never writes back a state install has replaced meanwhile.
+//!
+//! A state change never re-renders the front proxy's pool: a `failed_at_runtime` channel stays in
+//! it and Caddy's health checks keep traffic off it (and bring it back). Caddy has already
+//! skipped a dead channel by the time the engine reports the death, and the render's inputs
+//! (`--set`, the environment) are install's alone.
 
 use std::time::Duration;
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use edge_tests::docker::{TestStack, docker_out, docker_version, ensure_local_images, partner_edge_images};
-use edge_tests::load::{Load, LoadConfig, Record};
+use edge_tests::load::{Load, LoadConfig, Record, Sample};
 
 use crate::demo::{DEMO_ENV, DEMO_NODE_CONFIG};
 
@@ -45,14 +45,23 @@ const BASELINE: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_millis(1500);
 /// How long a recovered channel may take to serve again.
 const RECOVERY: Duration = Duration::from_secs(40);
+/// The stack's `lb_try_interval`: Caddy sleeps this long after any failed attempt before it
+/// tries the next upstream, so a request answered this late was held for a retry.
+const TRY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// One event's numbers.
 struct Row {
     event: &'static str,
     tool: &'static str,
     failed: usize,
+    /// Why requests failed: each distinct error with its count.
+    failures: std::collections::BTreeMap<String, usize>,
     total: usize,
     stall: Duration,
+    /// Answered requests that took at least [`TRY_INTERVAL`].
+    held: usize,
+    /// The slowest answered request.
+    slowest: Duration,
     p99_base: Duration,
     p99_event: Duration,
     before: String,
@@ -130,7 +139,9 @@ impl Bench<'_> {
         let mut cmd = self.stack.command(self.edge);
         cmd.args(["install", "--partner-id", "bench", "--domain", "edge.bench.invalid", "--manual-config"])
             .arg(&node_config)
-            .args(["--images", &images, "--health-timeout", "60s"]);
+            .args(["--images", &images, "--health-timeout", "60s"])
+            // Alerts need a transport, or install is degraded (exit 3): a loopback webhook.
+            .args(["--alert-webhook", &edge_tests::telegram::shared_chat_server().webhook_url()]);
         // Caddy's pool at the stack's defaults, not the test stack's 1 s checks.
         for s in ["CADDY_HEALTH_INTERVAL=10s", "CADDY_HEALTH_TIMEOUT=3s"].iter().chain(set) {
             cmd.args(["--set", s]);
@@ -353,8 +364,14 @@ fn row(
         event,
         tool,
         failed: during.failures().len(),
+        failures: during.failures().into_iter().fold(Default::default(), |mut m, s| {
+            *m.entry(s.outcome.clone().unwrap_err()).or_insert(0) += 1;
+            m
+        }),
         total: during.total(),
         stall: during.longest_stall(),
+        held: during.samples.iter().filter(|s| s.outcome.is_ok() && s.latency() >= TRY_INTERVAL).count(),
+        slowest: during.samples.iter().filter(|s| s.outcome.is_ok()).map(Sample::latency).max().unwrap_or_default(),
         p99_base: base.percentile(99.0),
         p99_event: during.percentile(99.0),
         before: base.last_served().unwrap_or("-").to_owned(),
@@ -407,6 +424,7 @@ fn print_table(rows: &[Row], args: &FailoverBenchArgs) {
             "tool",
             "failed/requests",
             "longest stall",
+            "held >= 250 ms (slowest)",
             "p99 base -> event",
             "served before -> after",
             "caddy id kept",
@@ -421,6 +439,7 @@ fn print_table(rows: &[Row], args: &FailoverBenchArgs) {
             r.tool.to_owned(),
             format!("{}/{}", r.failed, r.total),
             ms(r.stall),
+            format!("{} ({})", r.held, ms(r.slowest)),
             format!("{} -> {}", ms(r.p99_base), ms(r.p99_event)),
             format!("{} -> {}", r.before, r.after),
             if r.caddy_kept { "yes" } else { "no" }.to_owned(),
@@ -432,5 +451,12 @@ fn print_table(rows: &[Row], args: &FailoverBenchArgs) {
     for row in &table {
         let line: Vec<String> = row.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
+    }
+    for r in rows.iter().filter(|r| !r.failures.is_empty()) {
+        println!();
+        println!("failed during \"{}\" ({}):", r.event, r.tool);
+        for (error, count) in &r.failures {
+            println!("  {count} x {error}");
+        }
     }
 }
