@@ -90,9 +90,11 @@ pub struct LegacyContainer {
     pub image: String,
     /// Volumes whose data goes into the stack's named volume at the same path.
     pub copies: Vec<VolumeCopy>,
-    /// Volumes kept as they are: the stack mounts the same named volume, or no volume at that
-    /// path (then it stays on the engine, unmounted).
+    /// Volumes kept as they are: the stack mounts the same named volume at that path.
     pub kept_volumes: Vec<Mount>,
+    /// Volumes at paths the stack mounts nothing at: they stay on the engine, unmounted (never
+    /// deleted), for the operator to look at.
+    pub unmounted: Vec<Mount>,
     /// Host paths it mounts: kept (nothing under them is touched).
     pub binds: Vec<Mount>,
 }
@@ -233,6 +235,7 @@ pub async fn detect<E: Engine>(engine: &E, node: &Node) -> Result<LegacyHost, Op
             image: c.image.clone(),
             copies: Vec::new(),
             kept_volumes: Vec::new(),
+            unmounted: Vec::new(),
             binds: Vec::new(),
         };
         for m in &c.mounts {
@@ -246,7 +249,8 @@ pub async fn detect<E: Engine>(engine: &E, node: &Node) -> Result<LegacyHost, Op
                             to: v.source.clone(),
                             target: m.clean_target().to_owned(),
                         }),
-                        _ => legacy.kept_volumes.push(m.clone()),
+                        Some(_) => legacy.kept_volumes.push(m.clone()),
+                        None => legacy.unmounted.push(m.clone()),
                     }
                 }
                 _ => legacy.binds.push(m.clone()),
@@ -352,6 +356,11 @@ pub async fn adopt<E: Engine>(
                 engine.rename_container(container, aside).await?;
             }
             AdoptStep::Install => {
+                // A container set aside with `restart: always` comes back when the engine
+                // restarts (a reboot after a crash): it must not hold the stack's ports.
+                for c in &legacy.containers {
+                    engine.stop_container(&aside_name(&c.name), std::time::Duration::from_secs(10)).await?;
+                }
                 let install = InstallRequest { dry_run: false, ..request.install.clone() };
                 let result = install_unchecked(engine, node, &install, progress).await?;
                 let failed = result.status == crate::Outcome::Failure;

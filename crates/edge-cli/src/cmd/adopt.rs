@@ -53,6 +53,12 @@ fn print_report(report: &AdoptReport) -> anyhow::Result<()> {
             for m in &c.kept_volumes {
                 println!("  {}: keeps volume {} at {}", c.name, m.source, m.target);
             }
+            for m in &c.unmounted {
+                println!(
+                    "  {}: volume {} at {} stays on the engine, unmounted (the stack mounts nothing there)",
+                    c.name, m.source, m.target
+                );
+            }
         }
         for f in legacy.identity_files.iter().chain(&legacy.state_files) {
             println!("  keeps {}", f.display());

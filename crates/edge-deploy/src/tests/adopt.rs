@@ -174,3 +174,30 @@ fn a_recorded_copy_is_never_repeated_over_newer_data() {
         Some(&b"renewed certificate\n"[..])
     );
 }
+
+#[test]
+fn a_volume_at_a_path_the_stack_does_not_mount_stays_on_the_engine() {
+    let h = host();
+    let caddy_image = image(&h.node, CADDY);
+    h.engine.add_image_volume(&caddy_image, "/config");
+    h.engine.run_compose(CADDY, &caddy_image, "legacy", Vec::new());
+    let config = run(h.engine.inspect_container(CADDY)).unwrap().unwrap().anonymous_volumes().next().unwrap().clone();
+    h.engine.put_volume_file(&config.source, "caddy/autosave.json", b"{}");
+    let report = run(adopt(&h.engine, &h.node, &adopt_request(None), &quiet)).unwrap();
+    assert_eq!(report.legacy.containers[0].unmounted, vec![config.clone()]);
+    assert!(report.steps.iter().all(|s| !matches!(s, AdoptStep::CopyVolume { .. })), "{:?}", report.steps);
+    assert_eq!(h.engine.volume_file(&config.source, "caddy/autosave.json").as_deref(), Some(&b"{}"[..]));
+}
+
+#[test]
+fn a_container_set_aside_that_came_back_is_stopped_before_the_install() {
+    let h = legacy_host();
+    let dry = AdoptRequest { dry_run: true, ..adopt_request(None) };
+    let install_at =
+        run(adopt(&h.engine, &h.node, &dry, &quiet)).unwrap().steps.iter().position(|s| *s == AdoptStep::Install);
+    run(adopt(&h.engine, &h.node, &adopt_request(install_at), &quiet)).unwrap_err();
+    // The engine restarted and brought back a `restart: always` container.
+    run(h.engine.start_container(&aside_name(CADDY))).unwrap();
+    run(adopt(&h.engine, &h.node, &adopt_request(Some(1)), &quiet)).unwrap_err();
+    assert_eq!(h.engine.status_of(&aside_name(CADDY)), Some(edge_channels::ContainerStatus::Exited));
+}
