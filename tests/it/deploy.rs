@@ -51,12 +51,16 @@ pub(crate) fn edge(stack: &TestStack, args: &[&str], env: &[(&str, String)]) -> 
 }
 
 pub(crate) fn install(stack: &TestStack, extra: &[&str], env: &[(&str, String)]) -> Output {
+    with_install_flags(stack, "install", extra, env)
+}
+
+/// Runs `edge VERB` (`install`, `adopt`) with the test stack's install flags.
+pub(crate) fn with_install_flags(stack: &TestStack, verb: &str, extra: &[&str], env: &[(&str, String)]) -> Output {
     let node_config = stack.root().join("node-config.input.json");
     std::fs::write(&node_config, NODE_CONFIG).expect("write node config");
     let node_config = node_config.display().to_string();
     let images = partner_edge_images();
-    let mut args =
-        vec!["install", "--partner-id", "acme", "--domain", "edge.test.invalid", "--manual-config", &node_config];
+    let mut args = vec![verb, "--partner-id", "acme", "--domain", "edge.test.invalid", "--manual-config", &node_config];
     let has_images = extra.contains(&"--images");
     if !has_images {
         args.extend(["--images", &images]);

@@ -1,5 +1,6 @@
 //! Workspace integration tests: one binary, one module per capability.
 
+mod adopt;
 mod alerts;
 mod awg;
 mod caddy_syntax;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use edge_channels::image::{BuildContext, Images};
 use edge_channels::{
-    Action, ContainerSpec, DeployError, Deployer, Desired, DockerEngine, Engine, Infrastructure, LABEL_STACK, Mount,
-    MountKind, NetworkAttachment,
+    Action, ContainerSpec, Deployer, Desired, DockerEngine, Engine, Infrastructure, LABEL_STACK, Mount, MountKind,
+    NetworkAttachment,
 };
 use edge_core::SpecHashKey;
 use edge_tests::docker::{STANDIN_IMAGE, TestStack, docker_out, ensure_image, provision_local_images};
@@ -152,9 +152,10 @@ fn a_same_named_container_edge_did_not_create_is_refused_and_left_untouched() {
 
     let out = install(&stack, &[], &[]);
     assert_eq!(code(&out), Some(1), "install refuses");
-    let expected = DeployError::NotCreatedByEdge { name: caddy.clone() }.to_string();
-    assert!(stderr(&out).contains(&expected), "the error names the container and what to do: {}", stderr(&out));
-    assert!(expected.contains(&format!("docker rm {caddy}")) && expected.contains("back up its volumes"));
+    // Install takes it for the legacy installer's and points to the adoption, which keeps its volumes.
+    let err = stderr(&out);
+    assert!(err.contains(&format!("containers {caddy} not made by edge")), "the error names the container: {err}");
+    assert!(err.contains("run edge adopt --dry-run"), "and says what to do: {err}");
 
     let state = docker_out(&["inspect", "-f", "{{.Id}} {{.State.Status}} {{range .Mounts}}{{.Name}}{{end}}", &caddy]);
     assert_eq!(state.trim(), format!("{id} running {volume}"), "the container is untouched");

@@ -78,3 +78,47 @@ fn a_file_written_into_a_volume_reads_back_byte_identical_until_the_volume_is_re
         assert_eq!(read("gate/marker").await.unwrap(), None);
     });
 }
+
+#[test]
+fn a_volume_copied_into_another_keeps_every_file_mode_owner_and_link() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    provision_local_images();
+    let (from, to) = (TestVolume::new("copy-from"), TestVolume::new("copy-to"));
+    let big: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    block_on(async {
+        let engine = DockerEngine::connect().await.expect("the docker engine answers");
+        let missing = engine.copy_volume(&from.0, &to.0, STANDIN_IMAGE).await.unwrap_err();
+        assert!(matches!(&missing, DeployError::CopyVolume { source, .. } if source.is_not_found()), "{missing}");
+        assert!(!engine.volume_exists(&to.0).await.unwrap(), "copying must not create a volume");
+        for v in [&from.0, &to.0] {
+            engine.ensure_volume(v, &Default::default()).await.unwrap();
+        }
+    });
+    let mountpoint =
+        |v: &str| std::path::PathBuf::from(docker_out(&["volume", "inspect", "-f", "{{.Mountpoint}}", v]).trim());
+    let src = mountpoint(&from.0);
+    std::fs::create_dir_all(src.join("caddy/certificates/acme")).unwrap();
+    std::fs::write(src.join("caddy/certificates/acme/site.key"), b"private key").unwrap();
+    std::fs::set_permissions(src.join("caddy/certificates/acme/site.key"), std::fs::Permissions::from_mode(0o600))
+        .unwrap();
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("caddy/certificates", src.join("certs")).unwrap();
+    std::os::unix::fs::chown(src.join("big.bin"), Some(1000), Some(1001)).unwrap();
+    std::os::unix::fs::chown(&src, Some(65532), Some(65532)).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o750)).unwrap();
+
+    block_on(async {
+        let engine = DockerEngine::connect().await.expect("the docker engine answers");
+        engine.copy_volume(&from.0, &to.0, STANDIN_IMAGE).await.expect("copying the volume");
+    });
+    let dst = mountpoint(&to.0);
+    assert_eq!(std::fs::read(dst.join("caddy/certificates/acme/site.key")).unwrap(), b"private key");
+    assert_eq!(std::fs::metadata(dst.join("caddy/certificates/acme/site.key")).unwrap().mode() & 0o7777, 0o600);
+    assert_eq!(std::fs::read(dst.join("big.bin")).unwrap(), big);
+    let meta = std::fs::metadata(dst.join("big.bin")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1001), "owners are kept");
+    assert_eq!(std::fs::read_link(dst.join("certs")).unwrap(), std::path::Path::new("caddy/certificates"));
+    let root = std::fs::metadata(&dst).unwrap();
+    assert_eq!((root.uid(), root.mode() & 0o7777), (65532, 0o750), "the volume root keeps its owner and mode");
+    assert!(from.helpers_left().trim().is_empty() && to.helpers_left().trim().is_empty(), "no helper is left");
+}

@@ -20,7 +20,8 @@ use bollard::query_parameters::CreateImageOptions;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    RestartContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -39,6 +40,39 @@ pub const MIN_API_VERSION: (u32, u32) = (1, 41);
 pub struct DockerEngine {
     docker: Docker,
     endpoint: String,
+}
+
+/// The engine's archive of [`COPY_SOURCE`] rebased onto [`HELPER_MOUNT`]: every entry (the
+/// folder itself included, so the volume root keeps its owner and mode) keeps its header and
+/// contents, only the first part of its path (and of a hard link's target) changes.
+fn rebase_archive(archive: &[u8]) -> std::io::Result<Vec<u8>> {
+    let from = COPY_SOURCE.trim_start_matches('/');
+    let to = HELPER_MOUNT.trim_start_matches('/');
+    let rebase = |path: &std::path::Path| -> std::io::Result<std::path::PathBuf> {
+        let rest = path
+            .strip_prefix(from)
+            .map_err(|_| std::io::Error::other(format!("entry {} lies outside {COPY_SOURCE}", path.display())))?;
+        Ok(std::path::Path::new(to).join(rest))
+    };
+    let mut source = tar::Archive::new(archive);
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    for entry in source.entries()? {
+        let mut entry = entry?;
+        let path = rebase(&entry.path()?)?;
+        let mut header = entry.header().clone();
+        let kind = header.entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry.link_name()?.unwrap_or_default().into_owned();
+            let target = if kind.is_hard_link() { rebase(&target)? } else { target };
+            builder.append_link(&mut header, &path, &target)?;
+        } else {
+            let mut contents = Vec::new();
+            entry.read_to_end(&mut contents)?;
+            builder.append_data(&mut header, &path, contents.as_slice())?;
+        }
+    }
+    builder.into_inner()
 }
 
 impl DockerEngine {
@@ -250,6 +284,8 @@ fn create_body(spec: &ContainerSpec, inherited: &[Mount]) -> ContainerCreateBody
 
 /// Where a volume helper container mounts the volume.
 const HELPER_MOUNT: &str = "/edge-volume";
+/// Where a volume helper container mounts the volume it copies from.
+const COPY_SOURCE: &str = "/edge-copy-source";
 /// Label naming the volume a helper container was made to reach, so that a leftover one is
 /// easy to find (`docker ps -a --filter label=edge.volume-helper`).
 const LABEL_VOLUME_HELPER: &str = "edge.volume-helper";
@@ -264,14 +300,18 @@ fn helper_name() -> String {
 /// The create request of a container that only holds `volume` at [`HELPER_MOUNT`] for the
 /// archive API: it is never started, has no network, and its entrypoint is a path no image
 /// has, so that even a mistaken start runs nothing. Creating needs a command, not a shell.
-fn helper_body(volume: &str, helper_image: &str) -> ContainerCreateBody {
+///
+/// With `copy_from`, that volume is mounted too, read-only at [`COPY_SOURCE`].
+fn helper_body(volume: &str, copy_from: Option<&str>, helper_image: &str) -> ContainerCreateBody {
+    let mut binds = vec![format!("{volume}:{HELPER_MOUNT}")];
+    binds.extend(copy_from.map(|from| format!("{from}:{COPY_SOURCE}:ro")));
     ContainerCreateBody {
         image: Some(helper_image.to_owned()),
         entrypoint: Some(vec!["/edge-volume-helper-never-runs".to_owned()]),
         labels: Some(HashMap::from([(LABEL_VOLUME_HELPER.to_owned(), volume.to_owned())])),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
-            binds: Some(vec![format!("{volume}:{HELPER_MOUNT}")]),
+            binds: Some(binds),
             network_mode: Some("none".to_owned()),
             ..Default::default()
         }),
@@ -334,6 +374,7 @@ impl DockerEngine {
     async fn with_volume_helper<T, F>(
         &self,
         volume: &str,
+        copy_from: Option<&str>,
         helper_image: &str,
         error: impl Fn(EngineError) -> DeployError,
         op: impl FnOnce(String) -> F,
@@ -343,14 +384,19 @@ impl DockerEngine {
     {
         let name = helper_name();
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        self.docker.create_container(Some(options), helper_body(volume, helper_image)).await.map_err(|e| {
-            let e = engine_error(e);
-            if e.is_not_found() {
-                error(EngineError::new(e.status, format!("{}; build or load helper image {helper_image}", e.message)))
-            } else {
-                error(e)
-            }
-        })?;
+        self.docker.create_container(Some(options), helper_body(volume, copy_from, helper_image)).await.map_err(
+            |e| {
+                let e = engine_error(e);
+                if e.is_not_found() {
+                    error(EngineError::new(
+                        e.status,
+                        format!("{}; build or load helper image {helper_image}", e.message),
+                    ))
+                } else {
+                    error(e)
+                }
+            },
+        )?;
         let result = op(name.clone()).await;
         // `v` removes only the anonymous volumes this never-started helper got for paths its
         // image declares, never `volume`, which it mounts by name.
@@ -474,6 +520,15 @@ impl Engine for DockerEngine {
                 source => Err(DeployError::RemoveContainer { name: name.to_owned(), source }),
             },
         }
+    }
+
+    async fn rename_container(&self, name: &str, new_name: &str) -> Result<(), DeployError> {
+        let options = RenameContainerOptionsBuilder::default().name(new_name).build();
+        self.docker.rename_container(name, options).await.map_err(|e| DeployError::RenameContainer {
+            name: name.to_owned(),
+            new_name: new_name.to_owned(),
+            source: engine_error(e),
+        })
     }
 
     async fn kill_container(&self, name: &str, signal: &str) -> Result<(), DeployError> {
@@ -619,9 +674,35 @@ impl Engine for DockerEngine {
             return Err(error(EngineError::new(Some(404), "no such volume; create it first (edge install does)")));
         }
         let archive = file_archive(path, contents).map_err(|e| error(EngineError::new(None, e.to_string())))?;
-        self.with_volume_helper(volume, helper_image, error, |helper| async move {
+        self.with_volume_helper(volume, None, helper_image, error, |helper| async move {
             // Docker's extraction creates the parent folders the archive's path needs.
             let options = UploadToContainerOptionsBuilder::default().path(HELPER_MOUNT).build();
+            self.docker
+                .upload_to_container(&helper, Some(options), bollard::body_full(archive.into()))
+                .await
+                .map_err(|e| error(engine_error(e)))
+        })
+        .await
+    }
+
+    async fn copy_volume(&self, from: &str, to: &str, helper_image: &str) -> Result<(), DeployError> {
+        let error = |source| DeployError::CopyVolume { from: from.to_owned(), to: to.to_owned(), source };
+        for volume in [from, to] {
+            if !self.has_volume(volume, error).await? {
+                return Err(error(EngineError::new(Some(404), format!("no such volume {volume}"))));
+            }
+        }
+        self.with_volume_helper(to, Some(from), helper_image, error, |helper| async move {
+            let options = DownloadFromContainerOptionsBuilder::default().path(COPY_SOURCE).build();
+            let archive: Vec<u8> = self
+                .docker
+                .download_from_container(&helper, Some(options))
+                .map_ok(|chunk| chunk.to_vec())
+                .try_concat()
+                .await
+                .map_err(|e| error(engine_error(e)))?;
+            let archive = rebase_archive(&archive).map_err(|e| error(EngineError::new(None, e.to_string())))?;
+            let options = UploadToContainerOptionsBuilder::default().path("/").build();
             self.docker
                 .upload_to_container(&helper, Some(options), bollard::body_full(archive.into()))
                 .await
@@ -641,7 +722,7 @@ impl Engine for DockerEngine {
         if !self.has_volume(volume, error).await? {
             return Ok(None);
         }
-        self.with_volume_helper(volume, helper_image, error, |helper| async move {
+        self.with_volume_helper(volume, None, helper_image, error, |helper| async move {
             let options =
                 DownloadFromContainerOptionsBuilder::default().path(&format!("{HELPER_MOUNT}/{path}")).build();
             let archive: Vec<u8> = match self

@@ -495,6 +495,9 @@ pub trait Engine: Send + Sync {
     /// name ([`Engine::remove_volume`]).
     fn remove_container(&self, name: &str) -> impl Future<Output = Result<bool, DeployError>> + Send;
 
+    /// Renames a container (`docker rename`); its volumes and state stay as they are.
+    fn rename_container(&self, name: &str, new_name: &str) -> impl Future<Output = Result<(), DeployError>> + Send;
+
     /// Sends a signal to a container's main process.
     fn kill_container(&self, name: &str, signal: &str) -> impl Future<Output = Result<(), DeployError>> + Send;
 
@@ -546,6 +549,16 @@ pub trait Engine: Send + Sync {
         volume: &str,
         path: &str,
         contents: &[u8],
+        helper_image: &str,
+    ) -> impl Future<Output = Result<(), DeployError>> + Send;
+
+    /// Copies everything in volume `from` (named or anonymous) into volume `to`, both existing:
+    /// file contents, modes, owners and times as they are, replacing files `to` has at the
+    /// same paths. `helper_image` is as for [`Engine::write_volume_file`].
+    fn copy_volume(
+        &self,
+        from: &str,
+        to: &str,
         helper_image: &str,
     ) -> impl Future<Output = Result<(), DeployError>> + Send;
 

@@ -110,6 +110,26 @@ pub enum DeployError {
         /// The cause.
         source: EngineError,
     },
+    /// Renaming a container failed.
+    #[error("cannot rename container {name} to {new_name}: {source}")]
+    RenameContainer {
+        /// Container name.
+        name: String,
+        /// The name it was to get.
+        new_name: String,
+        /// The cause.
+        source: EngineError,
+    },
+    /// Copying one volume's contents into another failed.
+    #[error("cannot copy volume {from} into volume {to}: {source}")]
+    CopyVolume {
+        /// Volume copied from.
+        from: String,
+        /// Volume copied into.
+        to: String,
+        /// The cause.
+        source: EngineError,
+    },
     /// Sending a signal to a container failed.
     #[error("cannot send {signal} to container {name}: {source}")]
     KillContainer {

@@ -207,6 +207,25 @@ impl FakeEngine {
         })
     }
 
+    /// A running container `name` from `image` that Compose made (Compose's labels, none of
+    /// edge's), mounting `mounts`, plus the anonymous volumes its image declares. Returns its id.
+    pub fn run_compose(&self, name: &str, image: &str, project: &str, mounts: Vec<Mount>) -> String {
+        self.with(|s| {
+            for m in mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+                s.volumes.entry(m.source.clone()).or_default();
+            }
+            let labels = BTreeMap::from([
+                (crate::engine::LABEL_COMPOSE_PROJECT.to_owned(), project.to_owned()),
+                (crate::engine::LABEL_COMPOSE_SERVICE.to_owned(), name.to_owned()),
+            ]);
+            let id = s.add_container(name, image, labels, mounts);
+            if let Some(c) = s.containers.get_mut(name) {
+                c.status = ContainerStatus::Running;
+            }
+            id
+        })
+    }
+
     /// Writes `contents` to `path` in volume `volume`, creating the volume if needed, as a
     /// container writing there would.
     pub fn put_volume_file(&self, volume: &str, path: &str, contents: &[u8]) {
@@ -366,6 +385,24 @@ impl Engine for FakeEngine {
         }))
     }
 
+    async fn rename_container(&self, name: &str, new_name: &str) -> Result<(), DeployError> {
+        self.with(|s| {
+            s.calls.push("rename");
+            let error = |status, message: &str| DeployError::RenameContainer {
+                name: name.to_owned(),
+                new_name: new_name.to_owned(),
+                source: EngineError::new(Some(status), message),
+            };
+            if s.containers.contains_key(new_name) {
+                return Err(error(409, "the name is in use"));
+            }
+            let mut c = s.containers.remove(name).ok_or_else(|| error(404, "no such container"))?;
+            c.name = new_name.to_owned();
+            s.containers.insert(new_name.to_owned(), c);
+            Ok(())
+        })
+    }
+
     async fn kill_container(&self, _name: &str, _signal: &str) -> Result<(), DeployError> {
         self.with(|s| s.calls.push("kill"));
         Ok(())
@@ -458,6 +495,24 @@ impl Engine for FakeEngine {
                 return Err(error(400, "a file and a folder cannot share a path"));
             }
             files.insert(path.to_owned(), contents.to_vec());
+            Ok(())
+        })
+    }
+
+    async fn copy_volume(&self, from: &str, to: &str, helper_image: &str) -> Result<(), DeployError> {
+        self.with(|s| {
+            s.calls.push("copy_volume");
+            let error = |status, message: String| DeployError::CopyVolume {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                source: EngineError::new(Some(status), message),
+            };
+            if !s.images.contains_key(helper_image) {
+                return Err(error(404, format!("no such image: {helper_image}")));
+            }
+            let files = s.volumes.get(from).cloned().ok_or_else(|| error(404, format!("no such volume {from}")))?;
+            let target = s.volumes.get_mut(to).ok_or_else(|| error(404, format!("no such volume {to}")))?;
+            target.extend(files);
             Ok(())
         })
     }

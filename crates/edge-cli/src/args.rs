@@ -50,6 +50,14 @@ pub enum Command {
     Secrets(SecretsCommand),
     /// Render, deploy and health-check the stack on the local Docker engine.
     Install(InstallArgs),
+    /// Take over a host the legacy bash installer set up, keeping every volume and the identity.
+    #[command(
+        after_help = "Stops each legacy container, copies its volumes (anonymous ones included) into the stack's named volumes at the \
+same paths, renames it aside (NAME-legacy), installs, then removes what was set aside and the legacy health-report timer. \
+Each step is journaled in the state dir: after a crash, run it again to resume. A second run changes nothing.\n\n\
+Examples:\n  edge adopt --dry-run\n  edge adopt"
+    )]
+    Adopt(AdoptArgs),
     /// Show each channel's state, its container and its upstream's health.
     Status(StatusArgs),
     /// Run the operator's numbered checks; exit 0 only if all pass.
@@ -184,6 +192,20 @@ pub struct InstallArgs {
     #[arg(long, value_name = "BACKUP_DIR")]
     pub restore_from: Option<PathBuf>,
     /// Print the plan (create, recreate, remove, keep) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edge adopt`.
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// What to install once the legacy containers are set aside (install.env's values by default).
+    #[command(flatten)]
+    pub install: InstallFlags,
+    /// Print what was found and every step, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Print the result as JSON.

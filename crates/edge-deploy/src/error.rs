@@ -68,6 +68,22 @@ pub enum OpError {
         /// The config file put back.
         restored: PathBuf,
     },
+    /// The legacy bash installer runs this host: install would replace its containers.
+    #[error(
+        "{stack}: this host was set up by the legacy installer ({found}); run edge adopt --dry-run to see how edge takes it over, then edge adopt"
+    )]
+    LegacyHost {
+        /// The stack.
+        stack: String,
+        /// What was found, e.g. the containers edge did not create.
+        found: String,
+    },
+    /// The adoption stopped where its test hook (`EDGE_ADOPT_STOP_AFTER`) said, as a crash would.
+    #[error("adoption stopped after {after} steps (EDGE_ADOPT_STOP_AFTER); run edge adopt again to resume")]
+    AdoptStopped {
+        /// Steps done in this run.
+        after: usize,
+    },
     /// The stack is not installed on this host.
     #[error("{stack} is not installed here ({} is missing); run edge install first", install_env.display())]
     NotInstalled {

@@ -189,7 +189,24 @@ pub struct InstallReport {
 }
 
 /// Installs (or reconciles) the stack on `engine`.
+///
+/// A host the legacy installer set up is refused ([`OpError::LegacyHost`]): its containers
+/// and volumes are taken over by [`crate::adopt()`] instead.
 pub async fn install<E: Engine>(
+    engine: &E,
+    node: &Node,
+    request: &InstallRequest,
+    progress: ProgressSink<'_>,
+) -> Result<InstallReport, OpError> {
+    let legacy = crate::adopt::detect(engine, node).await?;
+    if legacy.needs_adoption() {
+        return Err(OpError::LegacyHost { stack: node.name().to_owned(), found: legacy.summary() });
+    }
+    install_unchecked(engine, node, request, progress).await
+}
+
+/// [`install`] without the legacy check: the adoption's install step.
+pub(crate) async fn install_unchecked<E: Engine>(
     engine: &E,
     node: &Node,
     request: &InstallRequest,

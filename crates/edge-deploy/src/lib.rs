@@ -51,6 +51,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod adopt;
 pub mod channels;
 mod error;
 mod gate;
@@ -68,6 +69,7 @@ mod pull;
 mod tests;
 mod uninstall;
 
+pub use adopt::{AdoptReport, AdoptRequest, AdoptStep, LegacyHost, adopt};
 pub use error::OpError;
 pub use gate::{GateFailure, GateReport, GateRequest, RunReport, STEPS, StepReport, StepSummary, gate};
 pub use health::{Check, HealthReport, healthcheck};

@@ -20,6 +20,8 @@ use crate::mesh::{MeshProbe, PeerSeen};
 use crate::{InstallRequest, LifecycleRequest, Node, Outcome, PullPolicy, UninstallRequest, install, quiet};
 use base64::Engine as _;
 
+mod adopt;
+
 /// Install checks that the ports it will publish are free: tests that install take turns.
 static PORTS: Mutex<()> = Mutex::new(());
 

@@ -102,7 +102,7 @@ fn docker_config_dir() -> Option<std::path::PathBuf> {
     set("DOCKER_CONFIG").map(Into::into).or_else(|| set("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
 }
 
-fn print_report(report: &InstallReport, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_report(report: &InstallReport, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());

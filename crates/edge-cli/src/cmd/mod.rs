@@ -4,6 +4,7 @@ use crate::ExitStatus;
 use crate::args::Command;
 use crate::settings::Settings;
 
+mod adopt;
 mod alert;
 mod gate;
 mod healthcheck;
@@ -22,6 +23,7 @@ pub(crate) fn dispatch(settings: &Settings, command: Command) -> anyhow::Result<
         Command::Schema => schema::run(),
         Command::Secrets(args) => secrets::run(settings, args),
         Command::Install(args) => install::run(settings, args),
+        Command::Adopt(args) => adopt::run(settings, args),
         Command::Status(args) => status::run(settings, args),
         Command::Healthcheck(args) => healthcheck::run(settings, args),
         Command::Uninstall(args) => uninstall::run(settings, args),

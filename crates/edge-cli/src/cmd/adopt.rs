@@ -1,0 +1,78 @@
+//! `edge adopt`: flags → [`edge_deploy::AdoptRequest`] → [`edge_deploy::adopt`] → the plan or
+//! the report as text or JSON, and the exit code.
+
+use anyhow::{Context, bail};
+use edge_channels::DockerEngine;
+use edge_deploy::{AdoptReport, AdoptRequest, Outcome};
+
+use crate::args::AdoptArgs;
+use crate::progress::Progress;
+use crate::rt::block_on;
+use crate::settings::Settings;
+use crate::{ExitStatus, op_error};
+
+/// A test hook: stop after this many steps, as a crash there would (see `AdoptRequest::stop_after`).
+const STOP_AFTER_VAR: &str = "EDGE_ADOPT_STOP_AFTER";
+
+pub(crate) fn run(settings: &Settings, args: AdoptArgs) -> anyhow::Result<ExitStatus> {
+    let node = settings.node()?;
+    let stop_after = match std::env::var(STOP_AFTER_VAR) {
+        Ok(v) => Some(v.parse::<usize>().with_context(|| format!("{STOP_AFTER_VAR}={v:?} is not a step count"))?),
+        Err(_) => None,
+    };
+    let request = AdoptRequest { install: super::install::request(&args.install), dry_run: args.dry_run, stop_after };
+    let progress = Progress::new();
+    let report = block_on(async {
+        let engine = DockerEngine::connect().await?;
+        edge_deploy::adopt(&engine, &node, &request, &|p| progress.report(p)).await.map_err(op_error)
+    })??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report)?;
+    }
+    match report.install.as_ref().map(|i| i.status) {
+        Some(Outcome::Failure) => bail!("{}", report.message),
+        Some(Outcome::Degraded) => Ok(ExitStatus::Degraded),
+        _ => Ok(ExitStatus::Success),
+    }
+}
+
+fn print_report(report: &AdoptReport) -> anyhow::Result<()> {
+    if report.noop {
+        println!("{}", report.message);
+        return Ok(());
+    }
+    let legacy = &report.legacy;
+    if report.dry_run {
+        println!("found: {}", legacy.summary());
+        for c in &legacy.containers {
+            for m in &c.binds {
+                println!("  {}: keeps host path {} at {}", c.name, m.source, m.target);
+            }
+            for m in &c.kept_volumes {
+                println!("  {}: keeps volume {} at {}", c.name, m.source, m.target);
+            }
+            for m in &c.unmounted {
+                println!(
+                    "  {}: volume {} at {} stays on the engine, unmounted (the stack mounts nothing there)",
+                    c.name, m.source, m.target
+                );
+            }
+        }
+        for f in legacy.identity_files.iter().chain(&legacy.state_files) {
+            println!("  keeps {}", f.display());
+        }
+        if !report.resumed.is_empty() {
+            println!("resumes the adoption in {}", report.journal.display());
+        }
+        println!("steps:");
+        for (n, step) in report.steps.iter().enumerate() {
+            println!("  {}. {}", n + 1, step.key());
+        }
+    } else if let Some(install) = &report.install {
+        super::install::print_report(install, false)?;
+    }
+    println!("{}", report.message);
+    Ok(())
+}
