@@ -32,7 +32,7 @@ use edge_core::{ChannelState, InstallRecord, ObservedHealth, Paths, Reload, Spec
 use edge_render::{NodeConfigSource, RenderedStack, Renderer, Source, VariableSources, Variables};
 use serde::Serialize;
 
-use crate::identity::{self, NODE_CONFIG};
+use crate::identity::{self, NODE_CONFIG, RegistrationToken};
 use crate::mesh::{HANDSHAKE_MAX_AGE, judge};
 use crate::pull::{ImagePull, PullPolicy, images_to_pull, pull_all};
 use crate::{Node, OpError, Progress, ProgressSink};
@@ -50,8 +50,15 @@ pub struct InstallRequest {
     pub manual_config: Option<PathBuf>,
     /// Image overrides by service; empty keeps the images the last install used.
     pub images: BTreeMap<String, String>,
-    /// Put the identity files and install record of this backup back first.
+    /// Put the identity files and install record of this backup back first: edge's own backup
+    /// or the legacy installer's `oxpulse-backup-<epoch>` layout.
     pub restore_from: Option<PathBuf>,
+    /// The registration token (`--token`): stored as the `token` identity file, the `EDGE_TOKEN`
+    /// secret, instead of a generated one.
+    pub token: Option<RegistrationToken>,
+    /// The legacy installer's `--tunnel` value, kept as `TUNNEL` in `install.env`; `None` keeps
+    /// the recorded one.
+    pub tunnel: Option<String>,
     /// Plan only: change nothing.
     pub dry_run: bool,
     /// How long to wait for containers to become healthy.
@@ -79,6 +86,8 @@ impl Default for InstallRequest {
             manual_config: None,
             images: BTreeMap::new(),
             restore_from: None,
+            token: None,
+            tunnel: None,
             dry_run: false,
             health_timeout: Duration::from_secs(120),
             pool_wait: Duration::from_secs(30),
@@ -223,8 +232,11 @@ pub async fn install<E: Engine>(
     }
 
     let (base, node_config) = variables(paths, stack, request)?;
-    let applied_configs = InstallRecord::load_optional(&paths.install_env())?.map(|r| r.configs).unwrap_or_default();
-    let Identity { vars: secret_vars, created: identity_created, spec_key } = secrets(paths, stack, request.dry_run)?;
+    let previous = InstallRecord::load_optional(&paths.install_env())?;
+    let tunnel = request.tunnel.clone().or_else(|| previous.as_ref().and_then(|r| r.tunnel.clone()));
+    let applied_configs = previous.map(|r| r.configs).unwrap_or_default();
+    let Identity { vars: secret_vars, created: identity_created, spec_key } =
+        secrets(paths, stack, request.dry_run, request.token.as_ref())?;
     let vars = base.with_layer(Source::Secret, secret_vars);
 
     step("render");
@@ -367,7 +379,7 @@ pub async fn install<E: Engine>(
     let record = InstallRecord {
         partner_id: vars.get("PARTNER_ID").map(str::to_owned),
         partner_domain: vars.get("PARTNER_DOMAIN").map(str::to_owned),
-        tunnel: Some(rendered.pool.iter().map(|m| m.channel.as_str()).collect::<Vec<_>>().join(",")),
+        tunnel: tunnel.clone(),
         stack: Some(name.clone()),
         stack_origin: Some(node.bundle.origin.clone()),
         edge_root: node.rooted.then(|| paths.root().to_owned()),
@@ -685,8 +697,16 @@ struct Identity {
 /// The identity: created once. A dry run creates nothing: missing secrets are generated in a
 /// scratch folder so that the templates still render (and a missing spec-hash key plans what
 /// a new one would: every container recreated).
-fn secrets(paths: &Paths, stack: &Stack, dry_run: bool) -> Result<Identity, OpError> {
+fn secrets(
+    paths: &Paths,
+    stack: &Stack,
+    dry_run: bool,
+    token: Option<&RegistrationToken>,
+) -> Result<Identity, OpError> {
     let ensure = |dir: &Path| -> Result<Identity, OpError> {
+        if let Some(token) = token {
+            identity::store_token(dir, stack, token)?;
+        }
         let ensured = edge_core::secrets::ensure_all(dir, &stack.secrets)?;
         let (spec_key, outcome) = edge_core::secrets::ensure_spec_hash_key(&dir.join(SPEC_HASH_KEY_FILE))?;
         let mut created = ensured.created;
