@@ -74,6 +74,8 @@ pub struct InstallRequest {
     pub host_checks: bool,
     /// Which images to pull before anything changes.
     pub pull: PullPolicy,
+    /// The `edge` binary the healthcheck wrapper runs (`None`: `edge` on `PATH`).
+    pub edge_bin: Option<PathBuf>,
     /// The docker CLI's config dir (`$DOCKER_CONFIG`, `~/.docker`) whose `config.json` holds
     /// registry credentials; `None` pulls without credentials.
     pub docker_config: Option<PathBuf>,
@@ -97,6 +99,7 @@ impl Default for InstallRequest {
             host_checks: true,
             pull: PullPolicy::default(),
             docker_config: None,
+            edge_bin: None,
         }
     }
 }
@@ -399,6 +402,7 @@ pub async fn install<E: Engine>(
         record.save(&paths.install_env())?;
     }
     alerts.save(paths)?;
+    write_healthcheck(node, request.edge_bin.as_deref())?;
     install_units(paths, node.rooted, progress);
 
     let mut channels = channel_reports(&rendered, stack, &runtime_reasons);
@@ -993,6 +997,42 @@ fn install_units(paths: &Paths, rooted: bool, progress: ProgressSink<'_>) {
     } else {
         note("    warning: cannot enable edge-watchdog.timer with systemctl; enable it by hand".to_owned());
     }
+}
+
+/// Writes the runbook's healthcheck command (0755): `edge healthcheck` with this install's
+/// `--root` and `--stack`, so operators' monitors that call it keep working.
+fn write_healthcheck(node: &Node, edge_bin: Option<&Path>) -> Result<(), OpError> {
+    if let Some(dir) = node.paths.healthcheck_script().parent() {
+        std::fs::create_dir_all(dir).map_err(|e| OpError::io("create", dir, e))?;
+    }
+    edge_core::write_atomic_with_mode(
+        node.paths.healthcheck_script(),
+        healthcheck_script(node, edge_bin).as_bytes(),
+        0o755,
+    )?;
+    Ok(())
+}
+
+/// The wrapper's text.
+pub(crate) fn healthcheck_script(node: &Node, edge_bin: Option<&Path>) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut command = vec![edge_bin.map_or_else(|| "edge".to_owned(), |b| quote(&b.display().to_string()))];
+    if node.rooted {
+        command.extend(["--root".to_owned(), quote(&node.paths.root().display().to_string())]);
+    }
+    // A stack loaded from a folder: its manifest's folder (the embedded one needs no flag).
+    if let Some(dir) = Path::new(&node.bundle.origin).parent().filter(|_| !node.bundle.origin.starts_with("embedded:"))
+    {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        command.extend(["--stack".to_owned(), quote(&dir.display().to_string())]);
+    }
+    format!(
+        "#!/bin/sh\n# {name}-healthcheck: written by edge install, removed by edge uninstall.\n\
+         # Exit 0 when the node is healthy; edge healthcheck says what is not.\n\
+         exec {} healthcheck \"$@\"\n",
+        command.join(" "),
+        name = node.name(),
+    )
 }
 
 fn channel_reports(

@@ -419,6 +419,24 @@ fn token_and_tunnel_are_kept_the_token_0600_and_never_shown() {
 }
 
 #[test]
+fn install_writes_the_runbooks_healthcheck_wrapper_and_uninstall_removes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = host();
+    let bin = Path::new("/opt/edge it/edge");
+    let first = InstallRequest { edge_bin: Some(bin.to_owned()), ..request() };
+    run(install(&h.engine, &h.node, &first, &quiet)).unwrap();
+    let script = h.node.paths.root().join("usr/local/sbin/oxpulse-partner-edge-healthcheck");
+    assert_eq!(h.node.paths.healthcheck_script(), script);
+    let text = std::fs::read_to_string(&script).unwrap();
+    let root = h.node.paths.root().display().to_string();
+    assert!(text.starts_with("#!/bin/sh\n"), "{text}");
+    assert!(text.ends_with(&format!("exec '/opt/edge it/edge' --root '{root}' healthcheck \"$@\"\n")), "{text}");
+    assert_eq!(std::fs::metadata(&script).unwrap().permissions().mode() & 0o777, 0o755);
+    run(crate::uninstall(&h.engine, &h.node, &UninstallRequest::default())).unwrap();
+    assert!(!script.exists());
+}
+
+#[test]
 fn uninstall_writes_the_legacy_backup_layout_and_install_restores_it() {
     let h = host();
     let first = InstallRequest { tunnel: Some("tun-eu-1".into()), ..request() };

@@ -117,6 +117,7 @@ pub async fn uninstall<E: Engine>(
         .collect();
     files.extend(identity_files(stack).iter().map(|f| paths.config_file(f)));
     files.extend([paths.channels_status(), paths.upstream_state(), paths.install_env()]);
+    files.push(paths.healthcheck_script().to_owned());
     let mut files_removed = Vec::new();
     for f in files {
         match std::fs::remove_file(&f) {

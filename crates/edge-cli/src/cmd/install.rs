@@ -48,6 +48,7 @@ pub(crate) fn request(flags: &InstallFlags) -> InstallRequest {
         alerts: alert_changes(&flags.alerts, &|k| std::env::var(k).ok()),
         pull: flags.pull,
         docker_config: docker_config_dir(),
+        edge_bin: std::env::current_exe().ok(),
         ..InstallRequest::default()
     }
 }

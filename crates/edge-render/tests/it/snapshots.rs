@@ -20,6 +20,7 @@ fn the_full_set_with_every_channel() {
             "xray-client.json",
             "hysteria2-client.yaml",
             "naive-client.json",
+            "turnserver.conf",
             "awg0.conf",
             "edge-watchdog.service",
             "edge-watchdog.timer"
