@@ -13,5 +13,6 @@ mod readiness;
 mod recreate;
 mod release;
 mod render;
+mod runbook;
 mod volume_files;
 mod watchdog;
