@@ -58,6 +58,18 @@ fn a_clean_host_installs_from_a_legacy_backup_with_token_and_tunnel() {
     assert_eq!(record.tunnel.as_deref(), Some("tun-eu-1"));
     assert_eq!(record.pool.as_ref().map(Vec::len), Some(3), "{record:?}");
 
+    // `docker-compose ps` on the rendered file finds edge's containers under the runbook's keys.
+    let naive = stack.container("oxpulse-partner-naive");
+    let ps = std::process::Command::new("docker-compose")
+        .arg("-f")
+        .arg(paths.config_file("docker-compose.yml"))
+        .args(["-p", &stack.name, "ps", "-q", &naive])
+        .output()
+        .expect("docker-compose is not installed: the tests need Debian's docker-compose");
+    assert!(ps.status.success(), "{}", stderr(&ps));
+    let id = edge_tests::docker::docker_out(&["inspect", "--format", "{{.Id}}", &naive]);
+    assert_eq!(stdout(&ps).trim(), id.trim(), "docker-compose ps {naive}");
+
     // The runbook's healthcheck path runs edge's healthcheck of this install.
     let script = paths.healthcheck_script();
     assert_eq!(std::fs::metadata(script).unwrap().permissions().mode() & 0o777, 0o755);
