@@ -250,7 +250,7 @@ mod tests {
         for p in &mut s.ports {
             p.host = p.host.replace("{{ NAIVE_SOCKS_PORT }}", "1080").replace("{{ NAIVE_PROXY_PORT }}", "3084");
         }
-        s.readiness = Some(ReadinessProbe::Tcp { port: "3083".into() });
+        s.readiness = Some(ReadinessProbe::Tcp { port: "3084".into() });
         (s, stack.stack)
     }
 
@@ -291,7 +291,7 @@ mod tests {
             edit(&mut s);
             container_spec(&s, &meta, &mounted).map(|spec| spec.labels.get(LABEL_READINESS).cloned())
         };
-        assert_eq!(probe(&|_| {}).unwrap().as_deref(), Some("tcp://127.0.0.1:3083"));
+        assert_eq!(probe(&|_| {}).unwrap().as_deref(), Some("tcp://127.0.0.1:3084"));
         let http = |port: &str, path: &str| ReadinessProbe::Http { port: port.into(), path: path.into() };
         let on = |s: &mut Service, ip: Option<&str>| s.ports[0].host_ip = ip.map(str::to_owned);
         assert_eq!(
@@ -329,12 +329,12 @@ mod tests {
             "service naive: readiness port 9999 is not a tcp port the service publishes; publish it on 127.0.0.1 or use a healthcheck"
         );
         assert_eq!(
-            err(&|s| s.readiness = Some(http("3083", "api/health"))),
+            err(&|s| s.readiness = Some(http("3084", "api/health"))),
             "service naive: readiness path \"api/health\" must start with '/' and hold no spaces"
         );
         assert_eq!(
             err(&|s| s.ports[1].host_ip = Some("192.0.2.1".into())),
-            "service naive: readiness port 3083 is published on 192.0.2.1, not on loopback: edge probes it from the host on loopback"
+            "service naive: readiness port 3084 is published on 192.0.2.1, not on loopback: edge probes it from the host on loopback"
         );
     }
 

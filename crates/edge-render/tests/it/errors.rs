@@ -84,7 +84,7 @@ fn the_whole_stack_needs_its_required_variables() {
     let err = Renderer::new(&bundle).render_template("nginx", None, &v).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown template \"nginx\"; the stack has: caddy, compose, xray, hysteria2, naive, awg, watchdog-service, watchdog-timer"
+        "unknown template \"nginx\"; the stack has: caddy, compose, xray, hysteria2, naive, coturn, awg, watchdog-service, watchdog-timer"
     );
 }
 
