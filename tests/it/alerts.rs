@@ -106,13 +106,16 @@ fn vars_both(server: &ChatServer) -> Vec<(&'static str, String)> {
     v
 }
 
-/// `(upstream, from, to)` of every TRANSITION line in `texts`, in order.
+/// `(upstream, from, to)` of every TRANSITION line in `texts`, in order (a `channel=` word
+/// before the upstream is skipped).
 fn transitions(texts: &[String]) -> Vec<(String, String, String)> {
     texts
         .iter()
         .flat_map(|t| t.lines())
         .filter_map(|line| {
-            let rest = &line[line.find("TRANSITION upstream=")? + "TRANSITION upstream=".len()..];
+            let rest = &line[line.find("TRANSITION ")? + "TRANSITION ".len()..];
+            let rest = rest.split_once(' ').filter(|(w, _)| w.starts_with("channel=")).map_or(rest, |(_, r)| r);
+            let rest = rest.strip_prefix("upstream=")?;
             let (upstream, change) = rest.split_once(' ')?;
             let (from, to) = change.split_once(" -> ")?;
             Some((upstream.to_owned(), from.to_owned(), to.split(' ').next()?.to_owned()))
@@ -215,7 +218,7 @@ async fn webhook_down_uses_the_bot_api_both_down_fill_the_outbox_both_back_deliv
     assert_eq!(tg.chat_id.as_deref(), Some(CHAT));
     assert_eq!(tg.token.as_deref(), Some(TOKEN));
     assert!(tg.content_type.starts_with("application/json"));
-    assert_eq!(tg.text.as_deref(), Some("[edge1] TRANSITION upstream=u0:80 healthy -> unhealthy"));
+    assert_eq!(tg.text.as_deref(), Some("[edge1] TRANSITION channel=ch upstream=u0:80 healthy -> unhealthy"));
     let stamp = node.last_alert();
     assert!(stamp.is_some());
 
@@ -239,7 +242,7 @@ async fn webhook_down_uses_the_bot_api_both_down_fill_the_outbox_both_back_deliv
     assert_eq!((r.delivered_events(), r.transport()), (1, Some(TransportKind::Webhook)));
     let r = tick(&alerter, &server, &names, &[true, true]).await;
     assert_eq!(r.status(), TickStatus::Quiet);
-    assert_eq!(server.delivered(), ["[edge1] TRANSITION upstream=u0:80 unhealthy -> healthy"]);
+    assert_eq!(server.delivered(), ["[edge1] TRANSITION channel=ch upstream=u0:80 unhealthy -> healthy"]);
     assert!(node.outbox().entries.is_empty());
 }
 
@@ -359,8 +362,9 @@ async fn an_unreachable_metrics_endpoint_and_a_missing_series_are_alerts() {
     assert_eq!(sent[0], format!("[edge1] METRICS UNREACHABLE source={}: http status 404", server.metrics_url()));
     assert!(sent[1].contains(&format!("METRICS REACHABLE again source={}", server.metrics_url())), "{sent:?}");
     assert!(
-        sent[1]
-            .contains("TRANSITION upstream=u1:80 healthy -> unknown (no caddy_reverse_proxy_upstreams_healthy series)"),
+        sent[1].contains(
+            "TRANSITION channel=ch upstream=u1:80 healthy -> unknown (no caddy_reverse_proxy_upstreams_healthy series)"
+        ),
         "{sent:?}"
     );
     // The missing upstream is not left in upstream-state.env as healthy.
@@ -538,7 +542,7 @@ async fn both_transports_down_is_exit_code_3_from_the_binary() {
     assert!(stdout.contains(r#""status":"Undelivered""#) && !stdout.contains(TOKEN), "{stdout}");
     let out = alert_tick(&node, &server, &metrics, &names).output().await.unwrap();
     assert!(out.status.success());
-    assert_eq!(server.delivered(), ["[edge1] TRANSITION upstream=u0:80 healthy -> unhealthy"]);
+    assert_eq!(server.delivered(), ["[edge1] TRANSITION channel=ch upstream=u0:80 healthy -> unhealthy"]);
 }
 
 #[tokio::test]

@@ -14,5 +14,6 @@ mod readiness;
 mod recreate;
 mod release;
 mod render;
+mod runbook;
 mod volume_files;
 mod watchdog;

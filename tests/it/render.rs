@@ -213,16 +213,18 @@ fn rendered_compose_files_pass_docker_compose_config() {
     let renderer = Renderer::new(&bundle);
 
     let minimal = renderer.render_template("compose", None, &vars(&bundle, "caddy.env", &[], &[])).unwrap();
-    assert_eq!(service_names(&docker_compose_config(&minimal)), ["caddy", "coturn", "sfu", "xray"]);
+    // Keyed by container name, as the runbook's deployment matrix and the legacy compose file.
+    let keys = |names: &[&str]| names.iter().map(|n| format!("oxpulse-partner-{n}")).collect::<Vec<_>>();
+    assert_eq!(service_names(&docker_compose_config(&minimal)), keys(&["caddy", "coturn", "sfu", "xray"]));
 
     let v = vars(&bundle, "full.env", &[], &[]);
     let full = renderer.render_stack(&v, &BTreeMap::new()).unwrap();
     let text = &full.file("compose").unwrap().contents;
     let config = docker_compose_config(text);
-    assert_eq!(service_names(&config), ["caddy", "coturn", "hysteria2", "naive", "sfu", "xray"]);
+    assert_eq!(service_names(&config), keys(&["caddy", "coturn", "hy2", "naive", "sfu", "xray"]));
 
     // The naive service as SPEC.md describes it.
-    let naive = &config["services"]["naive"];
+    let naive = &config["services"]["oxpulse-partner-naive"];
     assert_eq!(naive["container_name"], "oxpulse-partner-naive");
     assert_eq!(naive["restart"], "unless-stopped");
     // A channel client is alone on its own network: no other container reaches its inbounds.
@@ -230,11 +232,11 @@ fn rendered_compose_files_pass_docker_compose_config() {
     assert_eq!(networks.keys().collect::<Vec<_>>(), ["oxpulse-partner-naive"], "{networks:?}");
     assert_eq!(config["networks"]["oxpulse-partner-naive"]["name"], "oxpulse-partner-naive");
     assert!(
-        config["services"]["sfu"]["networks"]["oxpulse-partner"].is_mapping()
-            || config["services"]["sfu"]["networks"]["oxpulse-partner"].is_null()
+        config["services"]["oxpulse-partner-sfu"]["networks"]["oxpulse-partner"].is_mapping()
+            || config["services"]["oxpulse-partner-sfu"]["networks"]["oxpulse-partner"].is_null()
     );
-    assert_eq!(config["services"]["sfu"]["networks"].as_mapping().unwrap().len(), 1);
-    let coturn = &config["services"]["coturn"];
+    assert_eq!(config["services"]["oxpulse-partner-sfu"]["networks"].as_mapping().unwrap().len(), 1);
+    let coturn = &config["services"]["oxpulse-partner-coturn"];
     assert_eq!((coturn["read_only"].as_bool(), coturn["user"].as_str()), (Some(true), Some("65534:65534")));
     assert!(format!("{:?}", coturn["volumes"]).contains("turnserver.conf"), "{:?}", coturn["volumes"]);
     // The TURN secret is only in coturn's 0600 config, never in the compose file.

@@ -211,7 +211,7 @@ async fn a_stopped_upstream_is_one_transition_and_its_return_one_recovery() {
     let out = once(&node, &env).await;
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(chat.delivered().len(), 1, "{:?}", chat.delivered());
-    let expected = format!("TRANSITION upstream={naive} healthy -> unhealthy");
+    let expected = format!("TRANSITION channel=naive upstream={naive} healthy -> unhealthy");
     assert_eq!(messages_with(&chat, &expected).len(), 1, "{:?}", chat.delivered());
     assert!(node.status().contains("naive=failed_at_runtime\n"), "{}", node.status());
     assert!(node.status().contains("xray=active\n"), "{}", node.status());
@@ -239,7 +239,7 @@ async fn a_stopped_upstream_is_one_transition_and_its_return_one_recovery() {
     assert_eq!(out.status.code(), Some(0));
     let sent = chat.delivered();
     assert_eq!(sent.len(), 2, "{sent:?}");
-    assert!(sent[1].ends_with(&format!("TRANSITION upstream={naive} unhealthy -> healthy")), "{sent:?}");
+    assert!(sent[1].ends_with(&format!("TRANSITION channel=naive upstream={naive} unhealthy -> healthy")), "{sent:?}");
     assert!(node.status().contains("naive=active\n"), "{}", node.status());
     assert_eq!(messages_with(&chat, "TRANSITION").len(), 2);
     let metrics = std::fs::read_to_string(node.textfile()).unwrap();
@@ -290,7 +290,10 @@ async fn all_upstreams_down_is_critical_even_inside_the_rate_limit_window() {
     // The transitions that waited go with it, none lost.
     for channel in ["hysteria2", "naive"] {
         let up = front.upstream(channel).hostport();
-        assert!(sent[1].contains(&format!("TRANSITION upstream={up} healthy -> unhealthy")), "{sent:?}");
+        assert!(
+            sent[1].contains(&format!("TRANSITION channel={channel} upstream={up} healthy -> unhealthy")),
+            "{sent:?}"
+        );
     }
     let telegram: Vec<_> = chat.received().into_iter().filter(|r| r.endpoint == Endpoint::Telegram).collect();
     assert!(telegram.iter().all(|r| r.chat_id.as_deref() == Some(CHAT) && r.accepted));

@@ -1,6 +1,6 @@
 //! One watchdog tick: observe, detect, journal, deliver, stamp, all under the state lock.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use edge_core::{CoreError, UpstreamState};
@@ -29,6 +29,8 @@ pub struct Alerter {
     config: AlertConfig,
     chain: Chain,
     client: reqwest::Client,
+    /// The legacy installer's upstream names and their channels, renamed in `upstream-state.env`.
+    legacy_upstreams: BTreeMap<String, String>,
 }
 
 /// One message that went out.
@@ -119,13 +121,22 @@ impl Alerter {
     pub fn new(config: AlertConfig) -> Result<Self, AlertError> {
         let client = http_client(&config)?;
         let chain = Chain::from_config(&config, &client);
-        Ok(Self { config, chain, client })
+        Ok(Self { config, chain, client, legacy_upstreams: BTreeMap::new() })
+    }
+
+    /// Reads lines of `upstream-state.env` under the legacy installer's upstream names
+    /// (`xray-client:3080` → `xray`) as the pool's lines of their channel, keeping health and
+    /// time, so that taking over a legacy host sends no transition; the file is then
+    /// rewritten with edge's names.
+    pub fn with_legacy_upstreams(mut self, legacy: BTreeMap<String, String>) -> Self {
+        self.legacy_upstreams = legacy;
+        self
     }
 
     /// An alerter with another delivery chain (e.g. a fake one in unit tests).
     pub fn with_chain(config: AlertConfig, chain: Chain) -> Result<Self, AlertError> {
         let client = http_client(&config)?;
-        Ok(Self { config, chain, client })
+        Ok(Self { config, chain, client, legacy_upstreams: BTreeMap::new() })
     }
 
     /// Its configuration.
@@ -214,7 +225,8 @@ impl Alerter {
 
         match input {
             Input::Observe(observation, pool) => {
-                let (prev, unreadable) = self.load_upstream_state(now)?;
+                let (loaded, unreadable) = self.load_upstream_state(now)?;
+                let prev = crate::transitions::adopt_legacy_upstreams(&loaded, pool, &self.legacy_upstreams);
                 if let Observation::Metrics { metrics, .. } = &observation {
                     // Bounded by the parser: a few lines per tick, never one per line of the page.
                     for p in &metrics.problems {
@@ -237,7 +249,8 @@ impl Alerter {
                 self.enqueue(&mut outbox, &events, hold);
                 report.events = events;
 
-                let changed = detection.state != prev || detection.watch != outbox.watch || breaker != before;
+                // Against the file as read: renamed legacy lines are written back under edge's names.
+                let changed = detection.state != loaded || detection.watch != outbox.watch || breaker != before;
                 if changed || !report.events.is_empty() {
                     outbox.watch = detection.watch;
                     let commit = Commit { upstream_state: detection.state.to_string(), breaker: breaker.to_string() };
@@ -500,6 +513,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_legacy_state_file_is_taken_over_without_an_alert_and_rewritten_with_edges_names() {
+        let mut s = setup(600, 0);
+        let legacy = BTreeMap::from([("xray-client:3080".to_owned(), "xray".to_owned())]);
+        s.alerter = Alerter::with_chain(s.alerter.config.clone(), Chain::new(vec![Box::new(s.fake.clone())]))
+            .unwrap()
+            .with_legacy_upstreams(legacy);
+        std::fs::write(s.dir.path().join("upstream-state.env"), "xray-client:3080=healthy:1716200000\n").unwrap();
+        // The legacy watchdog's clock stays where it was.
+        std::fs::create_dir_all(s.dir.path().join("telegram")).unwrap();
+        std::fs::write(s.dir.path().join("telegram/last-alert-ts"), "1716200000\n").unwrap();
+        let pool = vec![PoolMember::new("xray", "127.0.0.1:3081")];
+        let r = s.alerter.process(page(&[("127.0.0.1:3081", 1)]), &pool).await.unwrap();
+        assert!(r.events.is_empty(), "{:?}", r.events);
+        assert!(s.fake.take().is_empty());
+        assert_eq!(s.file("upstream-state.env"), "127.0.0.1:3081=healthy:1716200000\n");
+        assert_eq!(s.file("telegram/last-alert-ts"), "1716200000\n");
+        // Then a real flip names the channel.
+        s.alerter.process(page(&[("127.0.0.1:3081", 0)]), &pool).await.unwrap();
+        let sent = s.fake.take();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].contains("TRANSITION channel=xray upstream=127.0.0.1:3081 healthy -> unhealthy"), "{sent:?}");
+    }
+
+    #[tokio::test]
     async fn inside_the_window_events_are_coalesced_not_dropped() {
         let s = setup(600, 0);
         let p = ["a", "b", "c"];
@@ -507,7 +544,7 @@ mod tests {
         assert!(s.fake.take().is_empty(), "first sight of healthy upstreams is not news");
         let r = s.tick(&[("a", 0), ("b", 1), ("c", 1)], &p).await;
         assert_eq!((r.status(), r.delivered_events()), (TickStatus::Delivered, 1));
-        assert_eq!(s.fake.take(), ["[h] TRANSITION upstream=a healthy -> unhealthy"]);
+        assert_eq!(s.fake.take(), ["[h] TRANSITION channel=ch upstream=a healthy -> unhealthy"]);
         // Inside the window: held.
         let r = s.tick(&[("a", 0), ("b", 0), ("c", 1)], &p).await;
         assert_eq!((r.status(), r.held), (TickStatus::Held, 1));
@@ -522,8 +559,8 @@ mod tests {
         assert_eq!(sent.len(), 1);
         let lines: Vec<&str> = sent[0].lines().collect();
         assert_eq!(lines[0], "[h] 2 alerts, oldest first:");
-        assert!(lines[1].ends_with("[h] TRANSITION upstream=b healthy -> unhealthy"), "{sent:?}");
-        assert!(lines[2].ends_with("[h] TRANSITION upstream=a unhealthy -> healthy"), "{sent:?}");
+        assert!(lines[1].ends_with("[h] TRANSITION channel=ch upstream=b healthy -> unhealthy"), "{sent:?}");
+        assert!(lines[2].ends_with("[h] TRANSITION channel=ch upstream=a unhealthy -> healthy"), "{sent:?}");
     }
 
     #[tokio::test]
@@ -552,7 +589,7 @@ mod tests {
         s.fake.down.store(false, Ordering::SeqCst);
         let r = s.tick(&[("a", 0), ("b", 1)], &["a", "b"]).await;
         assert_eq!(r.delivered_events(), 1);
-        assert_eq!(s.fake.take(), ["[h] TRANSITION upstream=a healthy -> unhealthy"]);
+        assert_eq!(s.fake.take(), ["[h] TRANSITION channel=ch upstream=a healthy -> unhealthy"]);
         s.alerter.flush().await.unwrap();
         assert!(s.fake.take().is_empty());
         assert!(!s.file("telegram/last-alert-ts").is_empty());
@@ -566,7 +603,15 @@ mod tests {
         let outbox_path = s.alerter.config().outbox_file();
         let mut outbox = Outbox::load(&outbox_path, 0).unwrap();
         outbox.push(
-            Event::new(5, EventKind::Transition { upstream: "a".into(), from: Health::Healthy, to: Health::Unhealthy }),
+            Event::new(
+                5,
+                EventKind::Transition {
+                    channel: None,
+                    upstream: "a".into(),
+                    from: Health::Healthy,
+                    to: Health::Unhealthy,
+                },
+            ),
             false,
         );
         outbox.commit =

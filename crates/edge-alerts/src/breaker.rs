@@ -107,10 +107,16 @@ mod tests {
     use proptest::prelude::*;
 
     fn down(u: &str) -> Event {
-        Event::new(0, EventKind::Transition { upstream: u.into(), from: Health::Healthy, to: Health::Unhealthy })
+        Event::new(
+            0,
+            EventKind::Transition { channel: None, upstream: u.into(), from: Health::Healthy, to: Health::Unhealthy },
+        )
     }
     fn up(u: &str) -> Event {
-        Event::new(0, EventKind::Transition { upstream: u.into(), from: Health::Unhealthy, to: Health::Healthy })
+        Event::new(
+            0,
+            EventKind::Transition { channel: None, upstream: u.into(), from: Health::Unhealthy, to: Health::Healthy },
+        )
     }
 
     /// Feeds ticks (each a list of events) and checks the steps.

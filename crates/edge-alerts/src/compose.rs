@@ -125,7 +125,10 @@ mod tests {
         let from = if to == Health::Healthy { Health::Unhealthy } else { Health::Healthy };
         Queued {
             id,
-            event: Event::new(1_716_200_000 + id, EventKind::Transition { upstream: upstream.into(), from, to }),
+            event: Event::new(
+                1_716_200_000 + id,
+                EventKind::Transition { channel: None, upstream: upstream.into(), from, to },
+            ),
             held: false,
         }
     }

@@ -73,6 +73,9 @@ impl Severity {
 pub enum EventKind {
     /// An upstream changed health (`from == to == Unknown`: a pool upstream never seen has no series).
     Transition {
+        /// The channel it carries, when the pool names it (a legacy pool does not).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
         /// Its dial address.
         upstream: String,
         /// Health before.
@@ -150,22 +153,25 @@ impl Event {
         !self.is_recovery() && self.severity() >= Severity::Warning && !matches!(self.kind, EventKind::Parked { .. })
     }
 
-    /// The message line, e.g. `[edge1] TRANSITION upstream=xray-client:3080 healthy -> unhealthy`.
+    /// The message line, e.g. `[edge1] TRANSITION channel=xray upstream=127.0.0.1:3081 healthy -> unhealthy`
+    /// (`channel=` only when the pool names it: operators' filters match the channel name).
     pub fn text(&self, host: &str) -> String {
         let host = clean(host);
         match &self.kind {
-            EventKind::Transition { upstream, from: Health::Unknown, to: Health::Unknown } => {
+            EventKind::Transition { channel, upstream, from: Health::Unknown, to: Health::Unknown } => {
                 format!(
-                    "[{host}] MISSING upstream={}: no {UPSTREAM_HEALTH_METRIC} series, health unknown",
+                    "[{host}] MISSING {}upstream={}: no {UPSTREAM_HEALTH_METRIC} series, health unknown",
+                    channel_word(channel),
                     clean(upstream)
                 )
             }
-            EventKind::Transition { upstream, from, to: Health::Unknown } => format!(
-                "[{host}] TRANSITION upstream={} {from} -> unknown (no {UPSTREAM_HEALTH_METRIC} series)",
+            EventKind::Transition { channel, upstream, from, to: Health::Unknown } => format!(
+                "[{host}] TRANSITION {}upstream={} {from} -> unknown (no {UPSTREAM_HEALTH_METRIC} series)",
+                channel_word(channel),
                 clean(upstream)
             ),
-            EventKind::Transition { upstream, from, to } => {
-                format!("[{host}] TRANSITION upstream={} {from} -> {to}", clean(upstream))
+            EventKind::Transition { channel, upstream, from, to } => {
+                format!("[{host}] TRANSITION {}upstream={} {from} -> {to}", channel_word(channel), clean(upstream))
             }
             EventKind::AllUnhealthy => format!("CRITICAL: all upstreams unhealthy on {host}"),
             EventKind::MetricsUnreachable { source, reason } => {
@@ -187,6 +193,11 @@ impl Event {
     }
 }
 
+/// `channel=ID ` before the upstream, or nothing.
+fn channel_word(channel: &Option<String>) -> String {
+    channel.as_deref().map(|c| format!("channel={} ", clean(c))).unwrap_or_default()
+}
+
 /// Escapes control characters so that a hostile upstream name cannot forge extra message lines.
 fn clean(text: &str) -> String {
     if !text.chars().any(char::is_control) {
@@ -206,7 +217,7 @@ mod tests {
     }
 
     fn t(upstream: &str, from: Health, to: Health) -> EventKind {
-        EventKind::Transition { upstream: upstream.to_owned(), from, to }
+        EventKind::Transition { channel: None, upstream: upstream.to_owned(), from, to }
     }
 
     #[test]
@@ -226,6 +237,32 @@ mod tests {
             Severity::Warning,
         );
         check(t("x:1", Unknown, Healthy), "[edge1] TRANSITION upstream=x:1 unknown -> healthy", Severity::Info);
+        let named = |from, to| EventKind::Transition {
+            channel: Some("xray".into()),
+            upstream: "127.0.0.1:3081".into(),
+            from,
+            to,
+        };
+        check(
+            named(Healthy, Unhealthy),
+            "[edge1] TRANSITION channel=xray upstream=127.0.0.1:3081 healthy -> unhealthy",
+            Severity::Warning,
+        );
+        check(
+            named(Unhealthy, Healthy),
+            "[edge1] TRANSITION channel=xray upstream=127.0.0.1:3081 unhealthy -> healthy",
+            Severity::Info,
+        );
+        check(
+            named(Healthy, Unknown),
+            "[edge1] TRANSITION channel=xray upstream=127.0.0.1:3081 healthy -> unknown (no caddy_reverse_proxy_upstreams_healthy series)",
+            Severity::Warning,
+        );
+        check(
+            named(Unknown, Unknown),
+            "[edge1] MISSING channel=xray upstream=127.0.0.1:3081: no caddy_reverse_proxy_upstreams_healthy series, health unknown",
+            Severity::Warning,
+        );
         check(
             EventKind::MetricsUnreachable { source: "http://127.0.0.1:2019/metrics".into(), reason: "refused".into() },
             "[edge1] METRICS UNREACHABLE source=http://127.0.0.1:2019/metrics: refused",

@@ -145,7 +145,15 @@ mod tests {
     use crate::event::Health;
 
     fn ev(i: u64) -> Event {
-        Event::new(i, EventKind::Transition { upstream: format!("u{i}"), from: Health::Healthy, to: Health::Unhealthy })
+        Event::new(
+            i,
+            EventKind::Transition {
+                channel: None,
+                upstream: format!("u{i}"),
+                from: Health::Healthy,
+                to: Health::Unhealthy,
+            },
+        )
     }
 
     #[test]

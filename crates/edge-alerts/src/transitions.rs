@@ -112,6 +112,7 @@ pub fn detect(
         (members, ignored.into_iter().map(str::to_owned).collect())
     };
     let in_pool: HashSet<&str> = members.iter().copied().collect();
+    let channel_of = |u: &str| pool.iter().find(|m| m.upstream == u).map(|m| m.channel.clone());
     let observed = |u: &str| metrics.health.get(u).copied();
     let previous = |u: &str| -> Option<Health> {
         if watch.unknown.contains_key(u) { Some(Health::Unknown) } else { prev.get(u).map(|e| e.health.into()) }
@@ -134,6 +135,7 @@ pub fn detect(
                     None if now_health == UpstreamHealth::Healthy => {}
                     Some(_) if !changed => {}
                     b => events.push(event(EventKind::Transition {
+                        channel: channel_of(upstream),
                         upstream: upstream.to_owned(),
                         from: b.unwrap_or(Health::Unknown),
                         to: now_health.into(),
@@ -145,7 +147,12 @@ pub fn detect(
                     continue;
                 }
                 let from = prev.get(upstream).map(|e| e.health.into()).unwrap_or(Health::Unknown);
-                events.push(event(EventKind::Transition { upstream: upstream.to_owned(), from, to: Health::Unknown }));
+                events.push(event(EventKind::Transition {
+                    channel: channel_of(upstream),
+                    upstream: upstream.to_owned(),
+                    from,
+                    to: Health::Unknown,
+                }));
                 new_watch.unknown.insert(upstream.to_owned(), now);
                 state.remove(upstream);
             }
@@ -170,6 +177,31 @@ pub fn detect(
     Detection { events, state, watch: new_watch, ignored }
 }
 
+/// `prev` with the legacy installer's upstream names (`legacy`: name → channel, e.g.
+/// `xray-client:3080` → `xray`) renamed to the dial address of their channel in `pool`, keeping
+/// health and `since`, so that taking over a legacy host reads as no change. A name whose
+/// channel is not in the pool, or whose channel's address already has a line, is left as it
+/// is (and forgotten by [`detect`] like any upstream outside the pool).
+pub fn adopt_legacy_upstreams(
+    prev: &UpstreamState,
+    pool: &[PoolMember],
+    legacy: &BTreeMap<String, String>,
+) -> UpstreamState {
+    let mut state = prev.clone();
+    for entry in prev.iter() {
+        let Some(channel) = legacy.get(&entry.upstream) else { continue };
+        let Some(member) = pool.iter().find(|m| &m.channel == channel) else { continue };
+        if member.upstream == entry.upstream || prev.get(&member.upstream).is_some() {
+            continue;
+        }
+        // The pool's addresses are storable: detect checks the same.
+        if state.set(&member.upstream, entry.health, entry.since).is_ok() {
+            state.remove(&entry.upstream);
+        }
+    }
+    state
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +220,76 @@ mod tests {
     }
 
     #[test]
+    fn legacy_upstream_names_become_the_pools_with_their_health_and_time() {
+        let legacy: BTreeMap<String, String> =
+            [("xray-client:3080", "xray"), ("host.docker.internal:18443", "hysteria2"), ("127.0.0.1:1080", "naive")]
+                .into_iter()
+                .map(|(u, c)| (u.to_owned(), c.to_owned()))
+                .collect();
+        let pool = vec![
+            PoolMember::new("xray", "127.0.0.1:3081"),
+            PoolMember::new("hysteria2", "127.0.0.1:3082"),
+            PoolMember::new("naive", "127.0.0.1:3083"),
+        ];
+        let prev = UpstreamState::parse(
+            "xray-client:3080=healthy:1716200000
+host.docker.internal:18443=unhealthy:1716200100
+127.0.0.1:1080=healthy:1716200200
+other:9=healthy:1
+",
+        )
+        .unwrap();
+        let adopted = adopt_legacy_upstreams(&prev, &pool, &legacy);
+        let mut lines: Vec<String> = adopted.to_string().lines().map(str::to_owned).collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "127.0.0.1:3081=healthy:1716200000",
+                "127.0.0.1:3082=unhealthy:1716200100",
+                "127.0.0.1:3083=healthy:1716200200",
+                "other:9=healthy:1",
+            ]
+        );
+        // The same health on the page is no transition, and the times stay.
+        let obs = page(&[("127.0.0.1:3081", 1), ("127.0.0.1:3082", 0), ("127.0.0.1:3083", 1)]);
+        let d = detect(&adopted, &WatchState::default(), &obs, &pool, NOW);
+        assert!(d.events.is_empty(), "{:?}", d.events);
+        assert!(d.state.to_string().contains("127.0.0.1:3081=healthy:1716200000\n"), "{}", d.state);
+        // Without the mapping the takeover would read as vanished upstreams and new ones.
+        let d = detect(&prev, &WatchState::default(), &page(&[("127.0.0.1:3082", 0)]), &pool, NOW);
+        assert!(!d.events.is_empty());
+        // A channel outside the pool, or an edge line already there, is left alone.
+        let edge_line = UpstreamState::parse(
+            "xray-client:3080=unhealthy:5
+127.0.0.1:3081=healthy:7
+",
+        )
+        .unwrap();
+        assert_eq!(adopt_legacy_upstreams(&edge_line, &pool, &legacy), edge_line);
+        assert_eq!(
+            adopt_legacy_upstreams(&prev, &pool[..1], &legacy).get("127.0.0.1:1080").map(|e| e.since),
+            Some(1716200200)
+        );
+    }
+
+    #[test]
+    fn transitions_name_the_channel_of_the_pool() {
+        let pool = vec![PoolMember::new("xray", "127.0.0.1:3081")];
+        check(
+            "127.0.0.1:3081=healthy:1\n",
+            &WatchState::default(),
+            page(&[("127.0.0.1:3081", 0)]),
+            &pool,
+            &[
+                "[h] TRANSITION channel=xray upstream=127.0.0.1:3081 healthy -> unhealthy",
+                "CRITICAL: all upstreams unhealthy on h",
+            ],
+            "127.0.0.1:3081=unhealthy:1000\n",
+        );
+    }
+
+    #[test]
     fn flips_are_transitions() {
         let w = WatchState::default();
         check(
@@ -195,7 +297,7 @@ mod tests {
             &w,
             page(&[("a", 0), ("b", 1)]),
             &pool(&["a", "b"]),
-            &["[h] TRANSITION upstream=a healthy -> unhealthy"],
+            &["[h] TRANSITION channel=ch upstream=a healthy -> unhealthy"],
             "a=unhealthy:1000\nb=healthy:1\n",
         );
         check(
@@ -218,8 +320,8 @@ mod tests {
             page(&[("a", 1), ("b", 0)]),
             &pool(&["a", "b", "c"]),
             &[
-                "[h] TRANSITION upstream=b unknown -> unhealthy",
-                "[h] MISSING upstream=c: no caddy_reverse_proxy_upstreams_healthy series, health unknown",
+                "[h] TRANSITION channel=ch upstream=b unknown -> unhealthy",
+                "[h] MISSING channel=ch upstream=c: no caddy_reverse_proxy_upstreams_healthy series, health unknown",
             ],
             "a=healthy:1000\nb=unhealthy:1000\n",
         );
@@ -230,7 +332,10 @@ mod tests {
         let prev = UpstreamState::parse("a=healthy:1\nb=healthy:1\n").unwrap();
         let d = detect(&prev, &WatchState::default(), &page(&[("a", 1)]), &pool(&["a", "b"]), NOW);
         assert_eq!(d.events.len(), 1);
-        assert_eq!(d.events[0].kind, EventKind::Transition { upstream: "b".into(), from: Healthy, to: Unknown });
+        assert_eq!(
+            d.events[0].kind,
+            EventKind::Transition { channel: Some("ch".into()), upstream: "b".into(), from: Healthy, to: Unknown }
+        );
         assert_eq!(d.state.to_string(), "a=healthy:1\n");
         assert_eq!(d.watch.unknown.get("b"), Some(&NOW));
         // Still missing: no new event.
@@ -238,7 +343,7 @@ mod tests {
         assert!(d2.events.is_empty());
         // Back: a recovery.
         let d3 = detect(&d2.state, &d2.watch, &page(&[("a", 1), ("b", 1)]), &pool(&["a", "b"]), NOW + 120);
-        assert_eq!(d3.events[0].text("h"), "[h] TRANSITION upstream=b unknown -> healthy");
+        assert_eq!(d3.events[0].text("h"), "[h] TRANSITION channel=ch upstream=b unknown -> healthy");
         assert!(d3.watch.unknown.is_empty());
     }
 
@@ -269,7 +374,7 @@ mod tests {
             &w,
             page(&[("a", 0), ("b", 0)]),
             &pool(&["a", "b"]),
-            &["[h] TRANSITION upstream=a healthy -> unhealthy", "CRITICAL: all upstreams unhealthy on h"],
+            &["[h] TRANSITION channel=ch upstream=a healthy -> unhealthy", "CRITICAL: all upstreams unhealthy on h"],
             "a=unhealthy:1000\nb=unhealthy:1\n",
         );
         check(
@@ -287,8 +392,8 @@ mod tests {
             page(&[("a", 0)]),
             &pool(&["a", "b"]),
             &[
-                "[h] TRANSITION upstream=a healthy -> unhealthy",
-                "[h] MISSING upstream=b: no caddy_reverse_proxy_upstreams_healthy series, health unknown",
+                "[h] TRANSITION channel=ch upstream=a healthy -> unhealthy",
+                "[h] MISSING channel=ch upstream=b: no caddy_reverse_proxy_upstreams_healthy series, health unknown",
             ],
             "a=unhealthy:1000\n",
         );

@@ -121,7 +121,7 @@ pub fn container_spec(
     }
 
     let mut labels = stack_labels(stack);
-    labels.insert(LABEL_COMPOSE_SERVICE.to_owned(), service.name.clone());
+    labels.insert(LABEL_COMPOSE_SERVICE.to_owned(), stack.compose_key_of(service).to_owned());
     labels.insert("com.docker.compose.oneoff".to_owned(), "False".to_owned());
     labels.insert("com.docker.compose.container-number".to_owned(), "1".to_owned());
     if let Some(channel) = &service.channel {
@@ -260,7 +260,12 @@ mod tests {
         let spec = container_spec(&svc, &meta, &files(&[("naive", "/etc/e/naive-client.json", "{}")])).unwrap();
         assert_eq!(spec.name, "oxpulse-partner-naive");
         assert_eq!(spec.labels["com.docker.compose.project"], "oxpulse-partner");
-        assert_eq!(spec.labels["com.docker.compose.service"], "naive");
+        // The compose key the partner edge's compose file uses: the container name.
+        assert_eq!(spec.labels["com.docker.compose.service"], "oxpulse-partner-naive");
+        let by_name = StackMeta { compose_key: edge_core::ComposeKey::Name, ..meta.clone() };
+        let spec_by_name =
+            container_spec(&svc, &by_name, &files(&[("naive", "/etc/e/naive-client.json", "{}")])).unwrap();
+        assert_eq!(spec_by_name.labels["com.docker.compose.service"], "naive");
         assert_eq!(spec.labels["edge.channel"], "naive");
         assert_eq!(
             spec.ports.iter().map(|p| (p.host_port, p.container_port)).collect::<Vec<_>>(),

@@ -222,6 +222,12 @@ pub struct InstallFlags {
     /// Public domain (PARTNER_DOMAIN).
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
+    /// Registration token (ptkn_...), kept as the `token` identity file (0600) instead of a generated one; never printed.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<SecretArg>,
+    /// The legacy installer's tunnel value, kept as TUNNEL in install.env [default: the recorded one].
+    #[arg(long, value_name = "TUNNEL")]
+    pub tunnel: Option<String>,
     /// node-config.json with the channels' server parameters; copied into the config dir.
     #[arg(long, value_name = "PATH")]
     pub manual_config: Option<PathBuf>,
@@ -348,6 +354,9 @@ pub struct UninstallArgs {
     /// Keep a timestamped backup of the identity files and install.env (the default; kept for the runbook's spelling).
     #[arg(long)]
     pub keep_backups: bool,
+    /// Write the backup in the legacy installer's layout, as DIR/oxpulse-backup-<epoch>/ (e.g. /root) [default: edge's own, in the state dir].
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Also remove the stack's named volumes (their data is lost).
     #[arg(long)]
     pub purge_volumes: bool,

@@ -12,6 +12,7 @@ pub struct Paths {
     config_dir: PathBuf,
     state_dir: PathBuf,
     systemd_dir: PathBuf,
+    healthcheck_script: PathBuf,
 }
 
 impl Paths {
@@ -22,6 +23,7 @@ impl Paths {
             config_dir: under(&root, &meta.config_dir),
             state_dir: under(&root, &meta.state_dir),
             systemd_dir: under(&root, &meta.systemd_dir),
+            healthcheck_script: under(&root, Path::new(&format!("/usr/local/sbin/{}-healthcheck", meta.name))),
             root,
         }
     }
@@ -41,6 +43,11 @@ impl Paths {
     /// Where systemd units are installed.
     pub fn systemd_dir(&self) -> &Path {
         &self.systemd_dir
+    }
+    /// The runbook's healthcheck command, e.g. `/usr/local/sbin/oxpulse-partner-edge-healthcheck`:
+    /// a wrapper that runs `edge healthcheck` for this install.
+    pub fn healthcheck_script(&self) -> &Path {
+        &self.healthcheck_script
     }
     /// A file in the config dir.
     pub fn config_file(&self, name: &str) -> PathBuf {

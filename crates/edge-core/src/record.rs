@@ -4,6 +4,10 @@
 //!
 //! A file written by the legacy bash installer has no `POOL`: [`InstallRecord::pool`] is then
 //! `None`. A corrupt file is an error, never a silent switch to legacy mode.
+//!
+//! `TUNNEL` keeps its legacy meaning, the installer's `--tunnel` value; the pool is `POOL`.
+//! Edge before `EDGE_RECORD=2` wrote the pool's channels under `TUNNEL`: such a value, equal to
+//! `POOL`'s channel list, is read as no tunnel rather than as the operator's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,7 +28,10 @@ const STOPPED: &str = "STOPPED";
 const EDGE_VERSION: &str = "EDGE_VERSION";
 const INSTALLED_AT: &str = "INSTALLED_AT";
 const CONFIGS: &str = "CONFIGS";
-const KNOWN: [&str; 13] = [
+const EDGE_RECORD: &str = "EDGE_RECORD";
+/// The record format edge writes: 2 is the first where `TUNNEL` is the operator's.
+const RECORD_FORMAT: &str = "2";
+const KNOWN: [&str; 14] = [
     PARTNER_ID,
     PARTNER_DOMAIN,
     TUNNEL,
@@ -38,6 +45,7 @@ const KNOWN: [&str; 13] = [
     EDGE_VERSION,
     INSTALLED_AT,
     CONFIGS,
+    EDGE_RECORD,
 ];
 
 /// The install record (`install.env`).
@@ -47,7 +55,7 @@ pub struct InstallRecord {
     pub partner_id: Option<String>,
     /// `PARTNER_DOMAIN`.
     pub partner_domain: Option<String>,
-    /// `TUNNEL`: the channels of the pool, comma-separated.
+    /// `TUNNEL`: the legacy installer's `--tunnel` value, kept for scripts that `source` the file.
     pub tunnel: Option<String>,
     /// `STACK`: the stack's name.
     pub stack: Option<String>,
@@ -116,7 +124,7 @@ impl InstallRecord {
         Ok(Self {
             partner_id: get(PARTNER_ID),
             partner_domain: get(PARTNER_DOMAIN),
-            tunnel: get(TUNNEL),
+            tunnel: get(TUNNEL).filter(|t| !is_former_pool_list(&env, t)),
             stack: get(STACK),
             stack_origin: get(STACK_ORIGIN),
             edge_root: get(EDGE_ROOT).map(PathBuf::from),
@@ -162,6 +170,7 @@ impl InstallRecord {
         put(PARTNER_ID, self.partner_id.as_deref());
         put(PARTNER_DOMAIN, self.partner_domain.as_deref());
         put(TUNNEL, self.tunnel.as_deref());
+        put(EDGE_RECORD, Some(RECORD_FORMAT));
         put(STACK, self.stack.as_deref());
         put(STACK_ORIGIN, self.stack_origin.as_deref());
         let root = self.edge_root.as_ref().map(|r| r.display().to_string());
@@ -183,6 +192,15 @@ impl InstallRecord {
         }
         env
     }
+}
+
+/// Whether `tunnel` is what edge before record format 2 wrote under `TUNNEL`: `POOL`'s channels.
+fn is_former_pool_list(env: &EnvFile, tunnel: &str) -> bool {
+    if env.get(EDGE_RECORD).is_some() {
+        return false;
+    }
+    let Some(Ok(pool)) = env.get(POOL).map(PoolMember::decode_list) else { return false };
+    pool.iter().map(|m| m.channel.as_str()).collect::<Vec<_>>().join(",") == tunnel
 }
 
 /// The 1-based line that sets `key` (1 if none does).
@@ -236,6 +254,29 @@ mod tests {
     }
 
     #[test]
+    fn tunnel_keeps_its_legacy_meaning_and_a_former_pool_list_is_not_taken_for_it() {
+        let tunnel = |text: &str| InstallRecord::parse(text).unwrap().tunnel;
+        // The legacy installer's value.
+        assert_eq!(tunnel("PARTNER_ID=a\nTUNNEL=tun-7f3\n").as_deref(), Some("tun-7f3"));
+        // Edge before format 2 wrote the pool's channels there.
+        let former = "TUNNEL=xray,naive\nPOOL=xray=127.0.0.1:3081,naive=127.0.0.1:3083\n";
+        assert_eq!(tunnel(former), None);
+        assert_eq!(tunnel("TUNNEL=\nPOOL=\n"), None);
+        // Anything else under TUNNEL, or any value once the format is 2, is the operator's.
+        assert_eq!(tunnel("TUNNEL=xray\nPOOL=xray=127.0.0.1:3081,naive=127.0.0.1:3083\n").as_deref(), Some("xray"));
+        assert_eq!(tunnel(&format!("{former}EDGE_RECORD=2\n")).as_deref(), Some("xray,naive"));
+        // Written back, the operator's value survives and the former list is gone.
+        let migrated = InstallRecord::parse(former).unwrap().to_env().to_string();
+        assert!(!migrated.contains("TUNNEL="), "{migrated}");
+        let record = InstallRecord {
+            tunnel: Some("xray".into()),
+            pool: Some(vec![PoolMember::new("xray", "a:1")]),
+            ..Default::default()
+        };
+        assert_eq!(InstallRecord::parse(&record.to_env().to_string()).unwrap(), record);
+    }
+
+    #[test]
     fn a_corrupt_record_is_an_error_naming_the_line() {
         check("PARTNER_ID=a\nPOOL=xray\n", Err("line 2: POOL: pool item \"xray\" is not channel=upstream"));
         check("IMAGES=caddy\n", Err("line 1: IMAGES: item \"caddy\" is not SERVICE=IMAGE"));
@@ -262,9 +303,11 @@ mod tests {
             stopped in proptest::collection::btree_set("[a-z0-9_-]{1,8}", 0..3),
             at in proptest::option::of(proptest::prelude::any::<u64>()),
             configs in proptest::collection::btree_map("[a-z0-9_-]{1,8}", "[0-9a-f]{1,64}", 0..3),
+            tunnel in proptest::option::of("\\PC{0,12}"),
         ) {
             let record = InstallRecord {
                 partner_id: Some(id),
+                tunnel,
                 pool: Some(pool.into_iter().map(|(c, u)| PoolMember::new(c, u)).collect()),
                 stopped,
                 installed_at: at,

@@ -72,6 +72,38 @@ pub struct StackMeta {
     /// unauthenticated admin endpoint.
     #[serde(default)]
     pub loopback_variables: Vec<String>,
+    /// What names a service in the rendered compose file and in its containers'
+    /// `com.docker.compose.service` label (so `docker-compose ps/logs` find them).
+    #[serde(default, skip_serializing_if = "ComposeKey::is_default")]
+    pub compose_key: ComposeKey,
+}
+
+/// The key of a service in the compose file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ComposeKey {
+    /// The service's `name` (`naive`).
+    #[default]
+    Name,
+    /// The service's `container` (`oxpulse-partner-naive`), as the legacy installer's compose
+    /// file has it.
+    Container,
+}
+
+impl ComposeKey {
+    fn is_default(&self) -> bool {
+        *self == Self::Name
+    }
+}
+
+impl StackMeta {
+    /// The compose key of `service`.
+    pub fn compose_key_of<'a>(&self, service: &'a Service) -> &'a str {
+        match self.compose_key {
+            ComposeKey::Name => &service.name,
+            ComposeKey::Container => &service.container,
+        }
+    }
 }
 
 fn default_systemd_dir() -> PathBuf {
@@ -101,6 +133,18 @@ pub struct Channel {
     /// the render: it is required once configured (a mesh with no peer yet).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_unconfigured: bool,
+    /// Names the legacy bash installer gave this channel's upstream (`xray-client:3080`): lines
+    /// of `upstream-state.env` under them are read as this channel's, so a takeover sends no
+    /// spurious transition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_upstreams: Vec<String>,
+}
+
+impl Stack {
+    /// Every channel's legacy upstream names, each with its channel.
+    pub fn legacy_upstreams(&self) -> std::collections::BTreeMap<String, String> {
+        self.channels.iter().flat_map(|c| c.legacy_upstreams.iter().map(move |u| (u.clone(), c.id.clone()))).collect()
+    }
 }
 
 /// A Linux capability name as Docker takes it (`NET_BIND_SERVICE` or `CAP_NET_BIND_SERVICE`);

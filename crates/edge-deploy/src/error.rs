@@ -43,6 +43,9 @@ pub enum OpError {
         /// What is wrong.
         message: String,
     },
+    /// The registration token (`--token`) cannot be stored.
+    #[error("--token: {0}")]
+    Token(String),
     /// The alert settings (`watchdog.env` and the alert flags) cannot be read, used or written.
     #[error(transparent)]
     Alerts(AlertError),
@@ -100,7 +103,11 @@ impl OpError {
     pub fn is_input(&self) -> bool {
         match self {
             Self::Render(RenderError::Write { .. }) => false,
-            Self::Render(_) | Self::Image { .. } | Self::UnknownService { .. } | Self::Restore { .. } => true,
+            Self::Render(_)
+            | Self::Image { .. }
+            | Self::UnknownService { .. }
+            | Self::Restore { .. }
+            | Self::Token(_) => true,
             Self::File(CoreError::NodeConfig { .. } | CoreError::Manifest { .. }) => true,
             Self::Alerts(AlertError::Config { .. } | AlertError::Settings { source: CoreError::Parse { .. }, .. }) => {
                 true

@@ -32,7 +32,7 @@ use edge_core::{ChannelState, InstallRecord, ObservedHealth, Paths, Reload, Spec
 use edge_render::{NodeConfigSource, RenderedStack, Renderer, Source, VariableSources, Variables};
 use serde::Serialize;
 
-use crate::identity::{self, NODE_CONFIG};
+use crate::identity::{self, NODE_CONFIG, RegistrationToken};
 use crate::mesh::{HANDSHAKE_MAX_AGE, judge};
 use crate::pull::{ImagePull, PullPolicy, images_to_pull, pull_all};
 use crate::{Node, OpError, Progress, ProgressSink};
@@ -50,8 +50,15 @@ pub struct InstallRequest {
     pub manual_config: Option<PathBuf>,
     /// Image overrides by service; empty keeps the images the last install used.
     pub images: BTreeMap<String, String>,
-    /// Put the identity files and install record of this backup back first.
+    /// Put the identity files and install record of this backup back first: edge's own backup
+    /// or the legacy installer's `oxpulse-backup-<epoch>` layout.
     pub restore_from: Option<PathBuf>,
+    /// The registration token (`--token`): stored as the `token` identity file, the `EDGE_TOKEN`
+    /// secret, instead of a generated one.
+    pub token: Option<RegistrationToken>,
+    /// The legacy installer's `--tunnel` value, kept as `TUNNEL` in `install.env`; `None` keeps
+    /// the recorded one.
+    pub tunnel: Option<String>,
     /// Plan only: change nothing.
     pub dry_run: bool,
     /// How long to wait for containers to become healthy.
@@ -67,6 +74,8 @@ pub struct InstallRequest {
     pub host_checks: bool,
     /// Which images to pull before anything changes.
     pub pull: PullPolicy,
+    /// The `edge` binary the healthcheck wrapper runs (`None`: `edge` on `PATH`).
+    pub edge_bin: Option<PathBuf>,
     /// The docker CLI's config dir (`$DOCKER_CONFIG`, `~/.docker`) whose `config.json` holds
     /// registry credentials; `None` pulls without credentials.
     pub docker_config: Option<PathBuf>,
@@ -79,6 +88,8 @@ impl Default for InstallRequest {
             manual_config: None,
             images: BTreeMap::new(),
             restore_from: None,
+            token: None,
+            tunnel: None,
             dry_run: false,
             health_timeout: Duration::from_secs(120),
             pool_wait: Duration::from_secs(30),
@@ -88,6 +99,7 @@ impl Default for InstallRequest {
             host_checks: true,
             pull: PullPolicy::default(),
             docker_config: None,
+            edge_bin: None,
         }
     }
 }
@@ -240,8 +252,11 @@ pub(crate) async fn install_unchecked<E: Engine>(
     }
 
     let (base, node_config) = variables(paths, stack, request)?;
-    let applied_configs = InstallRecord::load_optional(&paths.install_env())?.map(|r| r.configs).unwrap_or_default();
-    let Identity { vars: secret_vars, created: identity_created, spec_key } = secrets(paths, stack, request.dry_run)?;
+    let previous = InstallRecord::load_optional(&paths.install_env())?;
+    let tunnel = request.tunnel.clone().or_else(|| previous.as_ref().and_then(|r| r.tunnel.clone()));
+    let applied_configs = previous.map(|r| r.configs).unwrap_or_default();
+    let Identity { vars: secret_vars, created: identity_created, spec_key } =
+        secrets(paths, stack, request.dry_run, request.token.as_ref())?;
     let vars = base.with_layer(Source::Secret, secret_vars);
 
     step("render");
@@ -384,7 +399,7 @@ pub(crate) async fn install_unchecked<E: Engine>(
     let record = InstallRecord {
         partner_id: vars.get("PARTNER_ID").map(str::to_owned),
         partner_domain: vars.get("PARTNER_DOMAIN").map(str::to_owned),
-        tunnel: Some(rendered.pool.iter().map(|m| m.channel.as_str()).collect::<Vec<_>>().join(",")),
+        tunnel: tunnel.clone(),
         stack: Some(name.clone()),
         stack_origin: Some(node.bundle.origin.clone()),
         edge_root: node.rooted.then(|| paths.root().to_owned()),
@@ -404,6 +419,7 @@ pub(crate) async fn install_unchecked<E: Engine>(
         record.save(&paths.install_env())?;
     }
     alerts.save(paths)?;
+    write_healthcheck(node, request.edge_bin.as_deref())?;
     install_units(paths, node.rooted, progress);
 
     let mut channels = channel_reports(&rendered, stack, &runtime_reasons);
@@ -702,8 +718,16 @@ struct Identity {
 /// The identity: created once. A dry run creates nothing: missing secrets are generated in a
 /// scratch folder so that the templates still render (and a missing spec-hash key plans what
 /// a new one would: every container recreated).
-fn secrets(paths: &Paths, stack: &Stack, dry_run: bool) -> Result<Identity, OpError> {
+fn secrets(
+    paths: &Paths,
+    stack: &Stack,
+    dry_run: bool,
+    token: Option<&RegistrationToken>,
+) -> Result<Identity, OpError> {
     let ensure = |dir: &Path| -> Result<Identity, OpError> {
+        if let Some(token) = token {
+            identity::store_token(dir, stack, token)?;
+        }
         let ensured = edge_core::secrets::ensure_all(dir, &stack.secrets)?;
         let (spec_key, outcome) = edge_core::secrets::ensure_spec_hash_key(&dir.join(SPEC_HASH_KEY_FILE))?;
         let mut created = ensured.created;
@@ -990,6 +1014,42 @@ fn install_units(paths: &Paths, rooted: bool, progress: ProgressSink<'_>) {
     } else {
         note("    warning: cannot enable edge-watchdog.timer with systemctl; enable it by hand".to_owned());
     }
+}
+
+/// Writes the runbook's healthcheck command (0755): `edge healthcheck` with this install's
+/// `--root` and `--stack`, so operators' monitors that call it keep working.
+fn write_healthcheck(node: &Node, edge_bin: Option<&Path>) -> Result<(), OpError> {
+    if let Some(dir) = node.paths.healthcheck_script().parent() {
+        std::fs::create_dir_all(dir).map_err(|e| OpError::io("create", dir, e))?;
+    }
+    edge_core::write_atomic_with_mode(
+        node.paths.healthcheck_script(),
+        healthcheck_script(node, edge_bin).as_bytes(),
+        0o755,
+    )?;
+    Ok(())
+}
+
+/// The wrapper's text.
+pub(crate) fn healthcheck_script(node: &Node, edge_bin: Option<&Path>) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut command = vec![edge_bin.map_or_else(|| "edge".to_owned(), |b| quote(&b.display().to_string()))];
+    if node.rooted {
+        command.extend(["--root".to_owned(), quote(&node.paths.root().display().to_string())]);
+    }
+    // A stack loaded from a folder: its manifest's folder (the embedded one needs no flag).
+    if let Some(dir) = Path::new(&node.bundle.origin).parent().filter(|_| !node.bundle.origin.starts_with("embedded:"))
+    {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        command.extend(["--stack".to_owned(), quote(&dir.display().to_string())]);
+    }
+    format!(
+        "#!/bin/sh\n# {name}-healthcheck: written by edge install, removed by edge uninstall.\n\
+         # Exit 0 when the node is healthy; edge healthcheck says what is not.\n\
+         exec {} healthcheck \"$@\"\n",
+        command.join(" "),
+        name = node.name(),
+    )
 }
 
 fn channel_reports(

@@ -14,7 +14,7 @@ use edge_channels::{ContainerStatus, Engine, LABEL_SPEC_HASH};
 use edge_core::secrets::SPEC_HASH_KEY_FILE;
 use edge_core::{ChannelState, ChannelsStatus, InstallRecord, StackBundle};
 
-use crate::identity::identity_files;
+use crate::identity::{BackupLayout, RegistrationToken, identity_files};
 use crate::mesh::fake::FakeMesh;
 use crate::mesh::{MeshProbe, PeerSeen};
 use crate::{InstallRequest, LifecycleRequest, Node, Outcome, PullPolicy, UninstallRequest, install, quiet};
@@ -385,6 +385,84 @@ fn uninstall_then_restore_keeps_the_identity_byte_identical() {
     assert_eq!(report.status, Outcome::Success, "{}", report.message);
     assert!(report.identity_created.is_empty(), "{:?}", report.identity_created);
     assert_eq!(identity(&h.node), before);
+}
+
+#[test]
+fn token_and_tunnel_are_kept_the_token_0600_and_never_shown() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = host();
+    let token = "ptkn_0123456789abcdef";
+    let first =
+        InstallRequest { token: Some(RegistrationToken::new(token)), tunnel: Some("tun-eu-1".into()), ..request() };
+    assert!(!format!("{first:?}").contains(token));
+    let report = run(install(&h.engine, &h.node, &first, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert!(!format!("{report:?}").contains(token));
+    // The given token is the EDGE_TOKEN secret: not generated.
+    assert!(!report.identity_created.contains(&"EDGE_TOKEN".to_owned()), "{:?}", report.identity_created);
+    let file = h.node.paths.config_file("token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{token}\n"));
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let env = std::fs::read_to_string(h.node.paths.install_env()).unwrap();
+    assert!(env.contains("TUNNEL=tun-eu-1\n"), "{env}");
+    assert!(!env.contains(token), "{env}");
+    assert_eq!(record(&h.node).pool.unwrap().len(), 3);
+
+    // A re-run without the flags keeps both; another token is refused without showing either.
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    assert_eq!(record(&h.node).tunnel.as_deref(), Some("tun-eu-1"));
+    let other = InstallRequest { token: Some(RegistrationToken::new("ptkn_other")), ..request() };
+    let err = run(install(&h.engine, &h.node, &other, &quiet)).unwrap_err().to_string();
+    assert!(err.contains("already holds another token") && !err.contains("ptkn_"), "{err}");
+    let bad = InstallRequest { token: Some(RegistrationToken::new("ptkn with space")), ..request() };
+    let err = run(install(&h.engine, &h.node, &bad, &quiet)).unwrap_err().to_string();
+    assert!(err.starts_with("--token: it must be") && !err.contains("ptkn"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{token}\n"));
+}
+
+#[test]
+fn install_writes_the_runbooks_healthcheck_wrapper_and_uninstall_removes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = host();
+    let bin = Path::new("/opt/edge it/edge");
+    let first = InstallRequest { edge_bin: Some(bin.to_owned()), ..request() };
+    run(install(&h.engine, &h.node, &first, &quiet)).unwrap();
+    let script = h.node.paths.root().join("usr/local/sbin/oxpulse-partner-edge-healthcheck");
+    assert_eq!(h.node.paths.healthcheck_script(), script);
+    let text = std::fs::read_to_string(&script).unwrap();
+    let root = h.node.paths.root().display().to_string();
+    assert!(text.starts_with("#!/bin/sh\n"), "{text}");
+    assert!(text.ends_with(&format!("exec '/opt/edge it/edge' --root '{root}' healthcheck \"$@\"\n")), "{text}");
+    assert_eq!(std::fs::metadata(&script).unwrap().permissions().mode() & 0o777, 0o755);
+    run(crate::uninstall(&h.engine, &h.node, &UninstallRequest::default())).unwrap();
+    assert!(!script.exists());
+}
+
+#[test]
+fn uninstall_writes_the_legacy_backup_layout_and_install_restores_it() {
+    let h = host();
+    let first = InstallRequest { tunnel: Some("tun-eu-1".into()), ..request() };
+    run(install(&h.engine, &h.node, &first, &quiet)).unwrap();
+    let before = identity(&h.node);
+    let root = tempfile::tempdir().unwrap();
+    let layout = BackupLayout::Legacy(root.path().to_owned());
+    let removed =
+        run(crate::uninstall(&h.engine, &h.node, &UninstallRequest { backup_layout: layout, ..Default::default() }))
+            .unwrap();
+    let backup = removed.backup.unwrap();
+    let name = backup.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(name.strip_prefix("oxpulse-backup-").is_some_and(|e| e.parse::<u64>().is_ok()), "{name}");
+    assert!(backup.join("reality.priv").is_file() && backup.join("token").is_file());
+    let env = backup.join("var-lib-oxpulse-partner-edge/install.env");
+    assert!(std::fs::read_to_string(&env).unwrap().contains("TUNNEL=tun-eu-1"));
+    assert!(!backup.join("install.env").exists());
+
+    let report =
+        run(install(&h.engine, &h.node, &InstallRequest { restore_from: Some(backup), ..request() }, &quiet)).unwrap();
+    assert_eq!(report.status, Outcome::Success, "{}", report.message);
+    assert!(report.identity_created.is_empty(), "{:?}", report.identity_created);
+    assert_eq!(identity(&h.node), before);
+    assert_eq!(record(&h.node).tunnel.as_deref(), Some("tun-eu-1"));
 }
 
 /// Each container's `edge.spec-hash` label.

@@ -10,7 +10,7 @@ use edge_core::TemplateFormat;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::identity::{backup, identity_files};
+use crate::identity::{BackupLayout, backup_as, identity_files};
 use crate::install::now_secs;
 use crate::{Node, OpError};
 
@@ -19,6 +19,9 @@ use crate::{Node, OpError};
 pub struct UninstallRequest {
     /// Also remove the stack's named volumes (their data is lost).
     pub purge_volumes: bool,
+    /// The layout of the identity backup: edge's own, or the legacy installer's in a folder
+    /// the operator names.
+    pub backup_layout: BackupLayout,
 }
 
 /// What an uninstall did.
@@ -52,7 +55,8 @@ pub async fn uninstall<E: Engine>(
     let paths = &node.paths;
     // The engine must answer before anything is touched.
     engine.version().await?;
-    let backup = backup(paths, stack, now_secs())?.map(|d| std::path::absolute(&d).unwrap_or(d));
+    let backup =
+        backup_as(paths, stack, now_secs(), &request.backup_layout)?.map(|d| std::path::absolute(&d).unwrap_or(d));
     let mut warnings = Vec::new();
 
     // The stack's containers, and containers of its manifest names in its Compose project.
@@ -113,6 +117,7 @@ pub async fn uninstall<E: Engine>(
         .collect();
     files.extend(identity_files(stack).iter().map(|f| paths.config_file(f)));
     files.extend([paths.channels_status(), paths.upstream_state(), paths.install_env()]);
+    files.push(paths.healthcheck_script().to_owned());
     let mut files_removed = Vec::new();
     for f in files {
         match std::fs::remove_file(&f) {

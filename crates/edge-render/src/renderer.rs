@@ -394,6 +394,17 @@ impl Renderer {
                 }
             }
             value["network"] = s.network(&self.stack().stack).map_or(Value::Null, Value::String);
+            // The compose file's key, and the keys of the services it waits for.
+            let meta = &self.stack().stack;
+            value["key"] = Value::String(meta.compose_key_of(s).to_owned());
+            let key_of = |name: &String| -> String {
+                state
+                    .services
+                    .iter()
+                    .find(|o| &o.name == name)
+                    .map_or(name.clone(), |o| meta.compose_key_of(o).to_owned())
+            };
+            value["depends_on_keys"] = s.depends_on.iter().map(|d| Value::String(key_of(d))).collect();
             services.push(value);
         }
         ctx.insert("services", &services);

@@ -263,7 +263,10 @@ impl Bench<'_> {
             3,
             Event {
                 name: "Caddyfile-only: up -d --force-recreate caddy",
-                act: Box::new(|| self.compose(&["up", "-d", "--force-recreate", "caddy"])),
+                act: Box::new(|| {
+                    // Compose keys are the container names, as in the legacy compose file.
+                    self.compose(&["up", "-d", "--force-recreate", &self.stack.container("oxpulse-partner-caddy")])
+                }),
                 applied: Some(Applied::Has(TRY_200MS.to_owned())),
                 recover: None,
             },

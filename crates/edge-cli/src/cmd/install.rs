@@ -7,6 +7,7 @@ use anyhow::bail;
 use edge_alerts::{AlertChanges, Change};
 use edge_channels::{ActionKind, DockerEngine, Readiness};
 use edge_core::ChannelState;
+use edge_deploy::identity::RegistrationToken;
 use edge_deploy::{InstallReport, InstallRequest, Outcome};
 
 use crate::args::{AlertArgs, InstallArgs, InstallFlags, Seconds, SecretArg};
@@ -40,11 +41,14 @@ pub(crate) fn request(flags: &InstallFlags) -> InstallRequest {
     InstallRequest {
         variables,
         manual_config: flags.manual_config.clone(),
+        token: flags.token.as_ref().map(|t| RegistrationToken::new(t.0.clone())),
+        tunnel: flags.tunnel.clone(),
         images: flags.images.iter().map(|o| (o.service.clone(), o.image.clone())).collect(),
         health_timeout: flags.health_timeout,
         alerts: alert_changes(&flags.alerts, &|k| std::env::var(k).ok()),
         pull: flags.pull,
         docker_config: docker_config_dir(),
+        edge_bin: std::env::current_exe().ok(),
         ..InstallRequest::default()
     }
 }

@@ -2,6 +2,7 @@
 
 use edge_channels::DockerEngine;
 use edge_deploy::UninstallRequest;
+use edge_deploy::identity::BackupLayout;
 
 use crate::args::UninstallArgs;
 use crate::rt::block_on;
@@ -17,7 +18,11 @@ pub(crate) fn run(settings: &Settings, args: UninstallArgs) -> anyhow::Result<Ex
         ))
         .into());
     }
-    let request = UninstallRequest { purge_volumes: args.purge_volumes };
+    let backup_layout = match &args.backup_dir {
+        Some(dir) => BackupLayout::Legacy(dir.clone()),
+        None => BackupLayout::Edge,
+    };
+    let request = UninstallRequest { purge_volumes: args.purge_volumes, backup_layout };
     let report = block_on(async {
         let engine = DockerEngine::connect().await?;
         edge_deploy::uninstall(&engine, &node, &request).await.map_err(op_error)

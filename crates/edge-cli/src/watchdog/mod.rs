@@ -245,7 +245,9 @@ impl Watchdog {
     ) -> anyhow::Result<Self> {
         let paths = effective_paths(settings, lookup);
         let config = alert_config(settings, &paths, lookup)?;
-        let alerter = Alerter::new(config).context("cannot set up alert delivery")?;
+        let alerter = Alerter::new(config)
+            .context("cannot set up alert delivery")?
+            .with_legacy_upstreams(settings.bundle.stack.legacy_upstreams());
         let textfile = textfile.map(Textfile::new);
         let counters = textfile.as_ref().map(Textfile::load_counters).unwrap_or_default();
         let snapshot = Snapshot { counters, ..Snapshot::default() };
