@@ -77,6 +77,54 @@ left as the failing step left it.\n\nExample:\n  edge gate --runs 20 --partner-i
     /// Alert delivery.
     #[command(subcommand)]
     Alert(AlertCommand),
+    /// Back up the stack's SQLite databases ([[backup]] in stack.toml) while the app keeps
+    /// writing; `edge backup list` shows the backups kept.
+    #[command(
+        after_help = "Each copy is made by SQLite's online backup API in a one-off container of the service's image, \
+checked with PRAGMA integrity_check and recorded with its sha256; the newest `keep` backups stay.\n\nExamples:\n  edge backup\n  edge backup list --json"
+    )]
+    Backup(BackupArgs),
+    /// Restore a backup: stop the app, swap the database in, start, wait ready, check; a failed
+    /// restore puts the previous file back.
+    #[command(after_help = "Examples:\n  edge restore 20261201T033000Z\n  edge restore latest")]
+    Restore(RestoreArgs),
+}
+
+/// `edge backup`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    /// `list`: the backups kept, oldest first.
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edge backup list`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// List the backups kept, oldest first.
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `edge restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup's id (see `edge backup list`), or `latest`.
+    #[arg(value_name = "BACKUP")]
+    pub backup: String,
+    /// How long to wait for the restarted services to become healthy.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where variables come from, lowest to highest precedence after the stack's defaults.

@@ -40,7 +40,7 @@ pub use pool::{ObservedHealth, PoolMember};
 pub use record::InstallRecord;
 pub use secrets::SpecHashKey;
 pub use stack::{
-    Channel, FileMount, Healthcheck, LogRotation, PortMapping, ReadinessProbe, Reload, ReloadVia, Secret, SecretKind,
-    Service, Stack, StackBundle, StackMeta, Template, TemplateFormat, VolumeMount, flatten_node_config,
+    BackupEntry, Channel, FileMount, Healthcheck, LogRotation, PortMapping, ReadinessProbe, Reload, ReloadVia, Secret,
+    SecretKind, Service, Stack, StackBundle, StackMeta, Template, TemplateFormat, VolumeMount, flatten_node_config,
 };
 pub use status::{ChannelState, ChannelsStatus, UpstreamEntry, UpstreamHealth, UpstreamState};

@@ -51,6 +51,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod channels;
 mod error;
 mod gate;

@@ -5,6 +5,7 @@ use crate::args::Command;
 use crate::settings::Settings;
 
 mod alert;
+mod backup;
 mod gate;
 mod healthcheck;
 mod install;
@@ -30,5 +31,7 @@ pub(crate) fn dispatch(settings: &Settings, command: Command) -> anyhow::Result<
         Command::Restart(args) => lifecycle::run(settings, edge_deploy::Verb::Restart, args),
         Command::Gate(args) => gate::run(settings, args),
         Command::Alert(args) => alert::run(settings, args),
+        Command::Backup(args) => backup::backup(settings, args),
+        Command::Restore(args) => backup::restore(settings, args),
     }
 }
