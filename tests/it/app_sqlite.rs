@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edge_tests::docker::docker_out;
-use edge_tests::sqlite_app::{SQLITE_APP_IMAGE, SqliteStack, ensure_sqlite_app_images, sqlite_app_sets};
+use edge_tests::sqlite_app::{SQLITE_APP_IMAGE, SqliteStack, ensure_sqlite_app_images, sqlite_app_images};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_edge-it");
 
@@ -48,11 +48,8 @@ pub(crate) fn json(out: &Output) -> serde_json::Value {
 /// Installs the stack on the local images; alerts go to the shared loopback webhook.
 pub(crate) fn install(stack: &SqliteStack, extra: &[&str]) -> Output {
     let webhook = edge_tests::telegram::shared_chat_server().webhook_url();
-    let sets = sqlite_app_sets();
-    let mut args = vec!["install", "--alert-webhook", &webhook];
-    for s in &sets {
-        args.extend(["--set", s]);
-    }
+    let images = sqlite_app_images();
+    let mut args = vec!["install", "--alert-webhook", &webhook, "--images", &images];
     args.extend(extra);
     edge(stack, &args)
 }
@@ -232,4 +229,81 @@ fn retention_keeps_the_newest_backups() {
     let out = edge(&stack, &["restore", "no-such-backup"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+fn app_image(stack: &SqliteStack) -> String {
+    docker_out(&["inspect", "--format", "{{.Config.Image}}", &format!("{}-app", stack.name)]).trim().to_owned()
+}
+
+fn write_rows(stack: &SqliteStack, n: usize) -> BTreeSet<i64> {
+    (0..n)
+        .map(|i| {
+            let (code, id) = http("POST", &stack.url("/api/rows"), &format!("kept-{i}"), None);
+            assert_eq!(code, 201, "{id}");
+            id.trim().parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_bad_rollout_fails_smoke_and_rolls_back_without_losing_a_row() {
+    use edge_tests::sqlite_app::{SQLITE_APP_BAD_IMAGE, SQLITE_APP_NEXT_IMAGE};
+    provision();
+    let stack = SqliteStack::new("sqlite-rollout").expect("test stack");
+    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let mut rows = write_rows(&stack, 40);
+    let smoke = format!("{}=200", stack.url("/api/rows"));
+
+    let good = format!("app={SQLITE_APP_NEXT_IMAGE}");
+    let out = edge(&stack, &["rollout", "--images", &good, "--smoke", &smoke, "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = json(&out);
+    assert_eq!(report["status"], "success");
+    assert!(report["backup"].is_string(), "a backup is taken first: {report}");
+    assert_eq!(app_image(&stack), SQLITE_APP_NEXT_IMAGE);
+    assert!(row_ids(&stack).is_superset(&rows));
+    rows.extend(write_rows(&stack, 40));
+
+    let bad = format!("app={SQLITE_APP_BAD_IMAGE}");
+    let out = edge(&stack, &["rollout", "--images", &bad, "--smoke", &smoke, "--json"]);
+    assert_ne!(out.status.code(), Some(0), "a rollout that fails smoke exits non-zero");
+    let report = json(&out);
+    assert_eq!(report["status"], "failure");
+    assert_eq!(report["rolled_back"], true);
+    let failed = report["failed_check"].as_str().unwrap();
+    assert!(failed.contains("smoke") && failed.contains("/api/rows"), "{failed}");
+    let backup = report["backup"].as_str().expect("the backup taken").to_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&backup) && stderr.contains("/api/rows"),
+        "the error names the check and the backup: {stderr}"
+    );
+    // The old image serves again, with every row.
+    assert_eq!(app_image(&stack), SQLITE_APP_NEXT_IMAGE);
+    assert_eq!(row_ids(&stack), rows);
+
+    // On request, back to the release before.
+    let out = edge(&stack, &["rollback", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(app_image(&stack), SQLITE_APP_IMAGE);
+    assert_eq!(row_ids(&stack), rows);
+    let out = edge(&stack, &["rollback"]);
+    assert_ne!(out.status.code(), Some(0), "nothing older is recorded");
+}
+
+#[test]
+fn restore_on_failure_puts_the_backup_back_too() {
+    use edge_tests::sqlite_app::SQLITE_APP_BAD_IMAGE;
+    provision();
+    let stack = SqliteStack::new("sqlite-restore-fail").expect("test stack");
+    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let rows = write_rows(&stack, 20);
+    let smoke = format!("{}=200", stack.url("/api/rows"));
+    let bad = format!("app={SQLITE_APP_BAD_IMAGE}");
+    let out = edge(&stack, &["rollout", "--images", &bad, "--smoke", &smoke, "--restore-on-failure", "--json"]);
+    assert_ne!(out.status.code(), Some(0));
+    let report = json(&out);
+    assert_eq!((report["rolled_back"].clone(), report["restored"].clone()), (true.into(), true.into()), "{report}");
+    assert_eq!(app_image(&stack), SQLITE_APP_IMAGE);
+    assert_eq!(row_ids(&stack), rows);
 }

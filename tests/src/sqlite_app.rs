@@ -59,9 +59,10 @@ pub async fn ensure_sqlite_app_images() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--set` flags that run app-sqlite on the local images.
-pub fn sqlite_app_sets() -> Vec<String> {
-    vec![format!("APP_IMAGE={SQLITE_APP_IMAGE}"), format!("CADDY_IMAGE={CADDY_IMAGE}")]
+/// The `--images` value that runs app-sqlite on the local images (recorded by install, so a
+/// rollout or rollback keeps Caddy's).
+pub fn sqlite_app_images() -> String {
+    format!("app={SQLITE_APP_IMAGE},caddy={CADDY_IMAGE}")
 }
 
 /// A copy of `examples/app-sqlite` named `edge-it-TAG-PID` (containers, network, volumes), on a

@@ -93,12 +93,8 @@ fn run_stack(edge: &Path, root: &Path, stack: &Path, down: bool) -> anyhow::Resu
         .context("building the demo images")?;
     std::fs::create_dir_all(root)?;
     let webhook = edge_tests::telegram::shared_chat_server().webhook_url();
-    let mut install =
-        vec!["--stack".to_owned(), dir.clone(), "install".to_owned(), "--alert-webhook".to_owned(), webhook];
-    for set in edge_tests::sqlite_app::sqlite_app_sets() {
-        install.extend(["--set".to_owned(), set]);
-    }
-    let install: Vec<&str> = install.iter().map(String::as_str).collect();
+    let images = edge_tests::sqlite_app::sqlite_app_images();
+    let install = ["--stack", &dir, "install", "--alert-webhook", &webhook, "--images", &images];
     run_edge(edge, root, &install, &[])?;
     run_edge(edge, root, &["--stack", &dir, "status"], &[])?;
     eprintln!("try: curl -s -X POST -d hello http://127.0.0.1:8080/api/rows; curl -s http://127.0.0.1:8080/api/rows");

@@ -37,7 +37,7 @@ pub use error::{CoreError, LineError};
 pub use lock::StateLock;
 pub use paths::Paths;
 pub use pool::{ObservedHealth, PoolMember};
-pub use record::InstallRecord;
+pub use record::{IMAGE_HISTORY_LEN, InstallRecord};
 pub use secrets::SpecHashKey;
 pub use stack::{
     BackupEntry, Channel, FileMount, Healthcheck, LogRotation, PortMapping, ReadinessProbe, Reload, ReloadVia, Secret,

@@ -65,6 +65,7 @@ mod node;
 mod observe;
 mod progress;
 mod pull;
+pub mod rollout;
 #[cfg(test)]
 mod tests;
 mod uninstall;

@@ -11,6 +11,7 @@ mod healthcheck;
 mod install;
 mod lifecycle;
 mod render;
+mod rollout;
 mod schema;
 mod secrets;
 pub(crate) mod status;
@@ -33,5 +34,7 @@ pub(crate) fn dispatch(settings: &Settings, command: Command) -> anyhow::Result<
         Command::Alert(args) => alert::run(settings, args),
         Command::Backup(args) => backup::backup(settings, args),
         Command::Restore(args) => backup::restore(settings, args),
+        Command::Rollout(args) => rollout::rollout(settings, args),
+        Command::Rollback(args) => rollout::rollback(settings, args),
     }
 }
