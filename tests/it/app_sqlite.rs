@@ -307,3 +307,34 @@ fn restore_on_failure_puts_the_backup_back_too() {
     assert_eq!(app_image(&stack), SQLITE_APP_IMAGE);
     assert_eq!(row_ids(&stack), rows);
 }
+
+#[test]
+fn a_failed_restore_leaves_the_app_on_its_previous_data() {
+    provision();
+    let stack = SqliteStack::new("sqlite-bad-restore").expect("test stack");
+    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    write_rows(&stack, 10);
+    let out = edge(&stack, &["backup", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = json(&out);
+    let rows = write_rows(&stack, 10).union(&row_ids(&stack)).copied().collect::<BTreeSet<i64>>();
+    // A copy damaged on disk, with a sha256 that matches it: only SQLite's check can tell.
+    let dir = Path::new(report["dir"].as_str().unwrap()).to_owned();
+    let copy = dir.join(report["backup"]["files"][0]["file"].as_str().unwrap());
+    let mut bytes = std::fs::read(&copy).unwrap();
+    for b in &mut bytes[100..4096] {
+        *b = 0xa5;
+    }
+    std::fs::write(&copy, &bytes).unwrap();
+    use sha2::Digest;
+    let manifest = std::fs::read_to_string(dir.join("backup.json")).unwrap();
+    let manifest = manifest
+        .replace(report["backup"]["files"][0]["sha256"].as_str().unwrap(), &hex::encode(sha2::Sha256::digest(&bytes)));
+    std::fs::write(dir.join("backup.json"), manifest).unwrap();
+
+    let out = edge(&stack, &["restore", "latest"]);
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("previous data put back") && !stderr.contains("NOT put back"), "{stderr}");
+    assert_eq!(row_ids(&stack), rows);
+}

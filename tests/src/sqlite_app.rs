@@ -35,14 +35,15 @@ pub fn build_sqlite_app_binary() -> anyhow::Result<PathBuf> {
     Ok(target_dir.join("x86_64-unknown-linux-gnu/debug/edge-sqlite-app"))
 }
 
-/// The app's build context; `env` lines go into the image (a bad release sets `APP_FAIL`).
+/// The app's build context; `env` lines go into the image (a bad release sets `APP_FAIL`). It is
+/// killed at once on stop (no signal handling as PID 1); a commit is durable in the WAL by then.
 pub fn sqlite_app_context(binary: &Path, env: &str) -> anyhow::Result<BuildContext> {
     let mut context = BuildContext::new();
     let bytes = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
     context.add_file("edge-sqlite-app", bytes, 0o755)?;
     context.add_file("empty", Vec::new(), 0o644)?;
     let dockerfile = format!(
-        "FROM scratch\nCOPY edge-sqlite-app /usr/bin/edge-sqlite-app\nCOPY empty /data/.keep\n{env}EXPOSE 8080\nENTRYPOINT [\"/usr/bin/edge-sqlite-app\"]\n"
+        "FROM scratch\nCOPY edge-sqlite-app /usr/bin/edge-sqlite-app\nCOPY empty /data/.keep\n{env}STOPSIGNAL SIGKILL\nEXPOSE 8080\nENTRYPOINT [\"/usr/bin/edge-sqlite-app\"]\n"
     );
     context.add_file("Dockerfile", dockerfile.into_bytes(), 0o644)?;
     Ok(context)

@@ -102,10 +102,19 @@ fn backup(src: &Path, dst: &Path) -> Result<(), String> {
         let mut target = open(&partial)?;
         let backup = rusqlite::backup::Backup::new(&source, &mut target)
             .map_err(|e| format!("cannot start the backup of {}: {e}", src.display()))?;
-        // Small steps with pauses let the app's writers in between: the copy never blocks them long.
-        backup
-            .run_to_completion(256, Duration::from_millis(2), None)
-            .map_err(|e| format!("backup of {} failed: {e}", src.display()))?;
+        // One step copies one read snapshot. In WAL mode the app's writers go on meanwhile; in
+        // small steps every write from another connection would restart the copy, so under a
+        // steady write load it would never finish.
+        // A good minute of busy answers (a checkpoint holding the lock) before giving up.
+        for _ in 0..6000 {
+            match backup.step(-1).map_err(|e| format!("backup of {} failed: {e}", src.display()))? {
+                rusqlite::backup::StepResult::Done => break,
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        if backup.progress().remaining != 0 {
+            return Err(format!("backup of {} did not finish: the database stayed busy", src.display()));
+        }
     }
     // The copy keeps the source's WAL mode in its header; a backup file stands alone.
     let copy = open(&partial)?;
@@ -149,7 +158,12 @@ fn restore(src: &Path, dst: &Path) -> Result<(), String> {
 fn putback(dst: &Path) -> Result<(), String> {
     let previous = sibling(dst, ".pre-restore");
     if !previous.is_file() {
-        return Err(format!("{} is missing: nothing to put back", previous.display()));
+        // The restore failed before its swap: the file in place is still the previous one.
+        return if dst.is_file() {
+            Ok(())
+        } else {
+            Err(format!("{} is missing: nothing to put back", previous.display()))
+        };
     }
     remove_wal(dst)?;
     std::fs::rename(&previous, dst).map_err(|e| format!("cannot put {} back: {e}", previous.display()))
