@@ -126,6 +126,10 @@ pub async fn backup<E: Engine>(engine: &E, node: &Node, request: &BackupRequest)
     }
     let partial = root.join(format!(".{id}.partial"));
     std::fs::create_dir_all(&partial).map_err(|e| OpError::io("create backup dir", &partial, e))?;
+    // The copies hold the app's data: only root may read them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| OpError::io("restrict backup dir", &root, e))?;
     let result = take(engine, node, request, &entries, &partial).await;
     let files = match result {
         Ok(files) => files,

@@ -284,3 +284,24 @@ async fn get_status(url: &str) -> Result<u16, String> {
     };
     tokio::time::timeout(Duration::from_secs(10), exchange).await.map_err(|_| "no answer within 10s".to_owned())?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SmokeCheck;
+
+    #[test]
+    fn smoke_checks_parse_from_url_and_status() {
+        let check = |text: &str, want: Result<(&str, u16), &str>| {
+            let got = SmokeCheck::parse(text);
+            match want {
+                Ok((url, status)) => assert_eq!(got, Ok(SmokeCheck { url: url.to_owned(), status })),
+                Err(message) => assert_eq!(got.unwrap_err(), message),
+            }
+        };
+        check("http://127.0.0.1:8080/api/rows=200", Ok(("http://127.0.0.1:8080/api/rows", 200)));
+        check("http://127.0.0.1:8080/a?b=c=404", Ok(("http://127.0.0.1:8080/a?b=c", 404)));
+        check("http://127.0.0.1:8080/", Err("smoke check \"http://127.0.0.1:8080/\" is not URL=STATUS"));
+        check("https://x/=200", Err("smoke check \"https://x/=200\": the URL must start with http://"));
+        check("http://x/=ok", Err("smoke check \"http://x/=ok\": \"ok\" is not an HTTP status"));
+    }
+}
