@@ -2,6 +2,7 @@
 
 mod adopt;
 mod alerts;
+mod app_sqlite;
 mod awg;
 mod caddy_syntax;
 mod deploy;

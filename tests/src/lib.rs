@@ -7,6 +7,7 @@ pub mod load;
 pub mod naive_tarball;
 pub mod proxy;
 pub mod registry;
+pub mod sqlite_app;
 pub mod systemd;
 pub mod telegram;
 pub mod turn;

@@ -21,6 +21,10 @@ pub(crate) struct DemoArgs {
     /// Caddy's site address for the demo (loopback, plain HTTP: no certificate needed).
     #[arg(long, value_name = "ADDRESS", default_value = "http://127.0.0.1:8080")]
     site: String,
+    /// Bring up this stack folder instead of the partner edge (`examples/app-sqlite`: the app on
+    /// its local image behind Caddy on 127.0.0.1:8080).
+    #[arg(long, value_name = "DIR")]
+    stack: Option<PathBuf>,
 }
 
 /// Demo credentials of the channels; the stand-ins ignore them, the rendered configs carry them.
@@ -50,6 +54,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let root = if args.root.is_absolute() { args.root.clone() } else { root_dir.join(&args.root) };
     require_docker_or_fail()?;
     let edge = build_edge(&root_dir)?;
+    if let Some(stack) = &args.stack {
+        return run_stack(&edge, &root, &root_dir.join(stack), args.down);
+    }
     if args.down {
         remove(&edge, &root)?;
         eprintln!("demo removed");
@@ -64,6 +71,35 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     run_edge(&edge, &root, &["status"], &[])?;
     eprintln!("try: curl -s {}/ (served by the xray stand-in through Caddy)", args.site);
     eprintln!("remove with: cargo xtask demo --down");
+    Ok(())
+}
+
+/// The demo of a stack folder: `examples/app-sqlite` runs on the local app and Caddy images.
+fn run_stack(edge: &Path, root: &Path, stack: &Path, down: bool) -> anyhow::Result<()> {
+    let dir = stack.display().to_string();
+    if down {
+        if root.exists() {
+            run_edge(edge, root, &["--stack", &dir, "uninstall", "--yes", "--purge-volumes"], &[])?;
+            std::fs::remove_dir_all(root).with_context(|| format!("cannot remove {}", root.display()))?;
+        }
+        eprintln!("demo removed");
+        return Ok(());
+    }
+    eprintln!("==> building the local images (app, Caddy)");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(edge_tests::sqlite_app::ensure_sqlite_app_images())
+        .context("building the demo images")?;
+    std::fs::create_dir_all(root)?;
+    let webhook = edge_tests::telegram::shared_chat_server().webhook_url();
+    let images = edge_tests::sqlite_app::sqlite_app_images();
+    let install = ["--stack", &dir, "install", "--alert-webhook", &webhook, "--images", &images];
+    run_edge(edge, root, &install, &[])?;
+    run_edge(edge, root, &["--stack", &dir, "status"], &[])?;
+    eprintln!("try: curl -s -X POST -d hello http://127.0.0.1:8080/api/rows; curl -s http://127.0.0.1:8080/api/rows");
+    eprintln!("back up: {} --root {} --stack {dir} backup", edge.display(), root.display());
+    eprintln!("remove with: cargo xtask demo --stack {dir} --down");
     Ok(())
 }
 

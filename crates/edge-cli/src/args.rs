@@ -85,6 +85,97 @@ left as the failing step left it.\n\nExample:\n  edge gate --runs 20 --partner-i
     /// Alert delivery.
     #[command(subcommand)]
     Alert(AlertCommand),
+    /// Back up the stack's SQLite databases ([[backup]] in stack.toml) while the app keeps
+    /// writing; `edge backup list` shows the backups kept.
+    #[command(
+        after_help = "Each copy is made by SQLite's online backup API in a one-off container of the service's image, \
+checked with PRAGMA integrity_check and recorded with its sha256; the newest `keep` backups stay.\n\nExamples:\n  edge backup\n  edge backup list --json"
+    )]
+    Backup(BackupArgs),
+    /// Restore a backup: stop the app, swap the database in, start, wait ready, check; a failed
+    /// restore puts the previous file back.
+    #[command(after_help = "Examples:\n  edge restore 20261201T033000Z\n  edge restore latest")]
+    Restore(RestoreArgs),
+    /// Deploy new images with a way back: back up, install, wait ready, run the smoke checks;
+    /// on any failure roll back to the previous images and exit non-zero.
+    #[command(
+        after_help = "Examples:\n  edge rollout --images app=ghcr.io/acme/app:1.5 --smoke http://127.0.0.1:8080/api/rows=200\n  edge rollout --images app=ghcr.io/acme/app:1.5 --restore-on-failure"
+    )]
+    Rollout(RolloutArgs),
+    /// Return every service to the image it ran before (the install record keeps the last 5).
+    Rollback(RollbackArgs),
+}
+
+/// `edge rollout`.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// What to install; `--images` names the new release.
+    #[command(flatten)]
+    pub install: InstallFlags,
+    /// Also restore the backup taken first when the rollout fails.
+    #[arg(long)]
+    pub restore_on_failure: bool,
+    /// A smoke check after the deploy: GET URL must answer STATUS (repeatable).
+    #[arg(long, value_name = "URL=STATUS", value_parser = parse_smoke)]
+    pub smoke: Vec<edge_deploy::rollout::SmokeCheck>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_smoke(text: &str) -> Result<edge_deploy::rollout::SmokeCheck, String> {
+    edge_deploy::rollout::SmokeCheck::parse(text)
+}
+
+/// `edge rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// How long to wait for containers to become healthy.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// Variables.
+    #[command(flatten)]
+    pub vars: VariableArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edge backup`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    /// `list`: the backups kept, oldest first.
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edge backup list`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// List the backups kept, oldest first.
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `edge restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup's id (see `edge backup list`), or `latest`.
+    #[arg(value_name = "BACKUP")]
+    pub backup: String,
+    /// How long to wait for the restarted services to become healthy.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where variables come from, lowest to highest precedence after the stack's defaults.

@@ -37,10 +37,11 @@ pub use error::{CoreError, LineError};
 pub use lock::StateLock;
 pub use paths::Paths;
 pub use pool::{ObservedHealth, PoolMember};
-pub use record::InstallRecord;
+pub use record::{IMAGE_HISTORY_LEN, InstallRecord};
 pub use secrets::SpecHashKey;
 pub use stack::{
-    Channel, ComposeKey, FileMount, Healthcheck, LogRotation, PortMapping, ReadinessProbe, Reload, ReloadVia, Secret,
-    SecretKind, Service, Stack, StackBundle, StackMeta, Template, TemplateFormat, VolumeMount, flatten_node_config,
+    BackupEntry, Channel, ComposeKey, FileMount, Healthcheck, LogRotation, PortMapping, ReadinessProbe, Reload,
+    ReloadVia, Secret, SecretKind, Service, Stack, StackBundle, StackMeta, Template, TemplateFormat, VolumeMount,
+    flatten_node_config,
 };
 pub use status::{ChannelState, ChannelsStatus, UpstreamEntry, UpstreamHealth, UpstreamState};

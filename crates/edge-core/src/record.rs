@@ -31,7 +31,10 @@ const CONFIGS: &str = "CONFIGS";
 const EDGE_RECORD: &str = "EDGE_RECORD";
 /// The record format edge writes: 2 is the first where `TUNNEL` is the operator's.
 const RECORD_FORMAT: &str = "2";
-const KNOWN: [&str; 14] = [
+const IMAGE_HISTORY: &str = "IMAGE_HISTORY";
+/// How many images of each service the record remembers.
+pub const IMAGE_HISTORY_LEN: usize = 5;
+const KNOWN: [&str; 15] = [
     PARTNER_ID,
     PARTNER_DOMAIN,
     TUNNEL,
@@ -46,6 +49,7 @@ const KNOWN: [&str; 14] = [
     INSTALLED_AT,
     CONFIGS,
     EDGE_RECORD,
+    IMAGE_HISTORY,
 ];
 
 /// The install record (`install.env`).
@@ -79,6 +83,9 @@ pub struct InstallRecord {
     /// the keyed digest of the config it runs, `SERVICE=DIGEST` (a container label cannot
     /// change without recreating it; this can).
     pub configs: BTreeMap<String, String>,
+    /// `IMAGE_HISTORY`: the images each service ran, oldest first, the current one last, at
+    /// most [`IMAGE_HISTORY_LEN`]; `SERVICE=IMAGE|IMAGE,...`. `edge rollback` goes one back.
+    pub image_history: BTreeMap<String, Vec<String>>,
     /// Keys edge does not know, kept as they were.
     pub other: Vec<(String, String)>,
 }
@@ -107,6 +114,10 @@ impl InstallRecord {
         };
         let images = by_service(IMAGES, "IMAGE")?;
         let configs = by_service(CONFIGS, "DIGEST")?;
+        let image_history = by_service(IMAGE_HISTORY, "IMAGE|IMAGE")?
+            .into_iter()
+            .map(|(s, v)| (s, v.split('|').map(str::trim).filter(|i| !i.is_empty()).map(str::to_owned).collect()))
+            .collect();
         let installed_at = match env.get(INSTALLED_AT) {
             Some(v) => {
                 Some(v.parse().map_err(|_| bad(INSTALLED_AT, format!("{INSTALLED_AT}: {v:?} is not epoch seconds")))?)
@@ -135,6 +146,7 @@ impl InstallRecord {
             edge_version: get(EDGE_VERSION),
             installed_at,
             configs,
+            image_history,
             other: env.iter().filter(|(k, _)| !KNOWN.contains(k)).map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         })
     }
@@ -152,6 +164,30 @@ impl InstallRecord {
     /// Writes the file atomically (0644: it holds no credential).
     pub fn save(&self, path: &Path) -> Result<(), CoreError> {
         self.to_env().save(path, 0o644)
+    }
+
+    /// Records that `service` now runs `image`: appended unless it is already the current one,
+    /// the oldest dropped beyond [`IMAGE_HISTORY_LEN`].
+    pub fn push_image(&mut self, service: &str, image: &str) {
+        let history = self.image_history.entry(service.to_owned()).or_default();
+        if history.last().map(String::as_str) != Some(image) {
+            history.push(image.to_owned());
+        }
+        let extra = history.len().saturating_sub(IMAGE_HISTORY_LEN);
+        history.drain(..extra);
+    }
+
+    /// The image each service ran before its current one, for the services that have one.
+    pub fn previous_images(&self) -> BTreeMap<String, String> {
+        self.image_history
+            .iter()
+            .filter_map(|(s, h)| Some((s.clone(), h.len().checked_sub(2).map(|i| h[i].clone())?)))
+            .collect()
+    }
+
+    /// The image each service runs now, as recorded.
+    pub fn current_images(&self) -> BTreeMap<String, String> {
+        self.image_history.iter().filter_map(|(s, h)| Some((s.clone(), h.last()?.clone()))).collect()
     }
 
     /// Whether the legacy bash installer wrote it (no pool recorded).
@@ -187,6 +223,9 @@ impl InstallRecord {
         put(INSTALLED_AT, at.as_deref());
         let configs = self.configs.iter().map(|(s, d)| format!("{s}={d}")).collect::<Vec<_>>().join(",");
         put(CONFIGS, Some(configs.as_str()).filter(|c| !c.is_empty()));
+        let history =
+            self.image_history.iter().map(|(s, i)| format!("{s}={}", i.join("|"))).collect::<Vec<_>>().join(",");
+        put(IMAGE_HISTORY, Some(history.as_str()).filter(|h| !h.is_empty()));
         for (k, v) in &self.other {
             env.set(k, v);
         }
@@ -283,6 +322,29 @@ mod tests {
         check("A=1\nCONFIGS=caddy=\n", Err("line 2: CONFIGS: item \"caddy=\" is not SERVICE=DIGEST"));
         check("A=1\n\nINSTALLED_AT=soon\n", Err("line 3: INSTALLED_AT: \"soon\" is not epoch seconds"));
         check("PARTNER_ID='x\n", Err("line 1: unterminated quote in the value of PARTNER_ID"));
+    }
+
+    #[test]
+    fn the_image_history_keeps_the_last_releases_of_each_service() {
+        let mut record = InstallRecord::default();
+        for image in ["app:1", "app:1", "app:2", "app:3", "app:4", "app:5", "app:6"] {
+            record.push_image("app", image);
+        }
+        record.push_image("caddy", "caddy:2");
+        let back = InstallRecord::parse(&record.to_env().to_string()).unwrap();
+        assert_eq!(back.image_history["app"], ["app:2", "app:3", "app:4", "app:5", "app:6"]);
+        assert_eq!(back.previous_images(), BTreeMap::from([("app".into(), "app:5".into())]));
+        assert_eq!(back.current_images()["caddy"], "caddy:2");
+        check(
+            "IMAGE_HISTORY=app=a:1|a:2,caddy=c:1\n",
+            Ok(InstallRecord {
+                image_history: BTreeMap::from([
+                    ("app".into(), vec!["a:1".into(), "a:2".into()]),
+                    ("caddy".into(), vec!["c:1".into()]),
+                ]),
+                ..Default::default()
+            }),
+        );
     }
 
     #[test]

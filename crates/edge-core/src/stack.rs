@@ -36,6 +36,31 @@ pub struct Stack {
     /// Named volumes the services use.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// SQLite databases on volumes that `edge backup` copies (`[[backup]]`).
+    #[serde(default, rename = "backup", skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupEntry>,
+}
+
+/// One SQLite database on a named volume that `edge backup` copies and `edge restore` puts back.
+///
+/// The copy is made next to the file by the service's own image (`IMAGE backup SRC DST`, SQLite's
+/// online backup API): the volume's host mountpoint is not portable across engines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupEntry {
+    /// The service writing the database: its image runs the backup, and a restore stops it.
+    pub service: String,
+    /// The named volume holding the database (declared in `volumes`).
+    pub volume: String,
+    /// The database file, relative to the volume's root, e.g. `app.db`.
+    pub path: String,
+    /// How many backups to keep; older ones are deleted after a new one is checked.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_keep() -> u32 {
+    7
 }
 
 /// Names and host paths of a stack.
@@ -750,6 +775,21 @@ impl Stack {
             };
             for (field, file) in files {
                 contained(&format!("secret {:?} {field}", s.name), file)?;
+            }
+        }
+        for b in &self.backups {
+            if self.service(&b.service).is_none() {
+                return Err(format!("[[backup]] of {:?} names unknown service {:?}", b.path, b.service));
+            }
+            if !self.volumes.contains(&b.volume) {
+                return Err(format!(
+                    "[[backup]] of {:?} names volume {:?}, which is not declared in `volumes`",
+                    b.path, b.volume
+                ));
+            }
+            contained(&format!("[[backup]] path in volume {:?}", b.volume), &b.path)?;
+            if b.keep == 0 {
+                return Err(format!("[[backup]] of {:?} keeps 0 copies; keep at least 1", b.path));
             }
         }
         for name in self.stack.node_config_variables.iter().chain(&self.stack.loopback_variables) {

@@ -46,6 +46,14 @@ pub enum OpError {
     /// The registration token (`--token`) cannot be stored.
     #[error("--token: {0}")]
     Token(String),
+    /// A data backup or restore cannot be made, read or applied.
+    #[error("{what} {message}")]
+    Backup {
+        /// What: the backup, the database or the stack.
+        what: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
     /// The alert settings (`watchdog.env` and the alert flags) cannot be read, used or written.
     #[error(transparent)]
     Alerts(AlertError),

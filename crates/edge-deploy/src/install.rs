@@ -396,6 +396,9 @@ pub(crate) async fn install_unchecked<E: Engine>(
     bring_up_meshes(node, &mut rendered, request.mesh_wait, &mut runtime_reasons, progress).await;
 
     step("write status");
+    // The history survives re-installs: rollback reads it.
+    let previous_history =
+        InstallRecord::load_optional(&paths.install_env())?.map(|r| r.image_history).unwrap_or_default();
     let record = InstallRecord {
         partner_id: vars.get("PARTNER_ID").map(str::to_owned),
         partner_domain: vars.get("PARTNER_DOMAIN").map(str::to_owned),
@@ -411,8 +414,15 @@ pub(crate) async fn install_unchecked<E: Engine>(
         edge_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         installed_at: Some(now_secs()),
         configs: config_digests(&rendered, &spec_key),
+        image_history: previous_history,
         other: Vec::new(),
     };
+    let mut record = record;
+    for spec in &desired_final {
+        if let Some(service) = stack.services.iter().find(|s| s.container == spec.name()) {
+            record.push_image(&service.name, &spec.spec.image);
+        }
+    }
     {
         let _lock = StateLock::acquire(paths)?;
         rendered.status.save(&paths.channels_status())?;

@@ -52,6 +52,7 @@
 #![deny(missing_docs)]
 
 pub mod adopt;
+pub mod backup;
 pub mod channels;
 mod error;
 mod gate;
@@ -65,6 +66,7 @@ mod node;
 mod observe;
 mod progress;
 mod pull;
+pub mod rollout;
 #[cfg(test)]
 mod tests;
 mod uninstall;

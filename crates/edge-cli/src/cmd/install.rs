@@ -101,7 +101,7 @@ fn print_alerts(alerts: &edge_deploy::AlertsReport, dry_run: bool) {
 }
 
 /// Where the docker CLI keeps its config: `$DOCKER_CONFIG`, else `~/.docker`.
-fn docker_config_dir() -> Option<std::path::PathBuf> {
+pub(crate) fn docker_config_dir() -> Option<std::path::PathBuf> {
     let set = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     set("DOCKER_CONFIG").map(Into::into).or_else(|| set("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
 }

@@ -6,11 +6,13 @@ use crate::settings::Settings;
 
 mod adopt;
 mod alert;
+mod backup;
 mod gate;
 mod healthcheck;
 mod install;
 mod lifecycle;
 mod render;
+mod rollout;
 mod schema;
 mod secrets;
 pub(crate) mod status;
@@ -32,5 +34,9 @@ pub(crate) fn dispatch(settings: &Settings, command: Command) -> anyhow::Result<
         Command::Restart(args) => lifecycle::run(settings, edge_deploy::Verb::Restart, args),
         Command::Gate(args) => gate::run(settings, args),
         Command::Alert(args) => alert::run(settings, args),
+        Command::Backup(args) => backup::backup(settings, args),
+        Command::Restore(args) => backup::restore(settings, args),
+        Command::Rollout(args) => rollout::rollout(settings, args),
+        Command::Rollback(args) => rollout::rollback(settings, args),
     }
 }
