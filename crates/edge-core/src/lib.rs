@@ -41,6 +41,6 @@ pub use record::InstallRecord;
 pub use secrets::SpecHashKey;
 pub use stack::{
     Channel, FileMount, Healthcheck, LogRotation, PortMapping, ReadinessProbe, Reload, ReloadVia, Secret, SecretKind,
-    Service, Stack, StackBundle, StackMeta, Template, TemplateFormat, VolumeMount, flatten_node_config,
+    Service, SmokeCheck, Stack, StackBundle, StackMeta, Template, TemplateFormat, VolumeMount, flatten_node_config,
 };
 pub use status::{ChannelState, ChannelsStatus, UpstreamEntry, UpstreamHealth, UpstreamState};

@@ -24,7 +24,9 @@ const STOPPED: &str = "STOPPED";
 const EDGE_VERSION: &str = "EDGE_VERSION";
 const INSTALLED_AT: &str = "INSTALLED_AT";
 const CONFIGS: &str = "CONFIGS";
-const KNOWN: [&str; 13] = [
+const FRONT_URL: &str = "FRONT_URL";
+const FRONT_CA: &str = "FRONT_CA";
+const KNOWN: [&str; 15] = [
     PARTNER_ID,
     PARTNER_DOMAIN,
     TUNNEL,
@@ -38,6 +40,8 @@ const KNOWN: [&str; 13] = [
     EDGE_VERSION,
     INSTALLED_AT,
     CONFIGS,
+    FRONT_URL,
+    FRONT_CA,
 ];
 
 /// The install record (`install.env`).
@@ -71,6 +75,10 @@ pub struct InstallRecord {
     /// the keyed digest of the config it runs, `SERVICE=DIGEST` (a container label cannot
     /// change without recreating it; this can).
     pub configs: BTreeMap<String, String>,
+    /// `FRONT_URL`: where smoke checks go (the stack's `front_url`, resolved).
+    pub front_url: Option<String>,
+    /// `FRONT_CA`: a PEM file of an extra root the front proxy's certificate may chain to.
+    pub front_ca: Option<String>,
     /// Keys edge does not know, kept as they were.
     pub other: Vec<(String, String)>,
 }
@@ -127,6 +135,8 @@ impl InstallRecord {
             edge_version: get(EDGE_VERSION),
             installed_at,
             configs,
+            front_url: get(FRONT_URL),
+            front_ca: get(FRONT_CA),
             other: env.iter().filter(|(k, _)| !KNOWN.contains(k)).map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         })
     }
@@ -178,6 +188,8 @@ impl InstallRecord {
         put(INSTALLED_AT, at.as_deref());
         let configs = self.configs.iter().map(|(s, d)| format!("{s}={d}")).collect::<Vec<_>>().join(",");
         put(CONFIGS, Some(configs.as_str()).filter(|c| !c.is_empty()));
+        put(FRONT_URL, self.front_url.as_deref());
+        put(FRONT_CA, self.front_ca.as_deref());
         for (k, v) in &self.other {
             env.set(k, v);
         }

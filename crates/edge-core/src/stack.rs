@@ -36,6 +36,35 @@ pub struct Stack {
     /// Named volumes the services use.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// Requests sent through the front proxy after install (`edge smoke`), each with what it
+    /// must answer.
+    #[serde(default)]
+    pub smoke: Vec<SmokeCheck>,
+}
+
+/// One smoke check: a request through the front proxy (`[stack] front_url`) and what it must
+/// answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeCheck {
+    /// HTTP method.
+    #[serde(default = "default_smoke_method")]
+    pub method: String,
+    /// Path (and query) on the front URL, from `/`.
+    pub path: String,
+    /// One request header, `Name: value` (template: may name a generated secret).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// The status it must answer.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Text its body must contain.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+fn default_smoke_method() -> String {
+    "GET".to_owned()
 }
 
 /// Names and host paths of a stack.
@@ -72,6 +101,14 @@ pub struct StackMeta {
     /// unauthenticated admin endpoint.
     #[serde(default)]
     pub loopback_variables: Vec<String>,
+    /// The front proxy's URL as clients use it (template), e.g. `https://{{ APP_DOMAIN }}`;
+    /// smoke checks go there, connecting to this host's loopback whatever the name resolves to.
+    #[serde(default)]
+    pub front_url: Option<String>,
+    /// A PEM file (template) of a root that the front proxy's certificate may chain to besides
+    /// the system roots, e.g. a test ACME CA's; empty means none.
+    #[serde(default)]
+    pub front_ca: Option<String>,
 }
 
 fn default_systemd_dir() -> PathBuf {
@@ -712,6 +749,24 @@ impl Stack {
             if !is_env_key(name) {
                 return Err(format!("invalid variable name {name:?} in [stack]"));
             }
+        }
+        for (i, c) in self.smoke.iter().enumerate() {
+            let what = format!("smoke check {} ({} {})", i + 1, c.method, c.path);
+            if !c.path.starts_with('/') {
+                return Err(format!("{what}: path must start with '/'"));
+            }
+            if c.method.is_empty() || !c.method.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(format!("{what}: method must be an upper-case HTTP method"));
+            }
+            if c.status.is_none() && c.body.is_none() {
+                return Err(format!("{what}: give the expected status, body or both"));
+            }
+            if c.header.as_ref().is_some_and(|h| !h.contains(':')) {
+                return Err(format!("{what}: header must read 'Name: value'"));
+            }
+        }
+        if !self.smoke.is_empty() && self.stack.front_url.is_none() {
+            return Err("smoke checks need [stack] front_url, the URL they are sent to".to_owned());
         }
         Ok(())
     }

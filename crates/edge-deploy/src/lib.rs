@@ -64,6 +64,7 @@ mod node;
 mod observe;
 mod progress;
 mod pull;
+mod smoke;
 #[cfg(test)]
 mod tests;
 mod uninstall;
@@ -77,4 +78,5 @@ pub use node::Node;
 pub use observe::{ChannelView, ContainerView, EngineView, MetricsView, Observation, default_metrics_url, observe};
 pub use progress::{Progress, ProgressSink, quiet};
 pub use pull::{ImagePull, PullPolicy};
+pub use smoke::{SmokeReport, SmokeResult, smoke, smoke_until};
 pub use uninstall::{UninstallReport, UninstallRequest, uninstall};

@@ -86,6 +86,10 @@ pub struct RenderedStack {
     pub pool: Vec<PoolMember>,
     /// Lines to print after an install: the stack's summary and one line per channel.
     pub summary: Vec<String>,
+    /// The front proxy's URL (`[stack] front_url`, resolved).
+    pub front_url: Option<String>,
+    /// The extra root its certificate may chain to (`[stack] front_ca`, resolved; none if empty).
+    pub front_ca: Option<String>,
 }
 
 impl RenderedStack {
@@ -235,6 +239,12 @@ impl Renderer {
             }
             summary.push(line);
         }
+        let optional = |value: &Option<String>, what: &str| -> Result<Option<String>, RenderError> {
+            match value {
+                Some(v) => Ok(Some(resolve(v, vars, what)?).filter(|v| !v.is_empty())),
+                None => Ok(None),
+            }
+        };
         Ok(RenderedStack {
             channels: state.channels,
             status,
@@ -242,6 +252,8 @@ impl Renderer {
             services: state.services,
             pool: state.pool,
             summary,
+            front_url: optional(&stack.stack.front_url, "front_url")?,
+            front_ca: optional(&stack.stack.front_ca, "front_ca")?,
         })
     }
 
