@@ -1,6 +1,7 @@
 //! Workspace integration tests: one binary, one module per capability.
 
 mod alerts;
+mod app_stacks;
 mod awg;
 mod caddy_syntax;
 mod deploy;
