@@ -188,6 +188,12 @@ pub struct Service {
     /// no other container of the stack reaches it, while its published ports still answer.
     #[serde(default)]
     pub own_network: bool,
+    /// Put the stack's generated `.env` values (`env-file` secrets) into this container's
+    /// environment, for an app that reads them nowhere else. They then show in `docker
+    /// inspect`, and render and install say so. Off by default: secrets travel in files
+    /// mounted read-only.
+    #[serde(default)]
+    pub secrets_in_env: bool,
     /// User to run as (`uid:gid` or name).
     #[serde(default)]
     pub user: Option<String>,

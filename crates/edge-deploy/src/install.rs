@@ -183,6 +183,8 @@ pub struct InstallReport {
     /// The stack's smoke checks after install; `None` when it has none, or they were not run
     /// (a dry run, no pool wait).
     pub smoke: Option<crate::SmokeReport>,
+    /// What the operator should know (secrets a service gets in its environment).
+    pub warnings: Vec<String>,
     /// Alert settings and delivery.
     pub alerts: AlertsReport,
     /// Wall time.
@@ -281,6 +283,7 @@ pub async fn install<E: Engine>(
             install_env: None,
             summary: first.summary.clone(),
             smoke: None,
+            warnings: first.warnings.clone(),
             alerts: alerts.report(paths),
             duration_ms: started.elapsed().as_millis() as u64,
             message: "dry run: nothing was changed".to_owned(),
@@ -451,6 +454,7 @@ pub async fn install<E: Engine>(
         install_env: Some(paths.install_env()),
         summary: rendered.summary.clone(),
         smoke,
+        warnings: rendered.warnings.clone(),
         alerts: alerts_report,
         duration_ms: elapsed.as_millis() as u64,
         message,

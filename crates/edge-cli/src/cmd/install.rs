@@ -158,6 +158,9 @@ fn print_report(report: &InstallReport, json: bool) -> anyhow::Result<()> {
         }
     }
     print_alerts(&report.alerts, report.dry_run);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if let Some(smoke) = &report.smoke {
         crate::cmd::smoke::print_table(smoke);
     }
