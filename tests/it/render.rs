@@ -769,3 +769,44 @@ fn generated_secrets_reach_a_container_env_only_by_opt_in_and_render_warns_then(
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("warning: service app gets the generated secrets"), "{}", stderr(&o));
 }
+
+#[test]
+fn both_stacks_point_caddy_at_another_acme_ca_only_when_asked() {
+    let ca = "https://pebble:14000/dir";
+    let partner = StackBundle::partner_edge();
+    let app = app_stack();
+    let render = |bundle: &StackBundle, base: Variables, extra: &[(&str, &str)]| {
+        let v = base.with_layer(Source::Flag, extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Renderer::new(bundle).render_template("caddy", None, &v).unwrap()
+    };
+    let cases = [
+        (render(&partner, vars(&partner, "caddy.env", &[], &[]), &[]), None),
+        (render(&app, app_vars(&app), &[]), None),
+        (
+            render(
+                &partner,
+                vars(&partner, "caddy.env", &[], &[]),
+                &[("ACME_CA", ca), ("ACME_CA_ROOT", "/data/ca.pem")],
+            ),
+            Some("/data/ca.pem"),
+        ),
+        (
+            render(&app, app_vars(&app), &[("ACME_CA", ca), ("ACME_CA_ROOT_PEM", "-----BEGIN CERTIFICATE-----")]),
+            Some("/etc/caddy/acme-ca-root.pem"),
+        ),
+    ];
+    for (text, root) in cases {
+        let adapted = caddy::adapt(&text).unwrap().to_string();
+        match root {
+            None => {
+                assert!(!text.contains("acme_ca") && !adapted.contains("pebble"), "{text}");
+            }
+            Some(root) => {
+                assert!(text.contains(&format!("acme_ca {ca}\n")), "{text}");
+                assert!(text.contains(&format!("acme_ca_root {root}\n")), "{text}");
+                assert!(adapted.contains(&format!("\"ca\":\"{ca}\"")), "{adapted}");
+                assert!(adapted.contains(root), "{adapted}");
+            }
+        }
+    }
+}
