@@ -168,4 +168,13 @@ fn app_behind_caddy_serves_https_from_a_real_acme_ca_and_keeps_its_certificate()
     assert_eq!(served_certificate(&ports), certificate, "the certificate survives uninstall and restore");
     let (ok, body) = https_get(&ports, &root);
     assert!(ok && body.contains("standin"), "{body}");
+
+    // The lifecycle gate passes on a stack without Caddy metrics: its healthcheck step is the
+    // stack-aware one.
+    let mut gate = args.clone();
+    gate[0] = "gate".to_owned();
+    gate.extend(["--runs".to_owned(), "1".to_owned()]);
+    let out = run(&stack, &gate, &certs);
+    assert_eq!(code(&out), Some(0), "the gate passes");
+    assert_eq!(served_certificate(&ports), certificate, "the certificate survives the gate's lifecycle");
 }
