@@ -3,6 +3,7 @@
 mod adopt;
 mod alerts;
 mod app_sqlite;
+mod app_stacks;
 mod awg;
 mod caddy_syntax;
 mod deploy;

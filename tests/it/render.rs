@@ -710,3 +710,105 @@ fn edge_render_all_writes_the_set_and_the_channel_status_or_nothing() {
     caddy::validate(&std::fs::read_to_string(app_dir.join("Caddyfile")).unwrap()).unwrap();
     docker_compose_config(&std::fs::read_to_string(app_dir.join("docker-compose.yml")).unwrap());
 }
+
+#[test]
+fn generated_secrets_reach_a_container_env_only_by_opt_in_and_render_warns_then() {
+    let mut bundle = app_stack();
+    let secrets = [("APP_API_KEY", "key-5d81c0a4e7"), ("APP_SESSION_SECRET", "session-0b9f3a62")];
+    let vars = app_vars(&bundle).with_layer(Source::Secret, secrets.map(|(k, v)| (k.to_owned(), v.to_owned())));
+    let render = |bundle: &StackBundle| Renderer::new(bundle).render_stack(&vars, &BTreeMap::new()).unwrap();
+
+    // The default: a read-only file, nothing in the environment or the compose file.
+    let rendered = render(&bundle);
+    let app = rendered.services.iter().find(|s| s.name == "app").unwrap();
+    assert!(secrets.iter().all(|(k, _)| !app.env.contains_key(*k)), "{:?}", app.env);
+    let compose = &rendered.file("compose").unwrap().contents;
+    assert!(secrets.iter().all(|(_, v)| !compose.contains(v)), "{compose}");
+    assert!(rendered.warnings.is_empty(), "{:?}", rendered.warnings);
+
+    // Opted in: every generated key is in the app's environment, and render says who can read it.
+    bundle.stack.services.iter_mut().find(|s| s.name == "app").unwrap().secrets_in_env = true;
+    let rendered = render(&bundle);
+    let app = rendered.services.iter().find(|s| s.name == "app").unwrap();
+    for (k, v) in secrets {
+        assert_eq!(app.env.get(k).map(String::as_str), Some(v));
+    }
+    let compose = docker_compose_config(&rendered.file("compose").unwrap().contents);
+    assert_eq!(compose["services"]["app"]["environment"]["APP_API_KEY"].as_str(), Some(secrets[0].1));
+    assert_eq!(rendered.warnings.len(), 1, "{:?}", rendered.warnings);
+    let warning = &rendered.warnings[0];
+    assert!(warning.contains("APP_API_KEY, APP_SESSION_SECRET") && warning.contains("docker inspect"), "{warning}");
+
+    // `edge render` prints it.
+    let dir = tempfile::tempdir().unwrap();
+    let stack_dir = dir.path().join("stack");
+    std::fs::create_dir_all(stack_dir.join("templates")).unwrap();
+    let example = workspace().join("examples/app-behind-caddy");
+    let manifest = std::fs::read_to_string(example.join("stack.toml")).unwrap();
+    let manifest = manifest.replace("aliases = [\"app\"]", "aliases = [\"app\"]\nsecrets_in_env = true");
+    std::fs::write(stack_dir.join("stack.toml"), manifest).unwrap();
+    for entry in std::fs::read_dir(example.join("templates")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), stack_dir.join("templates").join(entry.file_name())).unwrap();
+    }
+    let out_dir = dir.path().join("out");
+    let o = edge(
+        dir.path(),
+        &[
+            "--stack",
+            stack_dir.to_str().unwrap(),
+            "render",
+            "--all",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            "--set",
+            "APP_DOMAIN=app.example.com",
+            "--set",
+            "APP_IMAGE=ghcr.io/acme/app:1.4",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning: service app gets the generated secrets"), "{}", stderr(&o));
+}
+
+#[test]
+fn both_stacks_point_caddy_at_another_acme_ca_only_when_asked() {
+    let ca = "https://pebble:14000/dir";
+    let partner = StackBundle::partner_edge();
+    let app = app_stack();
+    let render = |bundle: &StackBundle, base: Variables, extra: &[(&str, &str)]| {
+        let v = base.with_layer(Source::Flag, extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Renderer::new(bundle).render_template("caddy", None, &v).unwrap()
+    };
+    let cases = [
+        (render(&partner, vars(&partner, "caddy.env", &[], &[]), &[]), None),
+        (render(&app, app_vars(&app), &[]), None),
+        (
+            render(
+                &partner,
+                vars(&partner, "caddy.env", &[], &[]),
+                &[("ACME_CA", ca), ("ACME_CA_ROOT", "/data/ca.pem")],
+            ),
+            Some("/data/ca.pem"),
+        ),
+        (
+            render(&app, app_vars(&app), &[("ACME_CA", ca), ("ACME_CA_ROOT_PEM", "-----BEGIN CERTIFICATE-----")]),
+            Some("/etc/caddy/acme-ca-root.pem"),
+        ),
+    ];
+    for (text, root) in cases {
+        let adapted = caddy::adapt(&text).unwrap().to_string();
+        match root {
+            None => {
+                assert!(!text.contains("acme_ca") && !adapted.contains("pebble"), "{text}");
+            }
+            Some(root) => {
+                assert!(text.contains(&format!("acme_ca {ca}\n")), "{text}");
+                assert!(text.contains(&format!("acme_ca_root {root}\n")), "{text}");
+                assert!(adapted.contains(&format!("\"ca\":\"{ca}\"")), "{adapted}");
+                assert!(adapted.contains(root), "{adapted}");
+            }
+        }
+    }
+}

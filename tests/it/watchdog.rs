@@ -18,6 +18,7 @@ use edge_tests::caddy::{CaddyProcess, free_port};
 use edge_tests::docker::{
     STANDIN_IMAGE, STANDIN_UNHEALTHY_IMAGE, TestStack, docker_out, ensure_image, provision_local_images,
 };
+use edge_tests::proxy::ForwardProxy;
 use edge_tests::telegram::{ChatServer, Endpoint, Reply, refused_url};
 use edge_tests::upstream::{Upstream, UpstreamMode};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -110,6 +111,7 @@ impl Node {
 struct Front {
     caddy: CaddyProcess,
     upstreams: Vec<(String, Upstream)>,
+    _naive_proxy: ForwardProxy,
     pool: Vec<(String, String)>,
     status: ChannelsStatus,
 }
@@ -125,13 +127,20 @@ impl Front {
             ("CADDY_HEALTH_TIMEOUT".to_owned(), "250ms".to_owned()),
         ];
         let mut upstreams = Vec::new();
-        for (channel, port_var) in
-            [("xray", "XRAY_HTTP_PORT"), ("hysteria2", "HYSTERIA2_HTTP_PORT"), ("naive", "NAIVE_HTTP_PORT")]
-        {
+        for (channel, port_var) in [("xray", "XRAY_HTTP_PORT"), ("hysteria2", "HYSTERIA2_HTTP_PORT")] {
             let up = Upstream::start(channel).unwrap();
             extra.push((port_var.to_owned(), up.addr().port().to_string()));
             upstreams.push((channel.to_owned(), up));
         }
+        // naive's member is Caddy's own listener, dialling the backend through naive's proxy.
+        let backend = Upstream::start("naive").unwrap();
+        let naive_proxy = ForwardProxy::start().unwrap();
+        extra.extend([
+            ("NAIVE_HTTP_PORT".to_owned(), free_port().unwrap().to_string()),
+            ("NAIVE_PROXY_PORT".to_owned(), naive_proxy.addr().port().to_string()),
+            ("NAIVE_BACKEND".to_owned(), backend.hostport()),
+        ]);
+        upstreams.push(("naive".to_owned(), backend));
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/render/full.env");
         let pairs = edge_render::parse_fixture(&std::fs::read_to_string(fixture).unwrap()).unwrap();
         let vars =
@@ -140,7 +149,7 @@ impl Front {
         let caddyfile = &rendered.file("caddy").unwrap().contents;
         let caddy = CaddyProcess::start(caddyfile, &admin).unwrap();
         let pool = rendered.pool.iter().map(|m| (m.channel.clone(), m.upstream.clone())).collect();
-        let front = Self { caddy, upstreams, pool, status: rendered.status.clone() };
+        let front = Self { caddy, upstreams, _naive_proxy: naive_proxy, pool, status: rendered.status.clone() };
         front.wait(&[("xray", 1.0), ("hysteria2", 1.0), ("naive", 1.0)]);
         front
     }
@@ -153,6 +162,11 @@ impl Front {
         &self.upstreams.iter().find(|(c, _)| c == channel).unwrap().1
     }
 
+    /// The channel's pool member, the address Caddy's metric names.
+    fn member(&self, channel: &str) -> String {
+        self.pool.iter().find(|(c, _)| c == channel).unwrap().1.clone()
+    }
+
     /// Switches a channel's upstream and waits until Caddy's metric says so.
     fn set(&self, channel: &str, mode: UpstreamMode) {
         self.upstream(channel).set_mode(mode);
@@ -160,10 +174,12 @@ impl Front {
 
     /// Waits until Caddy's metric says exactly `expected` (channel, healthy).
     fn wait(&self, expected: &[(&str, f64)]) {
-        let mut want: Vec<(String, f64)> = expected.iter().map(|(c, h)| (self.upstream(c).hostport(), *h)).collect();
+        let mut want: Vec<(String, f64)> = expected.iter().map(|(c, h)| (self.member(c), *h)).collect();
         want.sort_by(|a, b| a.0.cmp(&b.0));
         let got = self.caddy.wait_upstreams(Duration::from_secs(30), |samples| {
-            let mut s = samples.to_vec();
+            // The pool's members only: naive's member adds a series for the backend it dials.
+            let mut s: Vec<_> =
+                samples.iter().filter(|(u, _)| self.pool.iter().any(|(_, m)| m == u)).cloned().collect();
             s.sort_by(|a, b| a.0.cmp(&b.0));
             s == want
         });
@@ -199,7 +215,7 @@ async fn a_stopped_upstream_is_one_transition_and_its_return_one_recovery() {
     node.installed(&front.pool, &front.metrics_url(), &front.status);
     let chat = ChatServer::start().await.unwrap();
     let env = [("OXPULSE_TG_WEBHOOK", chat.webhook_url()), ("OXPULSE_TG_MIN_INTERVAL", "0".to_owned())];
-    let naive = front.upstream("naive").hostport();
+    let naive = front.member("naive");
 
     let out = once(&node, &env).await;
     assert_eq!(out.status.code(), Some(0));
@@ -289,7 +305,7 @@ async fn all_upstreams_down_is_critical_even_inside_the_rate_limit_window() {
     assert!(sent[1].starts_with("CRITICAL: all upstreams unhealthy on "), "{sent:?}");
     // The transitions that waited go with it, none lost.
     for channel in ["hysteria2", "naive"] {
-        let up = front.upstream(channel).hostport();
+        let up = front.member(channel);
         assert!(
             sent[1].contains(&format!("TRANSITION channel={channel} upstream={up} healthy -> unhealthy")),
             "{sent:?}"
@@ -489,7 +505,7 @@ async fn the_daemon_reports_a_stopped_channel_container_within_seconds() {
     env.set("POOL", &format!("naive={upstream}"));
     env.set("METRICS_URL", &chat.metrics_url());
     env.save(&paths.install_env(), 0o644).unwrap();
-    ChannelsStatus::parse("xray=active\nawg=active\nhysteria2=skipped\nnaive=active\n")
+    ChannelsStatus::parse("xray=active\nawg=skipped\nhysteria2=skipped\nnaive=active\n")
         .unwrap()
         .save(&paths.channels_status())
         .unwrap();

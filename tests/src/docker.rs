@@ -142,7 +142,7 @@ pub fn coturn_context(turnserver: &Path) -> anyhow::Result<BuildContext> {
 
 /// Adds a host binary at `target` and the shared libraries `ldd` lists for it, at the same
 /// paths, to `context`; returns the Dockerfile so far (`FROM scratch` and the copies).
-fn scratch_with_binary(context: &mut BuildContext, binary: &Path, target: &str) -> anyhow::Result<String> {
+pub fn scratch_with_binary(context: &mut BuildContext, binary: &Path, target: &str) -> anyhow::Result<String> {
     let mut dockerfile = String::from("FROM scratch\n");
     let bytes = std::fs::read(binary).with_context(|| {
         format!("cannot read {}: install its Debian package (cargo xtask test does)", binary.display())
@@ -315,6 +315,33 @@ impl TestStack {
         std::fs::write(dir.path().join("stack.toml"), stack.to_toml())?;
         for (file, source) in bundle.template_sources() {
             std::fs::write(dir.path().join("templates").join(file), source)?;
+        }
+        let root = tempfile::Builder::new().prefix("edge-root-").tempdir()?;
+        Ok(Self { name, ports, dir, root })
+    }
+
+    /// A copy of `examples/EXAMPLE` named `edge-it-TAG-PID`: every `EXAMPLE` in its manifest
+    /// (name, network, containers, volumes) becomes that name, then `edit` changes the text.
+    pub fn example(tag: &str, example: &str, edit: impl FnOnce(&str, String) -> String) -> anyhow::Result<Self> {
+        let name = format!("edge-it-{tag}-{}", std::process::id());
+        let ports = StackPorts {
+            admin: free_port(),
+            site: free_port(),
+            xray: free_port(),
+            hysteria2: free_port(),
+            naive: free_port(),
+            naive_proxy: free_port(),
+            naive_socks: free_port(),
+            coturn: free_port(),
+        };
+        let source = workspace_root().join("examples").join(example);
+        let manifest = std::fs::read_to_string(source.join("stack.toml"))?;
+        let dir = tempfile::Builder::new().prefix("edge-stack-").tempdir()?;
+        std::fs::create_dir_all(dir.path().join("templates"))?;
+        std::fs::write(dir.path().join("stack.toml"), edit(&name, manifest.replace(example, &name)))?;
+        for entry in std::fs::read_dir(source.join("templates"))? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), dir.path().join("templates").join(entry.file_name()))?;
         }
         let root = tempfile::Builder::new().prefix("edge-root-").tempdir()?;
         Ok(Self { name, ports, dir, root })

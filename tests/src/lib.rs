@@ -5,6 +5,7 @@ pub mod caddy;
 pub mod docker;
 pub mod load;
 pub mod naive_tarball;
+pub mod pebble;
 pub mod proxy;
 pub mod registry;
 pub mod sqlite_app;

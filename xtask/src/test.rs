@@ -1,5 +1,5 @@
 //! `cargo xtask test`: provision what the suite needs (Docker engine, both Caddys, coturn,
-//! promtool, Alertmanager, docker-compose, the reference registry), then run every check CI
+//! promtool, Alertmanager, docker-compose, the reference registry, pebble), then run every check CI
 //! runs.
 
 use std::process::Command;
@@ -23,6 +23,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/time", "time"),
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
+    // The HTTPS test: Let's Encrypt's ACME test server, and the tools that make its certificates.
+    ("/usr/bin/pebble", "pebble"),
+    ("openssl", "openssl"),
+    ("curl", "curl"),
     // The awg mesh test: userspace WireGuard in network namespaces of its own.
     ("wireguard-go", "wireguard-go"),
     ("wg-quick", "wireguard-tools"),

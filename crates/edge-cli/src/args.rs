@@ -62,6 +62,8 @@ Examples:\n  edge adopt --dry-run\n  edge adopt"
     Status(StatusArgs),
     /// Run the operator's numbered checks; exit 0 only if all pass.
     Healthcheck(StatusArgs),
+    /// Send the stack's smoke checks through the front proxy; exit 0 only if all pass.
+    Smoke(SmokeArgs),
     /// Remove the stack's containers, keeping identity backups.
     Uninstall(UninstallArgs),
     /// Stop services and keep them stopped (the watchdog reports them as stopped, not failed).
@@ -434,6 +436,14 @@ pub struct StatusArgs {
     /// Caddy metrics URL [default: http://CADDY_ADMIN/metrics].
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
+}
+
+/// `edge smoke`.
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `edge uninstall`.

@@ -41,7 +41,7 @@ pub use record::{IMAGE_HISTORY_LEN, InstallRecord};
 pub use secrets::SpecHashKey;
 pub use stack::{
     BackupEntry, Channel, ComposeKey, FileMount, Healthcheck, LogRotation, PortMapping, ReadinessProbe, Reload,
-    ReloadVia, Secret, SecretKind, Service, Stack, StackBundle, StackMeta, Template, TemplateFormat, VolumeMount,
-    flatten_node_config,
+    ReloadVia, Secret, SecretKind, Service, SmokeCheck, Stack, StackBundle, StackMeta, Template, TemplateFormat,
+    VolumeMount, flatten_node_config,
 };
 pub use status::{ChannelState, ChannelsStatus, UpstreamEntry, UpstreamHealth, UpstreamState};

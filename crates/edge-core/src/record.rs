@@ -34,7 +34,9 @@ const RECORD_FORMAT: &str = "2";
 const IMAGE_HISTORY: &str = "IMAGE_HISTORY";
 /// How many images of each service the record remembers.
 pub const IMAGE_HISTORY_LEN: usize = 5;
-const KNOWN: [&str; 15] = [
+const FRONT_URL: &str = "FRONT_URL";
+const FRONT_CA: &str = "FRONT_CA";
+const KNOWN: [&str; 17] = [
     PARTNER_ID,
     PARTNER_DOMAIN,
     TUNNEL,
@@ -50,6 +52,8 @@ const KNOWN: [&str; 15] = [
     CONFIGS,
     EDGE_RECORD,
     IMAGE_HISTORY,
+    FRONT_URL,
+    FRONT_CA,
 ];
 
 /// The install record (`install.env`).
@@ -86,6 +90,10 @@ pub struct InstallRecord {
     /// `IMAGE_HISTORY`: the images each service ran, oldest first, the current one last, at
     /// most [`IMAGE_HISTORY_LEN`]; `SERVICE=IMAGE|IMAGE,...`. `edge rollback` goes one back.
     pub image_history: BTreeMap<String, Vec<String>>,
+    /// `FRONT_URL`: where smoke checks go (the stack's `front_url`, resolved).
+    pub front_url: Option<String>,
+    /// `FRONT_CA`: a PEM file of an extra root the front proxy's certificate may chain to.
+    pub front_ca: Option<String>,
     /// Keys edge does not know, kept as they were.
     pub other: Vec<(String, String)>,
 }
@@ -147,6 +155,8 @@ impl InstallRecord {
             installed_at,
             configs,
             image_history,
+            front_url: get(FRONT_URL),
+            front_ca: get(FRONT_CA),
             other: env.iter().filter(|(k, _)| !KNOWN.contains(k)).map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         })
     }
@@ -226,6 +236,8 @@ impl InstallRecord {
         let history =
             self.image_history.iter().map(|(s, i)| format!("{s}={}", i.join("|"))).collect::<Vec<_>>().join(",");
         put(IMAGE_HISTORY, Some(history.as_str()).filter(|h| !h.is_empty()));
+        put(FRONT_URL, self.front_url.as_deref());
+        put(FRONT_CA, self.front_ca.as_deref());
         for (k, v) in &self.other {
             env.set(k, v);
         }

@@ -39,6 +39,10 @@ pub struct Stack {
     /// SQLite databases on volumes that `edge backup` copies (`[[backup]]`).
     #[serde(default, rename = "backup", skip_serializing_if = "Vec::is_empty")]
     pub backups: Vec<BackupEntry>,
+    /// Requests sent through the front proxy after install (`edge smoke`), each with what it
+    /// must answer.
+    #[serde(default)]
+    pub smoke: Vec<SmokeCheck>,
 }
 
 /// One SQLite database on a named volume that `edge backup` copies and `edge restore` puts back.
@@ -61,6 +65,31 @@ pub struct BackupEntry {
 
 fn default_keep() -> u32 {
     7
+}
+
+/// One smoke check: a request through the front proxy (`[stack] front_url`) and what it must
+/// answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeCheck {
+    /// HTTP method.
+    #[serde(default = "default_smoke_method")]
+    pub method: String,
+    /// Path (and query) on the front URL, from `/`.
+    pub path: String,
+    /// One request header, `Name: value` (template: may name a generated secret).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// The status it must answer.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Text its body must contain.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+fn default_smoke_method() -> String {
+    "GET".to_owned()
 }
 
 /// Names and host paths of a stack.
@@ -101,6 +130,14 @@ pub struct StackMeta {
     /// `com.docker.compose.service` label (so `docker-compose ps/logs` find them).
     #[serde(default, skip_serializing_if = "ComposeKey::is_default")]
     pub compose_key: ComposeKey,
+    /// The front proxy's URL as clients use it (template), e.g. `https://{{ APP_DOMAIN }}`;
+    /// smoke checks go there, connecting to this host's loopback whatever the name resolves to.
+    #[serde(default)]
+    pub front_url: Option<String>,
+    /// A PEM file (template) of a root that the front proxy's certificate may chain to besides
+    /// the system roots, e.g. a test ACME CA's; empty means none.
+    #[serde(default)]
+    pub front_ca: Option<String>,
 }
 
 /// The key of a service in the compose file.
@@ -220,6 +257,12 @@ pub struct Service {
     /// no other container of the stack reaches it, while its published ports still answer.
     #[serde(default)]
     pub own_network: bool,
+    /// Put the stack's generated `.env` values (`env-file` secrets) into this container's
+    /// environment, for an app that reads them nowhere else. They then show in `docker
+    /// inspect`, and render and install say so. Off by default: secrets travel in files
+    /// mounted read-only.
+    #[serde(default)]
+    pub secrets_in_env: bool,
     /// User to run as (`uid:gid` or name).
     #[serde(default)]
     pub user: Option<String>,
@@ -796,6 +839,24 @@ impl Stack {
             if !is_env_key(name) {
                 return Err(format!("invalid variable name {name:?} in [stack]"));
             }
+        }
+        for (i, c) in self.smoke.iter().enumerate() {
+            let what = format!("smoke check {} ({} {})", i + 1, c.method, c.path);
+            if !c.path.starts_with('/') {
+                return Err(format!("{what}: path must start with '/'"));
+            }
+            if c.method.is_empty() || !c.method.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(format!("{what}: method must be an upper-case HTTP method"));
+            }
+            if c.status.is_none() && c.body.is_none() {
+                return Err(format!("{what}: give the expected status, body or both"));
+            }
+            if c.header.as_ref().is_some_and(|h| !h.contains(':')) {
+                return Err(format!("{what}: header must read 'Name: value'"));
+            }
+        }
+        if !self.smoke.is_empty() && self.stack.front_url.is_none() {
+            return Err("smoke checks need [stack] front_url, the URL they are sent to".to_owned());
         }
         Ok(())
     }

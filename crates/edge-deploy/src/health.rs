@@ -4,8 +4,10 @@
 //!    run and are healthy; the always-on services run; the front proxy's metrics answer; one
 //!    upstream series per pool member; `channels-status.env` agrees with the containers; the
 //!    identity files are present with mode 0600; alerts can be delivered (a chat transport is
-//!    configured in `watchdog.env` and nothing waits in the outbox past the rate-limit window).
-//!    New checks go last, so that the numbers scripts know stay.
+//!    configured in `watchdog.env` and nothing waits in the outbox past the rate-limit window);
+//!    the stack's smoke checks, where it has some. New checks go last, so that the numbers
+//!    scripts know stay. A stack with no pool (no channel has an upstream) has no metrics
+//!    checks: its front proxy need not expose metrics.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -77,25 +79,40 @@ fn checks(node: &Node, seen: &Observation) -> Vec<Check> {
         out.push(("always-on services".into(), ok, describe(&seen.services)));
     }
 
-    let m = &seen.metrics;
-    let url = m.url.as_deref().unwrap_or("(none)");
-    out.push(match (m.reachable, &m.error) {
-        (true, _) => ("caddy metrics".into(), true, format!("{url} answers")),
-        (false, err) => ("caddy metrics".into(), false, format!("{url}: {}", err.as_deref().unwrap_or("unreachable"))),
-    });
-    let pool: Vec<_> = active.iter().filter_map(|c| Some((c.id.as_str(), c.upstream.as_deref()?))).collect();
-    let missing: Vec<String> =
-        pool.iter().filter(|(_, u)| !m.upstreams.contains_key(*u)).map(|(c, u)| format!("{c} ({u})")).collect();
-    let pool_text = pool.iter().map(|(c, u)| format!("{c}={u}")).collect::<Vec<_>>().join(", ");
-    out.push(if missing.is_empty() {
-        ("upstream series".into(), true, format!("one per active channel: {pool_text}"))
-    } else {
-        ("upstream series".into(), false, format!("no series for {}", missing.join(", ")))
-    });
+    // Only a stack whose channels feed a pool has upstream series to read.
+    if node.stack().channels.iter().any(|c| c.upstream.is_some()) {
+        let m = &seen.metrics;
+        let url = m.url.as_deref().unwrap_or("(none)");
+        out.push(match (m.reachable, &m.error) {
+            (true, _) => ("caddy metrics".into(), true, format!("{url} answers")),
+            (false, err) => {
+                ("caddy metrics".into(), false, format!("{url}: {}", err.as_deref().unwrap_or("unreachable")))
+            }
+        });
+        let pool: Vec<_> = active.iter().filter_map(|c| Some((c.id.as_str(), c.upstream.as_deref()?))).collect();
+        let missing: Vec<String> =
+            pool.iter().filter(|(_, u)| !m.upstreams.contains_key(*u)).map(|(c, u)| format!("{c} ({u})")).collect();
+        let pool_text = pool.iter().map(|(c, u)| format!("{c}={u}")).collect::<Vec<_>>().join(", ");
+        out.push(if missing.is_empty() {
+            ("upstream series".into(), true, format!("one per active channel: {pool_text}"))
+        } else {
+            ("upstream series".into(), false, format!("no series for {}", missing.join(", ")))
+        });
+    }
 
     out.push(status_consistency(seen));
     out.push(identity(node));
     out.push(alerts(node));
+    if let Some(smoke) = &seen.smoke {
+        let failed: Vec<String> =
+            smoke.checks.iter().filter(|c| !c.ok).map(|c| format!("{} {}: {}", c.method, c.path, c.detail)).collect();
+        let url = smoke.url.as_deref().unwrap_or("(no front URL)");
+        out.push(if failed.is_empty() {
+            ("smoke checks".into(), true, format!("{} passed through {url}", smoke.passed))
+        } else {
+            ("smoke checks".into(), false, failed.join("; "))
+        });
+    }
 
     out.into_iter().enumerate().map(|(i, (name, ok, detail))| Check { number: i + 1, name, ok, detail }).collect()
 }

@@ -192,6 +192,11 @@ pub struct InstallReport {
     pub install_env: Option<PathBuf>,
     /// The stack's summary lines.
     pub summary: Vec<String>,
+    /// The stack's smoke checks after install; `None` when it has none, or they were not run
+    /// (a dry run, no pool wait).
+    pub smoke: Option<crate::SmokeReport>,
+    /// What the operator should know (secrets a service gets in its environment).
+    pub warnings: Vec<String>,
     /// Alert settings and delivery.
     pub alerts: AlertsReport,
     /// Wall time.
@@ -309,6 +314,8 @@ pub(crate) async fn install_unchecked<E: Engine>(
             status_file: None,
             install_env: None,
             summary: first.summary.clone(),
+            smoke: None,
+            warnings: first.warnings.clone(),
             alerts: alerts.report(paths),
             duration_ms: started.elapsed().as_millis() as u64,
             message: "dry run: nothing was changed".to_owned(),
@@ -415,6 +422,8 @@ pub(crate) async fn install_unchecked<E: Engine>(
         installed_at: Some(now_secs()),
         configs: config_digests(&rendered, &spec_key),
         image_history: previous_history,
+        front_url: rendered.front_url.clone(),
+        front_ca: rendered.front_ca.clone(),
         other: Vec::new(),
     };
     let mut record = record;
@@ -437,6 +446,21 @@ pub(crate) async fn install_unchecked<E: Engine>(
         c.upstream_health = c.upstream.as_ref().and_then(|u| pool_health.get(u).copied());
     }
     let (status, message) = outcome(&name, &channels, &service_readiness, started.elapsed());
+    // Smoke checks go through the front proxy on this host: not with the in-memory engine.
+    let smoke = if stack.smoke.is_empty() || request.pool_wait.is_zero() {
+        None
+    } else {
+        step("run the smoke checks");
+        Some(crate::smoke::smoke_until(node, request.pool_wait).await?)
+    };
+    let (status, message) = match &smoke {
+        Some(s) if !s.ok && status != Outcome::Failure => {
+            let failed: Vec<String> =
+                s.checks.iter().filter(|c| !c.ok).map(|c| format!("{} {}: {}", c.method, c.path, c.detail)).collect();
+            (Outcome::Degraded, format!("{message}; but smoke checks failed: {}", failed.join("; ")))
+        }
+        _ => (status, message),
+    };
     let mut alerts_report = alerts.report(paths);
     let (status, message) = if status == Outcome::Failure {
         (status, message)
@@ -472,6 +496,8 @@ pub(crate) async fn install_unchecked<E: Engine>(
         status_file: Some(paths.channels_status()),
         install_env: Some(paths.install_env()),
         summary: rendered.summary.clone(),
+        smoke,
+        warnings: rendered.warnings.clone(),
         alerts: alerts_report,
         duration_ms: elapsed.as_millis() as u64,
         message,

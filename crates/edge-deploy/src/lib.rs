@@ -21,7 +21,12 @@
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let root = tempfile::tempdir().unwrap();
-//! let node = Node::new(StackBundle::partner_edge(), Some(root.path())).unwrap();
+//! let mut bundle = StackBundle::partner_edge();
+//! // The in-memory engine runs no process a host-side readiness probe could reach.
+//! for service in &mut bundle.stack.services {
+//!     service.readiness = None;
+//! }
+//! let node = Node::new(bundle, Some(root.path())).unwrap();
 //! let images: Vec<&str> = node.stack().services.iter().map(|s| s.image.as_str()).collect();
 //! let engine = FakeEngine::with_images(&images);
 //!
@@ -67,6 +72,7 @@ mod observe;
 mod progress;
 mod pull;
 pub mod rollout;
+mod smoke;
 #[cfg(test)]
 mod tests;
 mod uninstall;
@@ -81,4 +87,5 @@ pub use node::Node;
 pub use observe::{ChannelView, ContainerView, EngineView, MetricsView, Observation, default_metrics_url, observe};
 pub use progress::{Progress, ProgressSink, quiet};
 pub use pull::{ImagePull, PullPolicy};
+pub use smoke::{SmokeReport, SmokeResult, smoke, smoke_until};
 pub use uninstall::{UninstallReport, UninstallRequest, uninstall};

@@ -107,6 +107,8 @@ pub struct Observation {
     pub metrics: MetricsView,
     /// Containers labelled for this stack that no service of the manifest names.
     pub strays: Vec<String>,
+    /// The stack's smoke checks through the front proxy; `None` when it has none.
+    pub smoke: Option<crate::SmokeReport>,
 }
 
 impl Observation {
@@ -215,6 +217,7 @@ pub async fn observe<E: Engine>(
         .filter(|name| !stack.services.iter().any(|s| &s.container == *name))
         .cloned()
         .collect();
+    let smoke = if stack.smoke.is_empty() { None } else { Some(crate::smoke(node).await?) };
     Ok(Observation {
         stack: stack.stack.name.clone(),
         engine,
@@ -223,6 +226,7 @@ pub async fn observe<E: Engine>(
         services,
         metrics,
         strays,
+        smoke,
     })
 }
 
@@ -303,7 +307,7 @@ pub(crate) fn metrics_url(vars: &edge_render::Variables) -> Option<String> {
 }
 
 /// Replaces `{{ NAME }}` with the variable's value; `None` if one is unset.
-fn substitute(text: &str, vars: &edge_render::Variables) -> Option<String> {
+pub(crate) fn substitute(text: &str, vars: &edge_render::Variables) -> Option<String> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {

@@ -16,10 +16,8 @@ use serde::Serialize;
 use crate::backup::{BackupRequest, backup, restore};
 use crate::{InstallRequest, Node, OpError, Outcome, ProgressSink, install};
 
-/// One smoke check: `GET URL` must answer `status`.
-///
-/// A stand-in for the stack's `[[smoke]]` checks (edge-deploy's `smoke` module) until the two
-/// are wired together; the caller passes them.
+/// One extra smoke check given on the command line: `GET URL` must answer `status`. The stack's
+/// own `[[smoke]]` checks always run after these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SmokeCheck {
     /// `http://` URL on loopback, through the front proxy.
@@ -203,7 +201,14 @@ async fn deploy_and_check<E: Engine>(
             return Some(format!("smoke GET {}: want {}, {got}", check.url, check.status));
         }
     }
-    None
+    match crate::smoke(node).await {
+        Ok(report) => report
+            .checks
+            .iter()
+            .find(|c| !c.ok)
+            .map(|c| format!("smoke {} {}: want {}, {}", c.method, c.path, c.expected, c.detail)),
+        Err(e) => Some(format!("smoke: {e}")),
+    }
 }
 
 /// Returns to each service's previous recorded image.

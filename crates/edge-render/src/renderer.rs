@@ -86,6 +86,13 @@ pub struct RenderedStack {
     pub pool: Vec<PoolMember>,
     /// Lines to print after an install: the stack's summary and one line per channel.
     pub summary: Vec<String>,
+    /// The front proxy's URL (`[stack] front_url`, resolved).
+    pub front_url: Option<String>,
+    /// The extra root its certificate may chain to (`[stack] front_ca`, resolved; none if empty).
+    pub front_ca: Option<String>,
+    /// What the operator should know before deploying (secrets a service gets in its
+    /// environment with `secrets_in_env`).
+    pub warnings: Vec<String>,
 }
 
 impl RenderedStack {
@@ -235,6 +242,12 @@ impl Renderer {
             }
             summary.push(line);
         }
+        let optional = |value: &Option<String>, what: &str| -> Result<Option<String>, RenderError> {
+            match value {
+                Some(v) => Ok(Some(resolve(v, vars, what)?).filter(|v| !v.is_empty())),
+                None => Ok(None),
+            }
+        };
         Ok(RenderedStack {
             channels: state.channels,
             status,
@@ -242,6 +255,9 @@ impl Renderer {
             services: state.services,
             pool: state.pool,
             summary,
+            front_url: optional(&stack.stack.front_url, "front_url")?,
+            front_ca: optional(&stack.stack.front_ca, "front_ca")?,
+            warnings: state.warnings,
         })
     }
 
@@ -345,7 +361,18 @@ impl Renderer {
         let active = |id: &str| out.channels.iter().any(|c| c.id == id && c.state == ChannelState::Active);
         for s in &stack.services {
             if s.channel.as_deref().is_none_or(active) {
-                out.services.push(resolve_service(s, vars)?);
+                let mut service = resolve_service(s, vars)?;
+                if s.secrets_in_env {
+                    let keys = secrets_into_env(&mut service, &stack.secrets, vars);
+                    out.warnings.push(format!(
+                        "service {} gets the generated secrets {} in its environment (secrets_in_env = true): \
+                         anyone who can run docker inspect on {} reads them",
+                        s.name,
+                        if keys.is_empty() { "(none yet)".to_owned() } else { keys.join(", ") },
+                        service.container
+                    ));
+                }
+                out.services.push(service);
             }
         }
         Ok(out)
@@ -428,6 +455,7 @@ struct Evaluated {
     channel_files: Vec<RenderedFile>,
     pool: Vec<PoolMember>,
     services: Vec<Service>,
+    warnings: Vec<String>,
 }
 
 fn rendered(t: &Template, contents: String) -> RenderedFile {
@@ -456,6 +484,23 @@ fn resolve(text: &str, vars: &Variables, location: &str) -> Result<String, Rende
             other => other.to_string(),
         },
     })
+}
+
+/// Adds every `env-file` secret's value the variables hold to the service's environment;
+/// returns the keys added.
+fn secrets_into_env(service: &mut Service, secrets: &[edge_core::Secret], vars: &Variables) -> Vec<String> {
+    let mut added = Vec::new();
+    for secret in secrets {
+        if let edge_core::SecretKind::EnvFile { keys, .. } = &secret.kind {
+            for key in keys {
+                if let Some(value) = vars.get(key) {
+                    service.env.insert(key.clone(), value.to_owned());
+                    added.push(key.clone());
+                }
+            }
+        }
+    }
+    added
 }
 
 fn resolve_service(s: &Service, vars: &Variables) -> Result<Service, RenderError> {

@@ -162,6 +162,12 @@ pub(crate) fn print_report(report: &InstallReport, json: bool) -> anyhow::Result
         }
     }
     print_alerts(&report.alerts, report.dry_run);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(smoke) = &report.smoke {
+        crate::cmd::smoke::print_table(smoke);
+    }
     println!("{}", report.message);
     Ok(())
 }

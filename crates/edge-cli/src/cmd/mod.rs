@@ -15,6 +15,7 @@ mod render;
 mod rollout;
 mod schema;
 mod secrets;
+pub(crate) mod smoke;
 pub(crate) mod status;
 mod uninstall;
 pub(crate) mod watchdog;
@@ -28,6 +29,7 @@ pub(crate) fn dispatch(settings: &Settings, command: Command) -> anyhow::Result<
         Command::Adopt(args) => adopt::run(settings, args),
         Command::Status(args) => status::run(settings, args),
         Command::Healthcheck(args) => healthcheck::run(settings, args),
+        Command::Smoke(args) => smoke::run(settings, args),
         Command::Uninstall(args) => uninstall::run(settings, args),
         Command::Stop(args) => lifecycle::run(settings, edge_deploy::Verb::Stop, args),
         Command::Start(args) => lifecycle::run(settings, edge_deploy::Verb::Start, args),

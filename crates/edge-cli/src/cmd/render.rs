@@ -70,6 +70,12 @@ fn render_one(
         None => None,
     };
     let contents = renderer.render_template(target, tpl.zip(text.as_deref()), vars).map_err(classify)?;
+    for service in renderer.stack().services.iter().filter(|s| s.secrets_in_env) {
+        eprintln!(
+            "warning: service {} gets the generated secrets in its environment (secrets_in_env = true): anyone who can run docker inspect on {} reads them",
+            service.name, service.container
+        );
+    }
     let mode = renderer.stack().template(target).map(|t| t.mode).unwrap_or(0o644);
     edge_core::write_atomic_with_mode(out, contents.as_bytes(), mode)?;
     if json {
@@ -91,6 +97,9 @@ fn render_all(renderer: &Renderer, dir: &Path, vars: &Variables, json: bool) -> 
         contents: rendered.status.to_string(),
     });
     rendered.write_to(dir, &dir.join("systemd"))?;
+    for w in &rendered.warnings {
+        eprintln!("warning: {w}");
+    }
     let degraded = rendered.channels.iter().any(|c| c.state == ChannelState::FailedAtRender);
     if json {
         let files: Vec<_> = rendered

@@ -1,0 +1,224 @@
+//! `smoke`: the stack's `[[smoke]]` checks, each a request through the front proxy with the
+//! status or body it must answer. Install, `edge smoke` and `healthcheck` run them.
+//!
+//! Requests go to the recorded front URL (`FRONT_URL` in `install.env`) but connect to this
+//! host's loopback whatever its name resolves to: the front proxy being checked is this one.
+//! A failed request is a failed check (data), never an error.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use edge_core::{InstallRecord, SmokeCheck};
+use edge_render::{Source, Variables};
+use serde::Serialize;
+
+use crate::{Node, OpError};
+
+/// How long one smoke request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct SmokeResult {
+    /// The method.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// What it must answer, e.g. `status 200, body contains "ok"`.
+    pub expected: String,
+    /// Whether it did.
+    pub ok: bool,
+    /// The status it answered.
+    pub status: Option<u16>,
+    /// What was seen, or why the request failed.
+    pub detail: String,
+    /// Wall time of the request.
+    pub duration_ms: u64,
+}
+
+/// Every check of the stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct SmokeReport {
+    /// The stack.
+    pub stack: String,
+    /// The front URL the checks went to.
+    pub url: Option<String>,
+    /// Whether every check passed (true when the stack has none).
+    pub ok: bool,
+    /// How many passed.
+    pub passed: usize,
+    /// How many failed.
+    pub failed: usize,
+    /// The checks, in the manifest's order.
+    pub checks: Vec<SmokeResult>,
+}
+
+/// Runs the stack's smoke checks through the front proxy recorded by the last install. Only an
+/// unreadable install record or secret is an error; every request's failure is in the report.
+pub async fn smoke(node: &Node) -> Result<SmokeReport, OpError> {
+    let stack = node.stack();
+    let record = InstallRecord::load_optional(&node.paths.install_env())?;
+    let url = record.as_ref().and_then(|r| r.front_url.clone());
+    let ca = record.as_ref().and_then(|r| r.front_ca.clone());
+    let checks = if stack.smoke.is_empty() {
+        Vec::new()
+    } else {
+        // Headers may name generated secrets (`Authorization: Bearer {{ APP_API_KEY }}`).
+        let secrets = edge_render::read_secrets(node.paths.config_dir(), &stack.secrets)?;
+        let vars = Variables::new(&stack.variables).with_layer(Source::Secret, secrets);
+        let client = match &url {
+            None => {
+                Err(format!("no front URL recorded in {}: install the stack first", node.paths.install_env().display()))
+            }
+            Some(url) => client(url, ca.as_deref()),
+        };
+        let mut out = Vec::new();
+        for check in &stack.smoke {
+            out.push(run(check, url.as_deref().unwrap_or_default(), client.as_ref(), &vars).await);
+        }
+        out
+    };
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    Ok(SmokeReport {
+        stack: stack.stack.name.clone(),
+        url,
+        ok: failed == 0,
+        passed: checks.len() - failed,
+        failed,
+        checks,
+    })
+}
+
+/// Runs the smoke checks until they all pass or `limit` is over (a front proxy may still be
+/// obtaining its certificate right after install); returns the last report.
+pub async fn smoke_until(node: &Node, limit: Duration) -> Result<SmokeReport, OpError> {
+    let started = Instant::now();
+    loop {
+        let report = smoke(node).await?;
+        if report.ok || started.elapsed() >= limit {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A client that reaches the front URL's host on loopback and trusts `ca` besides the system roots.
+fn client(url: &str, ca: Option<&str>) -> Result<reqwest::Client, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("front URL {url:?}: {e}"))?;
+    let host = parsed.host_str().ok_or_else(|| format!("front URL {url:?} names no host"))?;
+    let port = parsed.port_or_known_default().ok_or_else(|| format!("front URL {url:?} has no port"))?;
+    let mut builder = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(host, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read the front CA {ca}: {e}"))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("front CA {ca}: {e}"))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+async fn run(
+    check: &SmokeCheck,
+    base: &str,
+    client: Result<&reqwest::Client, &String>,
+    vars: &Variables,
+) -> SmokeResult {
+    let started = Instant::now();
+    let mut expected = Vec::new();
+    if let Some(s) = check.status {
+        expected.push(format!("status {s}"));
+    }
+    if let Some(b) = &check.body {
+        expected.push(format!("body contains {b:?}"));
+    }
+    let (ok, status, detail) = match client {
+        Err(reason) => (false, None, reason.clone()),
+        Ok(client) => match request(client, check, base, vars).await {
+            Err(reason) => (false, None, reason),
+            Ok((status, body)) => judge(check, status, &body),
+        },
+    };
+    SmokeResult {
+        method: check.method.clone(),
+        path: check.path.clone(),
+        expected: expected.join(", "),
+        ok,
+        status,
+        detail,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+async fn request(
+    client: &reqwest::Client,
+    check: &SmokeCheck,
+    base: &str,
+    vars: &Variables,
+) -> Result<(u16, String), String> {
+    let method = reqwest::Method::from_bytes(check.method.as_bytes()).map_err(|e| format!("method: {e}"))?;
+    let url = format!("{}{}", base.trim_end_matches('/'), check.path);
+    let mut req = client.request(method, &url);
+    if let Some(header) = &check.header {
+        let resolved = crate::observe::substitute(header, vars)
+            .ok_or_else(|| "the header names a variable that is not set".to_owned())?;
+        let (name, value) = resolved.split_once(':').unwrap_or((&resolved, ""));
+        req = req.header(name.trim(), value.trim());
+    }
+    let resp = req.send().await.map_err(|e| describe(&url, &e))?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.map_err(|e| format!("{url}: reading the body: {e}"))?;
+    Ok((status, body))
+}
+
+/// The error and its causes: reqwest's own text hides the TLS or connect reason.
+fn describe(url: &str, e: &reqwest::Error) -> String {
+    let mut text = format!("{url}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+fn judge(check: &SmokeCheck, status: u16, body: &str) -> (bool, Option<u16>, String) {
+    let mut problems = Vec::new();
+    if let Some(want) = check.status
+        && want != status
+    {
+        problems.push(format!("answered {status}, expected {want}"));
+    }
+    if let Some(want) = &check.body
+        && !body.contains(want.as_str())
+    {
+        let shown: String = body.chars().take(80).collect();
+        problems.push(format!("body has no {want:?} (starts {shown:?})"));
+    }
+    if problems.is_empty() {
+        (true, Some(status), format!("answered {status}"))
+    } else {
+        (false, Some(status), problems.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(status: Option<u16>, body: Option<&str>, got: (u16, &str), ok: bool) {
+        let c =
+            SmokeCheck { method: "GET".into(), path: "/".into(), header: None, status, body: body.map(str::to_owned) };
+        assert_eq!(judge(&c, got.0, got.1).0, ok, "{status:?} {body:?} against {got:?}");
+    }
+
+    #[test]
+    fn a_check_passes_only_when_status_and_body_match() {
+        check(Some(200), None, (200, ""), true);
+        check(Some(401), None, (200, "secret"), false);
+        check(None, Some("ok"), (500, "all ok"), true);
+        check(Some(200), Some("ok"), (200, "fail"), false);
+        check(Some(404), Some("not"), (404, "not found"), true);
+    }
+}
