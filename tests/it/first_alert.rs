@@ -114,7 +114,7 @@ fn install_alerts_from_the_first_minute_and_the_timer_s_tick_delivers_a_transiti
     }
     let (code_tick, tick) = run_unit(&stack);
     assert_eq!(code_tick, Some(0), "the transition was delivered: {tick}");
-    let wanted = format!("TRANSITION upstream={xray} healthy -> unhealthy");
+    let wanted = format!("TRANSITION channel=xray upstream={xray} healthy -> unhealthy");
     assert_eq!(messages_with(&chat, &wanted).len(), 1, "{:?}", chat.delivered());
     assert!(messages_with(&chat, "CRITICAL").is_empty(), "{:?}", chat.delivered());
     eprintln!("docker stop -> transition alert via the unit: {:?}", stopped.elapsed());
