@@ -412,7 +412,12 @@ fn the_naive_member_reaches_the_backend_through_naives_proxy() {
     let mut pool = start_pool(&["xray", "naive"]);
     // naive's health checks go the whole way: member, proxy, backend.
     pool.wait_health(&[("xray", 1.0), ("naive", 1.0)]);
-    assert!(pool.via_naive_proxy("/api/health") > 0, "{:?}", pool.naive_proxy().log());
+    // Caddy counts a member healthy before its first check: wait for a check through the proxy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.via_naive_proxy("/api/health") == 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", pool.naive_proxy().log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     pool.upstream("xray").set_mode(UpstreamMode::Stopped);
     assert_eq!(pool.request(), ("naive".to_owned(), "naive".to_owned()));
     let seen = pool.upstream("naive").seen();
