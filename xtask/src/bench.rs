@@ -71,3 +71,28 @@ fn median(timings: &[Duration]) -> Duration {
     sorted.sort();
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
+
+/// What the benches against `docker-compose up -d` need first: the engine, docker-compose, the
+/// `edge` binary (`--edge PATH`, else the release build) and the local images.
+fn edge_against_compose(edge: Option<&Path>) -> anyhow::Result<PathBuf> {
+    edge_tests::docker::docker_version()
+        .map_err(|e| anyhow::anyhow!("the bench needs the Docker engine and {e}; start dockerd"))?;
+    let compose = Command::new("docker-compose").arg("version").output();
+    if !compose.is_ok_and(|o| o.status.success()) {
+        bail!("docker-compose is missing: apt-get install docker-compose (cargo xtask test --provision-only does)");
+    }
+    let edge = match edge {
+        Some(path) => path.to_owned(),
+        None => build_release(&crate::workspace_root(), "edge")?,
+    };
+    if !edge.is_file() {
+        bail!("{} is missing: pass an existing --edge PATH, or leave it out to build the release one", edge.display());
+    }
+    eprintln!("==> building the local images (stand-in channel server, Caddy)");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(edge_tests::docker::ensure_local_images())
+        .context("building the local images")?;
+    Ok(edge)
+}

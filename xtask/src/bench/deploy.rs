@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use edge_tests::docker::{TestStack, docker_out, docker_version, ensure_local_images, partner_edge_images};
+use edge_tests::docker::{TestStack, docker_out, partner_edge_images};
 
 use crate::demo::{DEMO_ENV, DEMO_NODE_CONFIG};
 
@@ -51,24 +51,7 @@ pub(crate) fn run(args: DeployBenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    docker_version().map_err(|e| anyhow::anyhow!("the bench needs the Docker engine and {e}; start dockerd"))?;
-    let compose = Command::new("docker-compose").arg("version").output();
-    if !compose.is_ok_and(|o| o.status.success()) {
-        bail!("docker-compose is missing: apt-get install docker-compose (cargo xtask test --provision-only does)");
-    }
-    let edge = match &args.edge {
-        Some(path) => path.clone(),
-        None => super::build_release(&crate::workspace_root(), "edge")?,
-    };
-    if !edge.is_file() {
-        bail!("{} is missing: pass an existing --edge PATH, or leave it out to build the release one", edge.display());
-    }
-    eprintln!("==> building the local images (stand-in channel server, Caddy)");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(ensure_local_images())
-        .context("building the local images")?;
+    let edge = super::edge_against_compose(args.edge.as_deref())?;
 
     let mut rounds = Vec::new();
     for round in 0..args.runs {

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use edge_tests::docker::{TestStack, docker_out, docker_version, ensure_local_images, partner_edge_images};
+use edge_tests::docker::{TestStack, docker_out, partner_edge_images};
 use edge_tests::load::{Load, LoadConfig, Record, Sample};
 
 use crate::demo::{DEMO_ENV, DEMO_NODE_CONFIG};
@@ -72,24 +72,7 @@ struct Row {
 }
 
 pub(crate) fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
-    docker_version().map_err(|e| anyhow::anyhow!("the bench needs the Docker engine and {e}; start dockerd"))?;
-    let compose = Command::new("docker-compose").arg("version").output();
-    if !compose.is_ok_and(|o| o.status.success()) {
-        bail!("docker-compose is missing: apt-get install docker-compose (cargo xtask test --provision-only does)");
-    }
-    let edge = match &args.edge {
-        Some(path) => path.clone(),
-        None => super::build_release(&crate::workspace_root(), "edge")?,
-    };
-    if !edge.is_file() {
-        bail!("{} is missing: pass an existing --edge PATH, or leave it out to build the release one", edge.display());
-    }
-    eprintln!("==> building the local images (stand-in channel server, Caddy)");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(ensure_local_images())
-        .context("building the local images")?;
+    let edge = super::edge_against_compose(args.edge.as_deref())?;
 
     let stack = TestStack::partner_edge("bench-failover")?;
     let bench =
