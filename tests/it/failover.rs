@@ -75,6 +75,9 @@ fn running_config(stack: &TestStack) -> String {
 
 #[test]
 fn a_config_only_reinstall_reloads_caddy_in_place_and_loses_no_request() {
+    // What install sets on a real root (never under --root): without it the kernel resets the
+    // connections queued on the socket Caddy closes during the reload.
+    edge_tests::host::apply_partner_edge_sysctls().expect("the host takes the partner edge's sysctls");
     let stack = installed("reload");
     let caddy = stack.container("oxpulse-partner-caddy");
     let caddyfile = stack.config_file("Caddyfile").unwrap();

@@ -3,6 +3,7 @@
 pub mod alertmanager;
 pub mod caddy;
 pub mod docker;
+pub mod host;
 pub mod load;
 pub mod naive_tarball;
 pub mod pebble;

@@ -13,6 +13,7 @@ pub struct Paths {
     state_dir: PathBuf,
     systemd_dir: PathBuf,
     healthcheck_script: PathBuf,
+    sysctl_dropin: PathBuf,
 }
 
 impl Paths {
@@ -24,6 +25,7 @@ impl Paths {
             state_dir: under(&root, &meta.state_dir),
             systemd_dir: under(&root, &meta.systemd_dir),
             healthcheck_script: under(&root, Path::new(&format!("/usr/local/sbin/{}-healthcheck", meta.name))),
+            sysctl_dropin: under(&root, Path::new(&format!("/etc/sysctl.d/60-{}.conf", meta.name))),
             root,
         }
     }
@@ -48,6 +50,11 @@ impl Paths {
     /// a wrapper that runs `edge healthcheck` for this install.
     pub fn healthcheck_script(&self) -> &Path {
         &self.healthcheck_script
+    }
+    /// The stack's kernel settings for `sysctl --system`, e.g.
+    /// `/etc/sysctl.d/60-oxpulse-partner-edge.conf`.
+    pub fn sysctl_dropin(&self) -> &Path {
+        &self.sysctl_dropin
     }
     /// A file in the config dir.
     pub fn config_file(&self, name: &str) -> PathBuf {

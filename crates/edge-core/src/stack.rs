@@ -138,6 +138,10 @@ pub struct StackMeta {
     /// the system roots, e.g. a test ACME CA's; empty means none.
     #[serde(default)]
     pub front_ca: Option<String>,
+    /// Kernel settings the stack needs on its host (`sysctl` keys and values), written to a
+    /// `sysctl.d` drop-in and applied on the real root, e.g. `net.ipv4.tcp_migrate_req = "1"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_sysctls: BTreeMap<String, String>,
 }
 
 /// The key of a service in the compose file.
@@ -200,6 +204,25 @@ pub struct Channel {
     /// spurious transition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub legacy_upstreams: Vec<String>,
+}
+
+/// A `[stack] host_sysctls` entry: a dotted key of lowercase names (it becomes a path under
+/// `/proc/sys`, so no `/` or `..`) and a value of plain words (it lands in a `sysctl.d` line).
+fn check_sysctl(key: &str, value: &str) -> Result<(), String> {
+    let part_ok = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+    };
+    if key.split('.').count() < 2 || !key.split('.').all(part_ok) {
+        return Err(format!(
+            "[stack] host_sysctls key {key:?} must be a dotted sysctl name such as net.ipv4.tcp_migrate_req"
+        ));
+    }
+    if value.trim().is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b" .,:_-".contains(&b)) {
+        return Err(format!(
+            "[stack] host_sysctls {key} = {value:?}: the value must be letters, digits, spaces or .,:_-"
+        ));
+    }
+    Ok(())
 }
 
 impl Stack {
@@ -695,6 +718,9 @@ impl Stack {
 
     /// Checks cross-references; the message names the offending entry.
     pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in &self.stack.host_sysctls {
+            check_sysctl(key, value)?;
+        }
         let mut seen = BTreeSet::new();
         for c in &self.channels {
             if c.id.is_empty() || !c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
@@ -1091,6 +1117,30 @@ mod tests {
             &|s| s.templates[1].output = String::new(),
             "template \"compose\" output \"\" must be a relative path without '..'",
         );
+    }
+
+    #[test]
+    fn host_sysctls_are_plain_dotted_names_and_plain_values() {
+        let check = |key: &str, value: &str, expected: Option<&str>| {
+            let mut s = Stack::partner_edge();
+            s.stack.host_sysctls = [(key.to_owned(), value.to_owned())].into();
+            assert_eq!(s.validate().err().as_deref(), expected, "{key} = {value:?}");
+        };
+        check("net.ipv4.tcp_migrate_req", "1", None);
+        check("net.ipv4.ip_local_port_range", "32768 60999", None);
+        let bad_key = "must be a dotted sysctl name such as net.ipv4.tcp_migrate_req";
+        for key in ["kernel", "net..ipv4", "net/ipv4/x", "net.ipv4.../../../etc/x", "Net.IPv4.x", ".net.x"] {
+            check(key, "1", Some(&format!("[stack] host_sysctls key {key:?} {bad_key}")));
+        }
+        for value in ["", "  ", "1\nkernel.x = 1", "$(reboot)", "a;b"] {
+            check(
+                "net.ipv4.x",
+                value,
+                Some(&format!(
+                    "[stack] host_sysctls net.ipv4.x = {value:?}: the value must be letters, digits, spaces or .,:_-"
+                )),
+            );
+        }
     }
 
     #[test]

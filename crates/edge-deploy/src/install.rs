@@ -197,6 +197,8 @@ pub struct InstallReport {
     pub smoke: Option<crate::SmokeReport>,
     /// What the operator should know (secrets a service gets in its environment).
     pub warnings: Vec<String>,
+    /// The stack's kernel settings on this host (`[stack] host_sysctls`).
+    pub host_sysctls: Vec<crate::host::SysctlReport>,
     /// Alert settings and delivery.
     pub alerts: AlertsReport,
     /// Wall time.
@@ -316,6 +318,7 @@ pub(crate) async fn install_unchecked<E: Engine>(
             summary: first.summary.clone(),
             smoke: None,
             warnings: first.warnings.clone(),
+            host_sysctls: crate::host::planned(stack),
             alerts: alerts.report(paths),
             duration_ms: started.elapsed().as_millis() as u64,
             message: "dry run: nothing was changed".to_owned(),
@@ -330,6 +333,8 @@ pub(crate) async fn install_unchecked<E: Engine>(
     // What the services that take their config in place run now, to put back if one refuses.
     let running_configs = running_configs(&first, paths)?;
     write_rendered(&first, paths)?;
+    // Before any reload: the kernel setting that keeps Caddy's queued connections over it.
+    let host_sysctls = crate::host::apply_sysctls(stack, paths, node.rooted, Path::new("/proc/sys"), progress)?;
 
     // Channels first: their health decides the pool.
     step("deploy channels");
@@ -498,6 +503,7 @@ pub(crate) async fn install_unchecked<E: Engine>(
         summary: rendered.summary.clone(),
         smoke,
         warnings: rendered.warnings.clone(),
+        host_sysctls,
         alerts: alerts_report,
         duration_ms: elapsed.as_millis() as u64,
         message,

@@ -62,6 +62,7 @@ pub mod channels;
 mod error;
 mod gate;
 mod health;
+pub mod host;
 pub mod identity;
 mod install;
 mod lifecycle;

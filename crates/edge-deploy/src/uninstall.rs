@@ -118,6 +118,8 @@ pub async fn uninstall<E: Engine>(
     files.extend(identity_files(stack).iter().map(|f| paths.config_file(f)));
     files.extend([paths.channels_status(), paths.upstream_state(), paths.install_env()]);
     files.push(paths.healthcheck_script().to_owned());
+    // The live kernel values stay: the drop-in only decides the next boot.
+    files.push(paths.sysctl_dropin().to_owned());
     let mut files_removed = Vec::new();
     for f in files {
         match std::fs::remove_file(&f) {

@@ -73,6 +73,10 @@ struct Row {
 
 pub(crate) fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
     let edge = super::edge_against_compose(args.edge.as_deref())?;
+    // The host as edge install leaves a real node (a --root install never touches it).
+    for s in edge_tests::host::apply_partner_edge_sysctls()? {
+        eprintln!("==> host: {} = {} ({:?})", s.key, s.value, s.outcome);
+    }
 
     let stack = TestStack::partner_edge("bench-failover")?;
     let bench =
