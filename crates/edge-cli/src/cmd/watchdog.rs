@@ -24,6 +24,8 @@ pub(crate) fn run(settings: &Settings, args: WatchdogArgs) -> anyhow::Result<Exi
     let lookup = |k: &str| std::env::var(k).ok();
     let paths = watchdog::effective_paths(&settings.bundle.stack, &settings.paths, &lookup);
     let alerts = watchdog::alert_config(&settings.bundle.stack, &paths, &lookup).map_err(op_error)?;
+    // Not `settings.node()`: the paths stay as given (`STATE_DIR` above `--root`), so that
+    // messages name them as the operator wrote them.
     let node = Node {
         bundle: settings.bundle.clone(),
         paths,
