@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use edge_channels::testing::FakeEngine;
+use edge_channels::testing::{FakeEngine, without_host_probes};
 use edge_core::{ChannelState, ChannelsStatus, StackBundle};
 use edge_deploy::mesh::WgTools;
 use edge_deploy::{InstallRequest, Node, Outcome, install};
@@ -129,10 +129,7 @@ fn stack_dir(lab: &Lab) -> PathBuf {
     let mut stack = embedded.stack.clone();
     let t = stack.templates.iter_mut().find(|t| t.name == "awg").unwrap();
     t.output = format!("{}.conf", lab.node_if);
-    // The in-memory engine runs no process a host-side readiness probe could reach.
-    for service in &mut stack.services {
-        service.readiness = None;
-    }
+    without_host_probes(&mut stack);
     let dir = lab.dir.path().join("stack");
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(dir.join("stack.toml"), stack.to_toml()).unwrap();

@@ -246,6 +246,22 @@ pub struct StackPorts {
     pub coturn: u16,
 }
 
+impl StackPorts {
+    /// A free loopback port for each.
+    pub fn free() -> Self {
+        Self {
+            admin: free_port(),
+            site: free_port(),
+            xray: free_port(),
+            hysteria2: free_port(),
+            naive: free_port(),
+            naive_proxy: free_port(),
+            naive_socks: free_port(),
+            coturn: free_port(),
+        }
+    }
+}
+
 /// A copy of the partner edge with its own stack name, container names, network, volumes and
 /// loopback ports, fast health checks (1 s), and a root dir. Dropping it removes everything
 /// it may have created on the engine.
@@ -262,16 +278,7 @@ impl TestStack {
     /// A partner-edge copy named `edge-it-TAG-PID`.
     pub fn partner_edge(tag: &str) -> anyhow::Result<Self> {
         let name = format!("edge-it-{tag}-{}", std::process::id());
-        let ports = StackPorts {
-            admin: free_port(),
-            site: free_port(),
-            xray: free_port(),
-            hysteria2: free_port(),
-            naive: free_port(),
-            naive_proxy: free_port(),
-            naive_socks: free_port(),
-            coturn: free_port(),
-        };
+        let ports = StackPorts::free();
         let bundle = StackBundle::partner_edge();
         let mut stack = bundle.stack.clone();
         stack.stack.name = name.clone();
@@ -324,16 +331,7 @@ impl TestStack {
     /// (name, network, containers, volumes) becomes that name, then `edit` changes the text.
     pub fn example(tag: &str, example: &str, edit: impl FnOnce(&str, String) -> String) -> anyhow::Result<Self> {
         let name = format!("edge-it-{tag}-{}", std::process::id());
-        let ports = StackPorts {
-            admin: free_port(),
-            site: free_port(),
-            xray: free_port(),
-            hysteria2: free_port(),
-            naive: free_port(),
-            naive_proxy: free_port(),
-            naive_socks: free_port(),
-            coturn: free_port(),
-        };
+        let ports = StackPorts::free();
         let source = workspace_root().join("examples").join(example);
         let manifest = std::fs::read_to_string(source.join("stack.toml"))?;
         let dir = tempfile::Builder::new().prefix("edge-stack-").tempdir()?;

@@ -62,6 +62,14 @@ pub fn spec_key() -> SpecHashKey {
     SpecHashKey::from_bytes([7; 32])
 }
 
+/// Drops every service's host-side `readiness` probe from `stack`: the in-memory engine runs
+/// no process such a probe could reach (the real-engine tests probe real ones).
+pub fn without_host_probes(stack: &mut edge_core::Stack) {
+    for service in &mut stack.services {
+        service.readiness = None;
+    }
+}
+
 /// The exit code [`FakeEngine::crash`] leaves on a container.
 pub const CRASH_EXIT_CODE: i64 = 1;
 

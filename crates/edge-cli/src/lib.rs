@@ -10,7 +10,6 @@ mod exit;
 mod progress;
 mod rt;
 pub mod settings;
-mod watchdog;
 
 use std::process::ExitCode;
 

@@ -95,6 +95,28 @@ pub enum OpError {
         /// Steps done in this run.
         after: usize,
     },
+    /// The watchdog cannot deliver alerts (the HTTP client, the alert state dir).
+    #[error("cannot set up alert delivery")]
+    AlertDelivery(#[source] AlertError),
+    /// The watchdog cannot write a channel's new state.
+    #[error("cannot update channels-status.env")]
+    ChannelsStatus(#[source] Box<OpError>),
+    /// The folder of the watchdog's textfile metrics cannot be created.
+    #[error("cannot create {}", path.display())]
+    TextfileDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The watchdog's textfile metrics cannot be written.
+    #[error("cannot write the metrics textfile {}", path.display())]
+    Textfile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: CoreError,
+    },
     /// The stack is not installed on this host.
     #[error("{stack} is not installed here ({} is missing); run edge install first", install_env.display())]
     NotInstalled {
@@ -124,9 +146,24 @@ impl OpError {
         }
     }
 
+    pub(crate) fn channels_status(source: OpError) -> Self {
+        Self::ChannelsStatus(Box::new(source))
+    }
+
     pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         Self::Io { action, path: path.to_owned(), source }
     }
+}
+
+/// An error and its causes on one line, `: ` between them.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 impl From<DeployError> for OpError {

@@ -1,8 +1,9 @@
 //! Operations on an edge stack, generic over the container engine: install (plan → apply →
 //! wait → record), uninstall, identity backup and restore, `stop`/`start`/`restart`, the
-//! observation `status` and `healthcheck` print, the lifecycle gate, and the runtime channel
-//! states the watchdog keeps (container channels from the engine and the front proxy, the
-//! host-level mesh channel from the host's WireGuard tools, [`mesh`]).
+//! observation `status` and `healthcheck` print, the lifecycle gate, the runtime channel
+//! states (container channels from the engine and the front proxy, the host-level mesh
+//! channel from the host's WireGuard tools, [`mesh`]), and the watchdog that keeps them
+//! ([`watchdog`]: its tick, its engine-event daemon and its textfile metrics).
 //!
 //! Every operation takes an [`edge_channels::Engine`]: [`edge_channels::DockerEngine`] on a
 //! host, the in-memory engine of `edge_channels::testing` in unit tests. Operations report
@@ -15,7 +16,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use edge_channels::testing::FakeEngine;
+//! use edge_channels::testing::{FakeEngine, without_host_probes};
 //! use edge_core::{ChannelState, ChannelsStatus, StackBundle};
 //! use edge_deploy::{InstallRequest, Node, Outcome, install, quiet};
 //!
@@ -23,9 +24,7 @@
 //! let root = tempfile::tempdir().unwrap();
 //! let mut bundle = StackBundle::partner_edge();
 //! // The in-memory engine runs no process a host-side readiness probe could reach.
-//! for service in &mut bundle.stack.services {
-//!     service.readiness = None;
-//! }
+//! without_host_probes(&mut bundle.stack);
 //! let node = Node::new(bundle, Some(root.path())).unwrap();
 //! let images: Vec<&str> = node.stack().services.iter().map(|s| s.image.as_str()).collect();
 //! let engine = FakeEngine::with_images(&images);
@@ -77,6 +76,7 @@ mod smoke;
 #[cfg(test)]
 mod tests;
 mod uninstall;
+pub mod watchdog;
 
 pub use adopt::{AdoptReport, AdoptRequest, AdoptStep, LegacyHost, adopt};
 pub use error::OpError;

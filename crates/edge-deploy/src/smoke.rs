@@ -174,13 +174,7 @@ async fn request(
 
 /// The error and its causes: reqwest's own text hides the TLS or connect reason.
 fn describe(url: &str, e: &reqwest::Error) -> String {
-    let mut text = format!("{url}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
+    format!("{url}: {}", crate::error::chain(e))
 }
 
 fn judge(check: &SmokeCheck, status: u16, body: &str) -> (bool, Option<u16>, String) {

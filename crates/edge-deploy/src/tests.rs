@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use edge_alerts::{AlertChanges, AlertSettings, Change};
-use edge_channels::testing::FakeEngine;
+use edge_channels::testing::{FakeEngine, without_host_probes};
 use edge_channels::{ContainerStatus, Engine, LABEL_SPEC_HASH};
 use edge_core::secrets::SPEC_HASH_KEY_FILE;
 use edge_core::{ChannelState, ChannelsStatus, InstallRecord, StackBundle};
@@ -126,10 +126,7 @@ fn host() -> Host {
     for key in ["XRAY_HTTP_PORT", "HYSTERIA2_HTTP_PORT", "NAIVE_HTTP_PORT", "NAIVE_SOCKS_PORT"] {
         bundle.stack.variables.insert(key.to_owned(), free_port().to_string());
     }
-    // The in-memory engine runs no process a host-side probe could reach; tests/it probe real ones.
-    for service in &mut bundle.stack.services {
-        service.readiness = None;
-    }
+    without_host_probes(&mut bundle.stack);
     for port in bundle.stack.services.iter_mut().flat_map(|s| &mut s.ports).filter(|p| p.protocol == "udp") {
         port.host_ip = Some("127.0.0.1".to_owned());
         port.host = free_port().to_string();

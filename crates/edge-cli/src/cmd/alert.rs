@@ -6,13 +6,13 @@
 
 use edge_alerts::deliver::http_client;
 use edge_alerts::{AlertConfig, Chain, TransportKind};
+use edge_deploy::watchdog::{alert_config, effective_paths};
 use serde::Serialize;
 
 use crate::args::{AlertCommand, AlertTestArgs};
 use crate::rt::block_on;
 use crate::settings::Settings;
-use crate::watchdog::{alert_config, effective_paths};
-use crate::{ExitStatus, UsageError};
+use crate::{ExitStatus, UsageError, op_error};
 
 pub(crate) fn run(settings: &Settings, command: AlertCommand) -> anyhow::Result<ExitStatus> {
     match command {
@@ -41,8 +41,8 @@ struct Outcome {
 
 fn test(settings: &Settings, args: AlertTestArgs) -> anyhow::Result<ExitStatus> {
     let lookup = |k: &str| std::env::var(k).ok();
-    let paths = effective_paths(settings, &lookup);
-    let config = alert_config(settings, &paths, &lookup)?;
+    let paths = effective_paths(&settings.bundle.stack, &settings.paths, &lookup);
+    let config = alert_config(&settings.bundle.stack, &paths, &lookup).map_err(op_error)?;
     let client = http_client(&config)?;
     let chain = Chain::from_config(&config, &client);
     if chain.is_empty() {

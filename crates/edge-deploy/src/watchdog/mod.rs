@@ -19,26 +19,28 @@
 //! proxy) stopped, the whole tick is skipped as stopped by the operator.
 //!
 //! The legacy environment is honoured: `OXPULSE_METRICS_SRC` (URL or file), `STATE_DIR`
-//! (the state dir, taken as is, above `--root`), `OXPULSE_TG_*`, `TG_TOKEN`, `TG_CHAT`.
+//! (the state dir, taken as is, above `--root`), `OXPULSE_TG_*`, `TG_TOKEN`, `TG_CHAT`; the
+//! caller reads it through [`effective_paths`], [`alert_config`] and
+//! [`crate::mesh::handshake_max_age`] into a [`WatchdogRequest`], and prints the
+//! [`TickOutcome`]s.
 
-pub(crate) mod daemon;
-pub(crate) mod textfile;
+pub mod daemon;
+pub mod textfile;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use edge_alerts::{AlertConfig, Alerter, MetricsSource, Observation, Report, TickStatus};
-use edge_channels::{DockerEngine, Engine};
+use edge_channels::{DeployError, Engine};
 use edge_core::{ChannelsStatus, InstallRecord, ObservedHealth, Paths, PoolMember, Stack};
-use edge_deploy::channels::{self, ChannelChange};
-use edge_deploy::mesh::{MeshHost, WgTools};
 use serde::Serialize;
 
-use crate::settings::Settings;
-use crate::{ExitStatus, UsageError};
+use crate::channels::{self, ChannelChange};
+use crate::install::now_secs;
+use crate::mesh::MeshHost;
+use crate::{Node, OpError};
 use textfile::{Counters, Snapshot, Textfile, UpstreamSample};
 
 /// How long the `--once` look at the channel containers may take before it is skipped.
@@ -46,8 +48,22 @@ const ENGINE_LOOK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one host-side readiness probe may take within that look.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What the watchdog watches, and where it reports.
+#[derive(Debug, Clone)]
+pub struct WatchdogRequest {
+    /// The stack on this host; its paths name the state dir the watchdog keeps
+    /// ([`effective_paths`]), its mesh the host's WireGuard tools.
+    pub node: Node,
+    /// Where alerts go ([`alert_config`]).
+    pub alerts: AlertConfig,
+    /// Where the textfile metrics go, if anywhere.
+    pub textfile: Option<PathBuf>,
+    /// How old a mesh peer's last handshake may be ([`crate::mesh::handshake_max_age`]).
+    pub mesh_max_age: Duration,
+}
+
 /// The watchdog: alerter, where the files are, and what it has seen.
-pub(crate) struct Watchdog {
+pub struct Watchdog {
     alerter: Alerter,
     paths: Paths,
     stack: Stack,
@@ -59,47 +75,67 @@ pub(crate) struct Watchdog {
     mesh_max_age: Duration,
 }
 
-/// What one tick found and did (`--json` prints it).
+/// What one tick found and did (`edge-watchdog --json` prints it).
 #[derive(Debug, Serialize)]
-pub(crate) struct TickOutcome {
+pub struct TickOutcome {
     /// `quiet`, `delivered`, `held`, `undelivered`, `no_transport` or `stopped` (by the operator).
-    pub(crate) status: &'static str,
+    pub status: &'static str,
     /// `stack` or `legacy`.
-    pub(crate) mode: &'static str,
-    pub(crate) metrics: MetricsOutcome,
-    pub(crate) pool: Vec<PoolOutcome>,
+    pub mode: &'static str,
+    /// The front proxy's metrics page.
+    pub metrics: MetricsOutcome,
+    /// The upstreams watched (in legacy mode, every series on the page).
+    pub pool: Vec<PoolOutcome>,
     /// Alert texts detected by this tick.
-    pub(crate) events: Vec<String>,
-    pub(crate) delivered: Vec<DeliveredOutcome>,
-    pub(crate) held: usize,
-    pub(crate) undelivered: usize,
-    pub(crate) errors: Vec<String>,
-    pub(crate) channel_changes: Vec<ChannelChange>,
+    pub events: Vec<String>,
+    /// What was delivered, by transport.
+    pub delivered: Vec<DeliveredOutcome>,
+    /// Events held in the outbox (rate-limit window or circuit breaker).
+    pub held: usize,
+    /// Events no transport took: they wait in the outbox.
+    pub undelivered: usize,
+    /// Failed delivery attempts.
+    pub errors: Vec<String>,
+    /// Channel states this tick changed.
+    pub channel_changes: Vec<ChannelChange>,
     /// Services the operator stopped: not watched.
-    pub(crate) stopped: Vec<String>,
-    pub(crate) duration_ms: f64,
+    pub stopped: Vec<String>,
+    /// Wall time of the tick.
+    pub duration_ms: f64,
+    /// The delivery's outcome; `None` when the operator stopped the stack.
     #[serde(skip)]
-    tick_status: Option<TickStatus>,
+    pub tick_status: Option<TickStatus>,
 }
 
+/// The metrics page as one tick read it.
 #[derive(Debug, Serialize)]
-pub(crate) struct MetricsOutcome {
-    pub(crate) source: String,
-    pub(crate) reachable: bool,
-    pub(crate) error: Option<String>,
+pub struct MetricsOutcome {
+    /// The URL or file.
+    pub source: String,
+    /// Whether it was read.
+    pub reachable: bool,
+    /// Why it was not.
+    pub error: Option<String>,
 }
 
+/// One watched upstream.
 #[derive(Debug, Serialize)]
-pub(crate) struct PoolOutcome {
-    pub(crate) channel: Option<String>,
-    pub(crate) upstream: String,
-    pub(crate) health: ObservedHealth,
+pub struct PoolOutcome {
+    /// Its channel (`None` in legacy mode).
+    pub channel: Option<String>,
+    /// Its dial address.
+    pub upstream: String,
+    /// Its health on the page.
+    pub health: ObservedHealth,
 }
 
+/// One delivery.
 #[derive(Debug, Serialize)]
-pub(crate) struct DeliveredOutcome {
-    pub(crate) transport: &'static str,
-    pub(crate) events: usize,
+pub struct DeliveredOutcome {
+    /// `webhook`, `telegram` or `alertmanager`.
+    pub transport: &'static str,
+    /// How many events it carried.
+    pub events: usize,
 }
 
 /// The watched pool, as the state dir says now.
@@ -133,86 +169,15 @@ fn word(status: TickStatus) -> &'static str {
     }
 }
 
-/// The exit status a run ends with: 3 while alerts could not be delivered.
-pub(crate) fn exit_status(status: Option<TickStatus>) -> ExitStatus {
-    match status {
-        Some(TickStatus::Undelivered | TickStatus::NoTransport) => ExitStatus::Degraded,
-        _ => ExitStatus::Success,
-    }
-}
-
-impl TickOutcome {
-    pub(crate) fn exit_status(&self) -> ExitStatus {
-        exit_status(self.tick_status)
-    }
-
-    /// Lines for a person (nothing when the tick was quiet).
-    pub(crate) fn lines(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.events.iter().map(|e| format!("alert: {e}")).collect();
-        if !self.stopped.is_empty() {
-            out.push(format!("stopped by the operator (not watched): {}", self.stopped.join(", ")));
-        }
-        for c in &self.channel_changes {
-            out.push(format!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason));
-        }
-        out.extend(report_lines(
-            &self.delivered.iter().map(|d| (d.transport, d.events)).collect::<Vec<_>>(),
-            self.held,
-            self.undelivered,
-            self.tick_status,
-        ));
-        out
-    }
-}
-
-/// What a delivery did, in words.
-pub(crate) fn report_lines(
-    delivered: &[(&str, usize)],
-    held: usize,
-    undelivered: usize,
-    status: Option<TickStatus>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (transport, events) in delivered {
-        out.push(format!("delivered {events} event{} via {transport}", plural(*events)));
-    }
-    if undelivered > 0 {
-        out.push(format!(
-            "{undelivered} event{} undelivered: every transport failed; kept in the outbox for the next run",
-            plural(undelivered)
-        ));
-    }
-    if held > 0 {
-        out.push(format!(
-            "{held} event{} held in the outbox (rate-limit window or circuit breaker); they go out together later",
-            plural(held)
-        ));
-    }
-    if status == Some(TickStatus::NoTransport) {
-        out.push(
-            "no alert transport is configured: set OXPULSE_TG_WEBHOOK, or TG_TOKEN and OXPULSE_TG_CHAT".to_owned(),
-        );
-    }
-    out
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// The node's paths; `STATE_DIR` (legacy) replaces the state dir as given.
-pub(crate) fn effective_paths(settings: &Settings, lookup: &dyn Fn(&str) -> Option<String>) -> Paths {
+pub fn effective_paths(stack: &Stack, paths: &Paths, lookup: &dyn Fn(&str) -> Option<String>) -> Paths {
     match lookup("STATE_DIR").filter(|v| !v.is_empty()) {
-        None => settings.paths.clone(),
+        None => paths.clone(),
         Some(dir) => {
             let dir = PathBuf::from(dir);
             let dir =
                 if dir.is_absolute() { dir } else { std::env::current_dir().map(|cwd| cwd.join(&dir)).unwrap_or(dir) };
-            let mut meta = settings.bundle.stack.stack.clone();
+            let mut meta = stack.stack.clone();
             meta.state_dir = dir;
             Paths::new(None, &meta)
         }
@@ -221,15 +186,15 @@ pub(crate) fn effective_paths(settings: &Settings, lookup: &dyn Fn(&str) -> Opti
 
 /// The alert configuration of this node: the legacy variables, and the metrics source
 /// `install.env` recorded (or the stack's `CADDY_ADMIN`) unless `OXPULSE_METRICS_SRC` says.
-pub(crate) fn alert_config(
-    settings: &Settings,
+pub fn alert_config(
+    stack: &Stack,
     paths: &Paths,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<AlertConfig> {
-    let mut config = AlertConfig::from_env(paths, lookup).map_err(|e| UsageError(e.to_string()))?;
+) -> Result<AlertConfig, OpError> {
+    let mut config = AlertConfig::from_env(paths, lookup)?;
     if lookup("OXPULSE_METRICS_SRC").is_none_or(|v| v.is_empty()) {
         let recorded = InstallRecord::load_optional(&paths.install_env())?.and_then(|r| r.metrics_url);
-        if let Some(url) = recorded.or_else(|| edge_deploy::default_metrics_url(&settings.bundle.stack)) {
+        if let Some(url) = recorded.or_else(|| crate::default_metrics_url(stack)) {
             config.metrics = MetricsSource::parse(&url);
         }
     }
@@ -237,38 +202,34 @@ pub(crate) fn alert_config(
 }
 
 impl Watchdog {
-    /// The watchdog of the node `settings` names, configured through `lookup` (the environment).
-    pub(crate) fn new(
-        settings: &Settings,
-        textfile: Option<PathBuf>,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<Self> {
-        let paths = effective_paths(settings, lookup);
-        let config = alert_config(settings, &paths, lookup)?;
-        let alerter = Alerter::new(config)
-            .context("cannot set up alert delivery")?
-            .with_legacy_upstreams(settings.bundle.stack.legacy_upstreams());
+    /// The watchdog `request` describes.
+    pub fn new(request: WatchdogRequest) -> Result<Self, OpError> {
+        let WatchdogRequest { node, alerts, textfile, mesh_max_age } = request;
+        let alerter = Alerter::new(alerts)
+            .map_err(OpError::AlertDelivery)?
+            .with_legacy_upstreams(node.bundle.stack.legacy_upstreams());
         let textfile = textfile.map(Textfile::new);
         let counters = textfile.as_ref().map(Textfile::load_counters).unwrap_or_default();
         let snapshot = Snapshot { counters, ..Snapshot::default() };
         Ok(Self {
             alerter,
-            paths,
-            stack: settings.bundle.stack.clone(),
+            paths: node.paths,
+            stack: node.bundle.stack,
             textfile,
             snapshot,
-            mesh: Arc::new(WgTools::default()),
-            mesh_max_age: edge_deploy::mesh::handshake_max_age(lookup),
+            mesh: node.mesh,
+            mesh_max_age,
         })
     }
 
-    pub(crate) fn stack(&self) -> &Stack {
+    /// The stack watched.
+    pub fn stack(&self) -> &Stack {
         &self.stack
     }
 
     /// The state dir now. A corrupt install record is an error, never a silent switch to
     /// legacy mode.
-    fn pool(&self) -> anyhow::Result<PoolView> {
+    fn pool(&self) -> Result<PoolView, OpError> {
         let record = InstallRecord::load_optional(&self.paths.install_env())?.unwrap_or_default();
         let status = match ChannelsStatus::load(&self.paths.channels_status()) {
             Ok(s) => Some(s),
@@ -281,14 +242,17 @@ impl Watchdog {
     }
 
     /// Whether the operator stopped the service whose container this is.
-    pub(crate) fn stopped_by_operator(&self, container: &str) -> bool {
+    pub fn stopped_by_operator(&self, container: &str) -> bool {
         let Ok(view) = self.pool() else { return false };
         self.stack.services.iter().any(|s| s.container == container && view.record.stopped.contains(&s.name))
     }
 
-    /// Pool channels of the stack whose containers the engine says are down, with why.
-    /// An engine that cannot be reached says nothing.
-    pub(crate) async fn look_at_containers(&self) -> BTreeMap<String, (String, String)> {
+    /// Pool channels of the stack whose containers the engine says are down, with why, by
+    /// container. `connect` reaches the engine; an engine that cannot be reached says nothing.
+    pub async fn look_at_containers<E: Engine>(
+        &self,
+        connect: impl Future<Output = Result<E, DeployError>>,
+    ) -> BTreeMap<String, (String, String)> {
         let Some(members) = self.pool().ok().and_then(|view| view.members(&self.stack)) else {
             return BTreeMap::new();
         };
@@ -300,7 +264,7 @@ impl Watchdog {
             return BTreeMap::new();
         }
         let look = async {
-            let engine = match DockerEngine::connect().await {
+            let engine = match connect.await {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::debug!("container states unknown: {e}");
@@ -345,7 +309,7 @@ impl Watchdog {
     }
 
     /// One tick. `down` maps a channel to why one of its containers is down.
-    pub(crate) async fn tick(&mut self, down: &BTreeMap<String, String>) -> anyhow::Result<TickOutcome> {
+    pub async fn tick(&mut self, down: &BTreeMap<String, String>) -> Result<TickOutcome, OpError> {
         let started = Instant::now();
         let view = self.pool()?;
         let stopped: Vec<String> = view.record.stopped.iter().cloned().collect();
@@ -385,7 +349,7 @@ impl Watchdog {
             // A fresh read-modify-write under the state lock: install may have rewritten the
             // file while this tick waited on the network.
             changes = channels::apply(&self.paths, members, health_of, |c| down.get(c).cloned())
-                .context("cannot update channels-status.env")?;
+                .map_err(OpError::channels_status)?;
             let status = ChannelsStatus::load(&self.paths.channels_status())?;
             for c in &changes {
                 tracing::warn!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason);
@@ -403,7 +367,7 @@ impl Watchdog {
         if members.is_some() && view.status.is_some() {
             let (_, mesh_changes) =
                 channels::apply_mesh(&self.paths, &self.stack, self.mesh.as_ref(), now_secs(), self.mesh_max_age)
-                    .context("cannot update channels-status.env")?;
+                    .map_err(OpError::channels_status)?;
             for c in mesh_changes {
                 tracing::warn!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason);
                 let severity = if c.to == edge_core::ChannelState::Active {
@@ -494,7 +458,7 @@ impl Watchdog {
     }
 
     /// Sends a notice (a container event) through the same limiter and outbox.
-    pub(crate) async fn notify(&mut self, severity: edge_alerts::Severity, text: &str) -> anyhow::Result<Report> {
+    pub async fn notify(&mut self, severity: edge_alerts::Severity, text: &str) -> Result<Report, OpError> {
         let report = self.alerter.notify(severity, text).await?;
         self.count(&report, true);
         self.write_textfile();
@@ -502,12 +466,12 @@ impl Watchdog {
     }
 
     /// Marks a pool channel `failed_at_runtime` at once (a container of it died).
-    pub(crate) fn fail_channel(&mut self, channel: &str, reason: &str) -> anyhow::Result<Option<ChannelChange>> {
+    pub fn fail_channel(&mut self, channel: &str, reason: &str) -> Result<Option<ChannelChange>, OpError> {
         let view = self.pool()?;
         let (Some(members), Some(_)) = (view.members(&self.stack), view.status) else { return Ok(None) };
         let Some(member) = members.into_iter().find(|m| m.channel == channel) else { return Ok(None) };
         let changes = channels::apply(&self.paths, &[member], |_| None, |_| Some(reason.to_owned()))
-            .context("cannot update channels-status.env")?;
+            .map_err(OpError::channels_status)?;
         if let Some(change) = changes.into_iter().next() {
             tracing::warn!("channel {}: {} -> {} ({})", change.channel, change.from, change.to, change.reason);
             if let Some(entry) = self.snapshot.channels.iter_mut().find(|(c, _)| c == channel) {
@@ -538,11 +502,76 @@ impl Watchdog {
         if let Some(t) = &self.textfile
             && let Err(e) = t.write(&self.snapshot)
         {
-            tracing::warn!("{e:#}");
+            tracing::warn!("{}", crate::error::chain(&e));
         }
     }
 }
 
-pub(crate) fn delivered(report: &Report) -> Vec<DeliveredOutcome> {
+/// What a delivery report says was delivered, by transport.
+pub fn delivered(report: &Report) -> Vec<DeliveredOutcome> {
     report.delivered.iter().map(|d| DeliveredOutcome { transport: d.transport.as_str(), events: d.events }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use edge_channels::EngineError;
+    use edge_channels::testing::{FakeEngine, without_host_probes};
+    use edge_core::StackBundle;
+
+    use super::*;
+
+    /// A watchdog over the partner edge under `root`, with xray and naive in the recorded pool.
+    fn watchdog(root: &Path) -> Watchdog {
+        let mut bundle = StackBundle::partner_edge();
+        without_host_probes(&mut bundle.stack);
+        let node = Node::new(bundle, Some(root)).unwrap();
+        let pool = vec![PoolMember::new("xray", "127.0.0.1:3081"), PoolMember::new("naive", "127.0.0.1:3083")];
+        std::fs::create_dir_all(node.paths.install_env().parent().unwrap()).unwrap();
+        InstallRecord { pool: Some(pool), ..InstallRecord::default() }.save(&node.paths.install_env()).unwrap();
+        let alerts = AlertConfig::new("h", node.paths.alert_state_dir(), node.paths.upstream_state());
+        let request = WatchdogRequest { node, alerts, textfile: None, mesh_max_age: crate::mesh::HANDSHAKE_MAX_AGE };
+        Watchdog::new(request).unwrap()
+    }
+
+    /// The in-memory engine running the containers of `running`, and those of `crashed` dead.
+    fn engine(stack: &Stack, running: &[&str], crashed: &[&str]) -> FakeEngine {
+        let engine = FakeEngine::default();
+        for channel in running.iter().chain(crashed) {
+            for s in stack.services_of(channel) {
+                engine.run_compose(&s.container, &s.image, &stack.stack.compose_project, Vec::new());
+            }
+        }
+        for s in crashed.iter().flat_map(|c| stack.services_of(c)) {
+            engine.crash(&s.container);
+        }
+        engine
+    }
+
+    /// What `look_at_containers` finds, as (container, channel, why) rows.
+    fn look(watchdog: &Watchdog, engine: Result<FakeEngine, DeployError>) -> Vec<(String, String, String)> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let down = runtime.block_on(watchdog.look_at_containers(async { engine }));
+        down.into_iter().map(|(name, (channel, why))| (name, channel, why)).collect()
+    }
+
+    #[test]
+    fn a_pool_channel_whose_container_is_dead_or_missing_is_down() {
+        let root = tempfile::tempdir().unwrap();
+        let watchdog = watchdog(root.path());
+        let stack = watchdog.stack().clone();
+        let naive = stack.services_of("naive").next().unwrap().container.clone();
+        let down = |why: &str| vec![(naive.clone(), "naive".to_owned(), format!("container {naive} is {why}"))];
+
+        assert_eq!(look(&watchdog, Ok(engine(&stack, &["xray", "naive"], &[]))), []);
+        assert_eq!(look(&watchdog, Ok(engine(&stack, &["xray"], &["naive"]))), down("exited"));
+        assert_eq!(look(&watchdog, Ok(engine(&stack, &["xray"], &[]))), down("missing"));
+        // An engine out of reach says nothing.
+        let unreachable = DeployError::EngineUnreachable {
+            endpoint: "unix:///nowhere".into(),
+            source: EngineError::new(None, "gone"),
+        };
+        assert_eq!(look(&watchdog, Err(unreachable)), []);
+    }
 }

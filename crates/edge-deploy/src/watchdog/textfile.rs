@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::OpError;
 
 /// Alert counters, accumulated across runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,17 +69,17 @@ impl Textfile {
     }
 
     /// Writes `snapshot` atomically (node_exporter never reads half a file).
-    pub(crate) fn write(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
+    pub(crate) fn write(&self, snapshot: &Snapshot) -> Result<(), OpError> {
         write_file(&self.path, &render(snapshot))
     }
 }
 
-fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+fn write_file(path: &Path, text: &str) -> Result<(), OpError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| OpError::TextfileDir { path: dir.to_owned(), source })?;
     }
     edge_core::write_atomic_with_mode(path, text.as_bytes(), 0o644)
-        .with_context(|| format!("cannot write the metrics textfile {}", path.display()))
+        .map_err(|source| OpError::Textfile { path: path.to_owned(), source })
 }
 
 /// Escapes a label value as the text format wants: `\` , `"` and newline.

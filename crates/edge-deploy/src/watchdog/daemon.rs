@@ -1,19 +1,20 @@
 //! `edge-watchdog --interval D`: ticks at the interval and, between ticks, follows the Docker
 //! engine's events for the stack's containers, so that a channel container that dies or turns
 //! unhealthy is reported within seconds instead of after the front proxy's health checks and
-//! the next tick. SIGTERM or SIGINT ends it between two steps (never in the middle of a tick).
+//! the next tick. The caller's `shutdown` (SIGTERM or SIGINT for `edge-watchdog`) ends it between
+//! two steps (never in the middle of a tick); each tick and each container alert goes to the
+//! caller's [`OutputSink`] as it happens.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use edge_alerts::{Report, Severity};
+use edge_alerts::{Report, Severity, TickStatus};
 use edge_channels::events::{ContainerAction, ContainerEvent, ContainerEvents, FollowOptions, WatchItem};
-use edge_channels::{DockerEngine, Engine, HealthStatus, LABEL_COMPOSE_PROJECT};
+use edge_channels::{DeployError, Engine, HealthStatus, LABEL_COMPOSE_PROJECT};
 use serde::Serialize;
-use tokio::signal::unix::{SignalKind, signal};
 
-use super::{TickOutcome, Watchdog, delivered, report_lines};
-use crate::ExitStatus;
+use super::{DeliveredOutcome, TickOutcome, Watchdog, delivered};
+use crate::channels::ChannelChange;
 
 /// A container the daemon knows to be down.
 #[derive(Debug, Clone)]
@@ -23,35 +24,69 @@ struct Down {
 }
 
 /// What the daemon knows between ticks.
-struct Daemon {
+struct Daemon<'a, E, C> {
     watchdog: Watchdog,
-    json: bool,
+    output: OutputSink<'a>,
     /// Down containers by name.
     down: BTreeMap<String, Down>,
-    engine: Option<DockerEngine>,
+    engine: Option<E>,
+    /// Reaches the engine (again, after it was lost).
+    connect: C,
 }
 
-/// One container event as `--json` prints it.
+/// What the daemon reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum DaemonOutput<'a> {
+    /// A tick ended.
+    Tick(&'a TickOutcome),
+    /// A container event was alerted.
+    Alert(&'a ContainerAlert),
+}
+
+/// Where the daemon's reports go; the caller prints them.
+pub type OutputSink<'a> = &'a (dyn Fn(DaemonOutput<'_>) + Send + Sync);
+
+/// One container event as alerted (`edge-watchdog --json` prints it).
 #[derive(Debug, Serialize)]
-struct EventLine<'a> {
-    container: &'a str,
-    channel: Option<&'a str>,
-    alert: &'a str,
-    delivered: Vec<super::DeliveredOutcome>,
-    held: usize,
-    undelivered: usize,
-    channel_change: Option<super::ChannelChange>,
+pub struct ContainerAlert {
+    /// The container.
+    pub container: String,
+    /// The channel it carries.
+    pub channel: Option<String>,
+    /// The alert text.
+    pub alert: String,
+    /// What was delivered, by transport.
+    pub delivered: Vec<DeliveredOutcome>,
+    /// Events held in the outbox.
+    pub held: usize,
+    /// Events no transport took.
+    pub undelivered: usize,
+    /// The channel state the event changed.
+    pub channel_change: Option<ChannelChange>,
+    /// The delivery's outcome.
+    #[serde(skip)]
+    pub status: TickStatus,
 }
 
-/// Runs until SIGTERM or SIGINT, then exits 0.
-pub(crate) async fn run(watchdog: Watchdog, interval: Duration, json: bool) -> anyhow::Result<ExitStatus> {
+/// Ticks every `interval` and follows the engine's events until `shutdown` completes.
+/// `connect` reaches the engine to look at containers.
+pub async fn run<E, C, F>(
+    watchdog: Watchdog,
+    interval: Duration,
+    connect: C,
+    shutdown: impl Future<Output = ()>,
+    output: OutputSink<'_>,
+) where
+    E: Engine,
+    C: Fn() -> F,
+    F: Future<Output = Result<E, DeployError>>,
+{
     let project = watchdog.stack().stack.compose_project.clone();
     let mut events = ContainerEvents::follow(FollowOptions::label(LABEL_COMPOSE_PROJECT, &project));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut shutdown = std::pin::pin!(shutdown);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut daemon = Daemon { watchdog, json, down: BTreeMap::new(), engine: None };
+    let mut daemon = Daemon { watchdog, output, down: BTreeMap::new(), engine: None, connect };
     daemon.resync(false).await;
     tracing::info!("watching every {interval:?} and following the docker events of project {project}");
     loop {
@@ -74,41 +109,31 @@ pub(crate) async fn run(watchdog: Watchdog, interval: Duration, json: bool) -> a
                     events = ContainerEvents::follow(FollowOptions::label(LABEL_COMPOSE_PROJECT, &project));
                 }
             },
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            () = &mut shutdown => break,
         }
     }
+    // A requested stop is a clean end; undelivered alerts stay in the outbox for the next run.
     tracing::info!("stopping");
-    // A requested stop is a clean exit; undelivered alerts stay in the outbox for the next run.
-    Ok(ExitStatus::Success)
 }
 
-impl Daemon {
+impl<E, C, F> Daemon<'_, E, C>
+where
+    E: Engine,
+    C: Fn() -> F,
+    F: Future<Output = Result<E, DeployError>>,
+{
     async fn tick(&mut self) {
         let down: BTreeMap<String, String> =
             self.down.values().filter_map(|d| Some((d.channel.clone()?, d.reason.clone()))).collect();
         match self.watchdog.tick(&down).await {
-            Ok(outcome) => self.print_tick(&outcome),
-            Err(e) => tracing::error!("tick failed: {e:#}"),
-        }
-    }
-
-    fn print_tick(&self, outcome: &TickOutcome) {
-        if self.json {
-            match serde_json::to_string(outcome) {
-                Ok(line) => println!("{line}"),
-                Err(e) => tracing::error!("{e}"),
-            }
-        } else {
-            for line in outcome.lines() {
-                println!("{line}");
-            }
+            Ok(outcome) => (self.output)(DaemonOutput::Tick(&outcome)),
+            Err(e) => tracing::error!("tick failed: {}", crate::error::chain(&e)),
         }
     }
 
     /// Looks at the pool's containers: at start silently, after a lost engine as events.
     async fn resync(&mut self, report: bool) {
-        let seen = self.watchdog.look_at_containers().await;
+        let seen = self.watchdog.look_at_containers((self.connect)()).await;
         if report {
             let recovered: Vec<String> = self.down.keys().filter(|n| !seen.contains_key(*n)).cloned().collect();
             for name in recovered {
@@ -161,7 +186,7 @@ impl Daemon {
     /// Whether the container runs an engine health check (then it is up only once that passes).
     async fn has_health_check(&mut self, name: &str) -> bool {
         if self.engine.is_none() {
-            self.engine = DockerEngine::connect().await.ok();
+            self.engine = (self.connect)().await.ok();
         }
         let Some(engine) = &self.engine else { return false };
         match engine.inspect_container(name).await {
@@ -186,7 +211,7 @@ impl Daemon {
             Some(c) => match self.watchdog.fail_channel(c, &format!("container {name} {reason}")) {
                 Ok(change) => change,
                 Err(e) => {
-                    tracing::error!("{e:#}");
+                    tracing::error!("{}", crate::error::chain(&e));
                     None
                 }
             },
@@ -207,40 +232,26 @@ impl Daemon {
         name: &str,
         channel: Option<&str>,
         text: &str,
-        change: Option<super::ChannelChange>,
+        change: Option<ChannelChange>,
     ) {
         let report: Report = match self.watchdog.notify(severity, text).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!("cannot queue the alert {text:?}: {e:#}");
+                tracing::error!("cannot queue the alert {text:?}: {}", crate::error::chain(&e));
                 return;
             }
         };
-        let delivered = delivered(&report);
-        if self.json {
-            let line = EventLine {
-                container: name,
-                channel,
-                alert: text,
-                delivered,
-                held: report.held,
-                undelivered: report.undelivered,
-                channel_change: change,
-            };
-            match serde_json::to_string(&line) {
-                Ok(l) => println!("{l}"),
-                Err(e) => tracing::error!("{e}"),
-            }
-        } else {
-            println!("alert: {text}");
-            if let Some(c) = change {
-                println!("channel {}: {} -> {} ({})", c.channel, c.from, c.to, c.reason);
-            }
-            let pairs: Vec<(&str, usize)> = delivered.iter().map(|d| (d.transport, d.events)).collect();
-            for line in report_lines(&pairs, report.held, report.undelivered, Some(report.status())) {
-                println!("{line}");
-            }
-        }
+        let alert = ContainerAlert {
+            container: name.to_owned(),
+            channel: channel.map(str::to_owned),
+            alert: text.to_owned(),
+            delivered: delivered(&report),
+            held: report.held,
+            undelivered: report.undelivered,
+            channel_change: change,
+            status: report.status(),
+        };
+        (self.output)(DaemonOutput::Alert(&alert));
     }
 }
 
