@@ -77,7 +77,7 @@ mod smoke;
 mod tests;
 mod uninstall;
 
-pub use adopt::{AdoptReport, AdoptRequest, AdoptStep, LegacyHost, adopt};
+pub use adopt::{AdoptReport, AdoptRequest, AdoptStep, LegacyHost, adopt, install_adopting};
 pub use error::OpError;
 pub use gate::{GateFailure, GateReport, GateRequest, RunReport, STEPS, StepReport, StepSummary, gate};
 pub use health::{Check, HealthReport, healthcheck};
