@@ -24,7 +24,7 @@ use edge_channels::{ContainerInfo, Engine, Mount, MountKind};
 use edge_core::{InstallRecord, StateLock};
 use serde::Serialize;
 
-use crate::install::{InstallReport, InstallRequest, install_unchecked};
+use crate::install::{ChannelReport, InstallReport, InstallRequest, install_unchecked};
 use crate::progress::{Progress, ProgressSink};
 use crate::{Node, OpError};
 
@@ -215,6 +215,11 @@ pub struct AdoptReport {
     pub resumed: Vec<String>,
     /// The install step's report, if it ran.
     pub install: Option<InstallReport>,
+    /// A dry run: the channels the install step would render (an optional channel whose
+    /// credentials are missing is skipped, and its legacy container removed with the rest).
+    pub channels: Vec<ChannelReport>,
+    /// A dry run: legacy containers whose channel the install would not run, with why.
+    pub dropped: Vec<String>,
     /// The journal.
     pub journal: PathBuf,
     /// Nothing was legacy: nothing changed.
@@ -342,6 +347,24 @@ pub fn plan(host: &LegacyHost, done: &BTreeSet<String>) -> Vec<AdoptStep> {
     steps
 }
 
+/// Legacy containers of a channel that `channels` says will not be active: adoption sets
+/// them aside and removes them like the rest, and nothing takes their place.
+fn dropped_channels(node: &Node, legacy: &LegacyHost, channels: &[ChannelReport]) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for c in &legacy.containers {
+        let Some(channel) = node.stack().services.iter().find(|s| s.name == c.service).and_then(|s| s.channel.as_ref())
+        else {
+            continue;
+        };
+        let Some(report) = channels.iter().find(|r| &r.id == channel) else { continue };
+        if report.state != edge_core::ChannelState::Active {
+            let why = report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            dropped.push(format!("{}: channel {channel} would be {}{why}", c.name, report.state));
+        }
+    }
+    dropped
+}
+
 /// Takes over a host the legacy installer set up (see the module docs).
 pub async fn adopt<E: Engine>(
     engine: &E,
@@ -362,6 +385,8 @@ pub async fn adopt<E: Engine>(
         steps: steps.clone(),
         resumed: previous,
         install: None,
+        channels: Vec::new(),
+        dropped: Vec::new(),
         journal: journal.clone(),
         noop: steps.is_empty(),
         message: String::new(),
@@ -371,6 +396,8 @@ pub async fn adopt<E: Engine>(
         return Ok(report);
     }
     if request.dry_run {
+        report.channels = crate::install::preview_channels(node, &request.install)?;
+        report.dropped = dropped_channels(node, &legacy, &report.channels);
         report.message = format!("dry run: {} steps planned, nothing was changed", steps.len());
         return Ok(report);
     }

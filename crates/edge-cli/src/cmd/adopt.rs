@@ -106,6 +106,17 @@ fn print_report(report: &AdoptReport) -> anyhow::Result<()> {
         for (n, step) in report.steps.iter().enumerate() {
             println!("  {}. {}", n + 1, step.key());
         }
+        println!("channels after the install:");
+        for c in &report.channels {
+            let why = c.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default();
+            println!("  {:<10} {}{why}", c.id, c.state);
+        }
+        for d in &report.dropped {
+            println!(
+                "warning: {d}: its legacy container is removed and nothing takes its place; give the channel's \
+variables as for edge install (the environment, node-config.json or --set) and run the dry run again"
+            );
+        }
     } else if let Some(install) = &report.install {
         super::install::print_report(install, false)?;
     }

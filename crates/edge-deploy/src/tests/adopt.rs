@@ -267,3 +267,24 @@ fn a_container_set_aside_that_came_back_is_stopped_before_the_install() {
     run(adopt(&h.engine, &h.node, &adopt_request(Some(1)), &quiet)).unwrap_err();
     assert_eq!(h.engine.status_of(&aside_name(CADDY)), Some(edge_channels::ContainerStatus::Exited));
 }
+
+#[test]
+fn a_dry_run_warns_of_a_legacy_channel_the_install_would_not_run() {
+    let h = legacy_host();
+    let hy2 = h.node.stack().services.iter().find(|s| s.name == "hysteria2").unwrap().clone();
+    h.engine.run_compose(&hy2.container, &hy2.image, "legacy", Vec::new());
+    let mut without = adopt_request(None);
+    without.dry_run = true;
+    without.install.variables.flags.retain(|(k, _)| !k.starts_with("HYSTERIA2_"));
+    let report = run(adopt(&h.engine, &h.node, &without, &quiet)).unwrap();
+    let hy2_report = report.channels.iter().find(|c| c.id == "hysteria2").unwrap();
+    assert_eq!(hy2_report.state, edge_core::ChannelState::Skipped);
+    assert_eq!(report.dropped.len(), 1, "{:?}", report.dropped);
+    assert!(report.dropped[0].starts_with(&format!("{}: channel hysteria2 would be skipped (missing", hy2.container)));
+    assert!(!h.node.paths.config_dir().join("reality.priv").exists(), "a dry run writes no identity");
+
+    let with = AdoptRequest { dry_run: true, ..adopt_request(None) };
+    let report = run(adopt(&h.engine, &h.node, &with, &quiet)).unwrap();
+    assert_eq!(report.dropped, Vec::<String>::new());
+    assert!(report.channels.iter().any(|c| c.id == "hysteria2" && c.state == edge_core::ChannelState::Active));
+}
