@@ -25,7 +25,7 @@ fn messages_with(chat: &ChatServer, needle: &str) -> Vec<String> {
 }
 
 /// One run of the watchdog unit as the timer starts it, with the test's `--root` and `--stack`.
-fn run_unit(stack: &TestStack) -> (Option<i32>, String) {
+pub(crate) fn run_unit(stack: &TestStack) -> (Option<i32>, String) {
     let unit = paths(stack).systemd_dir().join("edge-watchdog.service");
     let service = ServiceRun::from_unit(&unit).expect("the rendered unit reads");
     let out = service

@@ -82,6 +82,8 @@ struct State {
     networks: BTreeSet<String>,
     /// Volume name → file path inside it → contents.
     volumes: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Volume name → the labels [`Engine::ensure_volume`] created it with.
+    volume_labels: BTreeMap<String, BTreeMap<String, String>>,
     unhealthy: BTreeMap<String, String>,
     fail_start: BTreeMap<String, String>,
     /// What a registry offers: reference → the id a pull gives it.
@@ -243,6 +245,12 @@ impl FakeEngine {
     /// The contents of `path` in volume `volume`, if both exist.
     pub fn volume_file(&self, volume: &str, path: &str) -> Option<Vec<u8>> {
         self.with(|s| s.volumes.get(volume)?.get(path).cloned())
+    }
+
+    /// The labels volume `name` was created with by [`Engine::ensure_volume`]; `None` if it
+    /// was not created that way.
+    pub fn volume_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.with(|s| s.volume_labels.get(name).cloned())
     }
 
     /// Container `name`'s health check will fail with `output`.
@@ -457,12 +465,13 @@ impl Engine for FakeEngine {
         Ok(self.with(|s| s.networks.remove(name)))
     }
 
-    async fn ensure_volume(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<bool, DeployError> {
+    async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<bool, DeployError> {
         Ok(self.with(|s| {
             if s.volumes.contains_key(name) {
                 return false;
             }
             s.volumes.insert(name.to_owned(), BTreeMap::new());
+            s.volume_labels.insert(name.to_owned(), labels.clone());
             s.calls.push("create_volume");
             true
         }))
@@ -471,6 +480,7 @@ impl Engine for FakeEngine {
     async fn remove_volume(&self, name: &str) -> Result<bool, DeployError> {
         Ok(self.with(|s| {
             s.calls.push("remove_volume");
+            s.volume_labels.remove(name);
             s.volumes.remove(name).is_some()
         }))
     }

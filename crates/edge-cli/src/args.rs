@@ -53,7 +53,8 @@ pub enum Command {
     /// Take over a host the legacy bash installer set up, keeping every volume and the identity.
     #[command(
         after_help = "Stops each legacy container, copies its volumes (anonymous ones included) into the stack's named volumes at the \
-same paths, renames it aside (NAME-legacy), installs, then removes what was set aside and the legacy health-report timer. \
+same paths (an anonymous volume at a path the stack does not mount goes into a named volume of its own, \
+STACK_adopted-CONTAINER-PATH, labelled edge.adopted-from), renames it aside (NAME-legacy), installs, then removes what was set aside and the legacy health-report timer. \
 Each step is journaled in the state dir: after a crash, run it again to resume. A second run changes nothing.\n\n\
 Examples:\n  edge adopt --dry-run\n  edge adopt"
     )]
@@ -275,7 +276,11 @@ pub struct SecretsArgs {
 /// `edge install`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Optional channels come from the environment: HYSTERIA2_SERVER, HYSTERIA2_PORT, HYSTERIA2_AUTH, HYSTERIA2_OBFS; NAIVE_SERVER, NAIVE_SOCKS_PORT, NAIVE_USERNAME, NAIVE_PASSWORD."
+    after_help = "Optional channels come from the environment: HYSTERIA2_SERVER, HYSTERIA2_PORT, HYSTERIA2_AUTH, HYSTERIA2_OBFS; NAIVE_SERVER, NAIVE_SOCKS_PORT, NAIVE_USERNAME, NAIVE_PASSWORD.\n\n\
+A host the legacy bash installer set up (containers of the stack's names that edge did not create, its health-report \
+timer, or an unfinished adoption) is refused: edge adopt --dry-run shows how edge takes it over, and --adopt does it \
+before installing (see edge adopt --help).\n\n\
+Examples:\n  edge install --partner-id acme --domain edge.example.com --manual-config node-config.json\n  edge install --dry-run\n  edge install --adopt"
 )]
 pub struct InstallArgs {
     /// What to install.
@@ -287,6 +292,10 @@ pub struct InstallArgs {
     /// Print the plan (create, recreate, remove, keep) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// On a host the legacy bash installer set up, take it over first as `edge adopt` does
+    /// (every volume and the identity kept), then install; without it install refuses such a host.
+    #[arg(long)]
+    pub adopt: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

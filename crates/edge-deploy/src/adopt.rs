@@ -5,8 +5,11 @@
 //! Adoption is computed as a plan (data, printed by `--dry-run`) and applied step by step:
 //! per legacy container, stop it, copy each of its volumes whose path the manifest mounts
 //! from a named volume into that volume (an anonymous Caddy `/data` becomes the stack's named
-//! one), and rename it aside (`NAME-legacy`); then install; then remove the containers set
-//! aside and the legacy units.
+//! one), copy each anonymous volume at a path the manifest does not mount (a Caddy's `/config`)
+//! into a named volume of its own ([`adopted_volume_name`], labelled with the stack and where it
+//! came from), so that no `docker volume prune` of a dangling anonymous volume loses it, and
+//! rename it aside (`NAME-legacy`); then install; then remove the containers set aside and the
+//! legacy units.
 //!
 //! Every step done is recorded in a journal in the state dir (atomically, under the state
 //! lock), so a re-run after a crash at any point resumes and converges: a copy is never
@@ -21,7 +24,7 @@ use edge_channels::{ContainerInfo, Engine, Mount, MountKind};
 use edge_core::{InstallRecord, StateLock};
 use serde::Serialize;
 
-use crate::install::{InstallReport, InstallRequest, install_unchecked};
+use crate::install::{ChannelReport, InstallReport, InstallRequest, install_unchecked};
 use crate::progress::{Progress, ProgressSink};
 use crate::{Node, OpError};
 
@@ -30,6 +33,26 @@ pub const LEGACY_UNITS: [&str; 2] = ["oxpulse-channels-health-report.timer", "ox
 
 /// The journal of an adoption, in the state dir.
 pub const JOURNAL_FILE: &str = "adopt.journal";
+
+/// The label of a volume adoption made for an anonymous volume the stack does not mount:
+/// `CONTAINER:PATH`, where it was mounted.
+pub const LABEL_ADOPTED_FROM: &str = "edge.adopted-from";
+
+/// The label naming the anonymous volume such a volume's data came from.
+pub const LABEL_ADOPTED_VOLUME: &str = "edge.adopted-volume";
+
+/// The named volume that keeps a legacy container's anonymous volume at a path the stack
+/// does not mount: `<stack>_adopted-<container>-<path>` (`/config` → `config`,
+/// `/var/lib/x` → `var-lib-x`; characters a volume name cannot hold become `-`).
+pub fn adopted_volume_name(stack: &str, container: &str, target: &str) -> String {
+    let path: String = target
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .collect();
+    let path = if path.is_empty() { "root".to_owned() } else { path };
+    format!("{stack}_adopted-{container}-{path}")
+}
 
 /// What a legacy container is renamed to while the stack takes its name.
 pub fn aside_name(container: &str) -> String {
@@ -88,12 +111,14 @@ pub struct LegacyContainer {
     pub service: String,
     /// The image it runs (the helper image of its volume copies).
     pub image: String,
-    /// Volumes whose data goes into the stack's named volume at the same path.
+    /// Volumes whose data goes into a named volume of the stack: the one the manifest mounts
+    /// at the same path, or for an anonymous volume at a path it does not mount, one of its
+    /// own ([`VolumeCopy::mounted`] is then `false`).
     pub copies: Vec<VolumeCopy>,
     /// Volumes kept as they are: the stack mounts the same named volume at that path.
     pub kept_volumes: Vec<Mount>,
-    /// Volumes at paths the stack mounts nothing at: they stay on the engine, unmounted (never
-    /// deleted), for the operator to look at.
+    /// Named volumes at paths the stack mounts nothing at: they stay on the engine as they
+    /// are, unmounted (never deleted), for the operator to look at.
     pub unmounted: Vec<Mount>,
     /// Host paths it mounts: kept (nothing under them is touched).
     pub binds: Vec<Mount>,
@@ -108,8 +133,12 @@ pub struct VolumeCopy {
     pub anonymous: bool,
     /// The stack's named volume.
     pub to: String,
-    /// The path both are mounted at.
+    /// The path the legacy volume is mounted at (and the stack's, when it is mounted).
     pub target: String,
+    /// Whether the stack mounts [`VolumeCopy::to`] at that path; `false`: an anonymous volume
+    /// at a path the manifest does not mount, kept in a named volume of its own, labelled
+    /// [`LABEL_ADOPTED_FROM`].
+    pub mounted: bool,
 }
 
 /// One step of an adoption.
@@ -186,6 +215,11 @@ pub struct AdoptReport {
     pub resumed: Vec<String>,
     /// The install step's report, if it ran.
     pub install: Option<InstallReport>,
+    /// A dry run: the channels the install step would render (an optional channel whose
+    /// credentials are missing is skipped, and its legacy container removed with the rest).
+    pub channels: Vec<ChannelReport>,
+    /// A dry run: legacy containers whose channel the install would not run, with why.
+    pub dropped: Vec<String>,
     /// The journal.
     pub journal: PathBuf,
     /// Nothing was legacy: nothing changed.
@@ -242,14 +276,25 @@ pub async fn detect<E: Engine>(engine: &E, node: &Node) -> Result<LegacyHost, Op
             match m.kind {
                 MountKind::Volume | MountKind::AnonymousVolume => {
                     let wanted = service.volumes.iter().find(|v| v.target.trim_end_matches('/') == m.clean_target());
+                    let anonymous = m.kind == MountKind::AnonymousVolume;
+                    let target = m.clean_target().to_owned();
                     match wanted {
                         Some(v) if v.source != m.source => legacy.copies.push(VolumeCopy {
                             from: m.source.clone(),
-                            anonymous: m.kind == MountKind::AnonymousVolume,
+                            anonymous,
                             to: v.source.clone(),
-                            target: m.clean_target().to_owned(),
+                            target,
+                            mounted: true,
                         }),
                         Some(_) => legacy.kept_volumes.push(m.clone()),
+                        // Dangling once its container is gone, where a volume prune deletes it.
+                        None if anonymous => legacy.copies.push(VolumeCopy {
+                            from: m.source.clone(),
+                            anonymous,
+                            to: adopted_volume_name(&node.stack().stack.name, &service.container, &target),
+                            target,
+                            mounted: false,
+                        }),
                         None => legacy.unmounted.push(m.clone()),
                     }
                 }
@@ -302,6 +347,24 @@ pub fn plan(host: &LegacyHost, done: &BTreeSet<String>) -> Vec<AdoptStep> {
     steps
 }
 
+/// Legacy containers of a channel that `channels` says will not be active: adoption sets
+/// them aside and removes them like the rest, and nothing takes their place.
+fn dropped_channels(node: &Node, legacy: &LegacyHost, channels: &[ChannelReport]) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for c in &legacy.containers {
+        let Some(channel) = node.stack().services.iter().find(|s| s.name == c.service).and_then(|s| s.channel.as_ref())
+        else {
+            continue;
+        };
+        let Some(report) = channels.iter().find(|r| &r.id == channel) else { continue };
+        if report.state != edge_core::ChannelState::Active {
+            let why = report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            dropped.push(format!("{}: channel {channel} would be {}{why}", c.name, report.state));
+        }
+    }
+    dropped
+}
+
 /// Takes over a host the legacy installer set up (see the module docs).
 pub async fn adopt<E: Engine>(
     engine: &E,
@@ -322,6 +385,8 @@ pub async fn adopt<E: Engine>(
         steps: steps.clone(),
         resumed: previous,
         install: None,
+        channels: Vec::new(),
+        dropped: Vec::new(),
         journal: journal.clone(),
         noop: steps.is_empty(),
         message: String::new(),
@@ -331,6 +396,8 @@ pub async fn adopt<E: Engine>(
         return Ok(report);
     }
     if request.dry_run {
+        report.channels = crate::install::preview_channels(node, &request.install)?;
+        report.dropped = dropped_channels(node, &legacy, &report.channels);
         report.message = format!("dry run: {} steps planned, nothing was changed", steps.len());
         return Ok(report);
     }
@@ -348,7 +415,12 @@ pub async fn adopt<E: Engine>(
             AdoptStep::CopyVolume { container, copy } => {
                 let c = legacy.containers.iter().find(|c| &c.name == container).expect("planned from these");
                 engine.stop_container(&c.current_name, std::time::Duration::from_secs(10)).await?;
-                engine.ensure_volume(&copy.to, &edge_channels::stack_labels(&node.stack().stack)).await?;
+                let mut labels = edge_channels::stack_labels(&node.stack().stack);
+                if !copy.mounted {
+                    labels.insert(LABEL_ADOPTED_FROM.to_owned(), format!("{}:{}", c.name, copy.target));
+                    labels.insert(LABEL_ADOPTED_VOLUME.to_owned(), copy.from.clone());
+                }
+                engine.ensure_volume(&copy.to, &labels).await?;
                 engine.copy_volume(&copy.from, &copy.to, &c.image).await?;
             }
             AdoptStep::SetAside { container, aside } => {
@@ -384,6 +456,28 @@ pub async fn adopt<E: Engine>(
     }
     record(node, COMPLETE, false)?;
     report.message = format!("done: {} adopted", node.name());
+    Ok(report)
+}
+
+/// `edge install --adopt`: [`adopt()`] this host, whose install step is the install; where
+/// there is nothing to adopt, [`crate::install()`].
+///
+/// A dry run on a legacy host is the adoption's plan (its install step included); elsewhere it
+/// is the install's. The report's `install` is the install that ran (or was planned), if any.
+pub async fn install_adopting<E: Engine>(
+    engine: &E,
+    node: &Node,
+    request: &AdoptRequest,
+    progress: ProgressSink<'_>,
+) -> Result<AdoptReport, OpError> {
+    let mut report = adopt(engine, node, request, progress).await?;
+    let planned = request.dry_run && !report.noop;
+    if report.install.is_none() && !planned {
+        let install = InstallRequest { dry_run: request.dry_run, ..request.install.clone() };
+        let result = crate::install::install(engine, node, &install, progress).await?;
+        report.message = result.message.clone();
+        report.install = Some(result);
+    }
     Ok(report)
 }
 

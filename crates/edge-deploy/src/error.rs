@@ -81,7 +81,7 @@ pub enum OpError {
     },
     /// The legacy bash installer runs this host: install would replace its containers.
     #[error(
-        "{stack}: this host was set up by the legacy installer ({found}); run edge adopt --dry-run to see how edge takes it over, then edge adopt"
+        "{stack}: this host was set up by the legacy installer ({found}); run edge adopt --dry-run to see how edge takes it over, then edge adopt (or edge install --adopt)"
     )]
     LegacyHost {
         /// The stack.

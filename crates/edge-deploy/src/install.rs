@@ -796,6 +796,17 @@ fn secrets(
     result
 }
 
+/// The channels an install with `request` would render, the engine untouched and nothing
+/// written (the identity is made in a scratch folder, as a dry run does): adopt's dry run.
+pub(crate) fn preview_channels(node: &Node, request: &InstallRequest) -> Result<Vec<ChannelReport>, OpError> {
+    let (stack, paths) = (node.stack(), &node.paths);
+    let (base, _) = variables(paths, stack, request)?;
+    let Identity { vars: secret_vars, .. } = secrets(paths, stack, true, request.token.as_ref())?;
+    let vars = base.with_layer(Source::Secret, secret_vars);
+    let rendered = Renderer::new(&node.bundle).render_stack(&vars, &BTreeMap::new())?;
+    Ok(channel_reports(&rendered, stack, &BTreeMap::new()))
+}
+
 /// The containers a rendered stack wants, images overridden as asked.
 fn desired(
     rendered: &RenderedStack,

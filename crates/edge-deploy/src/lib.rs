@@ -78,7 +78,7 @@ mod tests;
 mod uninstall;
 pub mod watchdog;
 
-pub use adopt::{AdoptReport, AdoptRequest, AdoptStep, LegacyHost, adopt};
+pub use adopt::{AdoptReport, AdoptRequest, AdoptStep, LegacyHost, adopt, install_adopting};
 pub use error::OpError;
 pub use gate::{GateFailure, GateReport, GateRequest, RunReport, STEPS, StepReport, StepSummary, gate};
 pub use health::{Check, HealthReport, healthcheck};

@@ -15,21 +15,51 @@ use crate::{ExitStatus, op_error};
 const STOP_AFTER_VAR: &str = "EDGE_ADOPT_STOP_AFTER";
 
 pub(crate) fn run(settings: &Settings, args: AdoptArgs) -> anyhow::Result<ExitStatus> {
-    let node = settings.node()?;
-    let stop_after = match std::env::var(STOP_AFTER_VAR) {
-        Ok(v) => Some(v.parse::<usize>().with_context(|| format!("{STOP_AFTER_VAR}={v:?} is not a step count"))?),
-        Err(_) => None,
+    let request = AdoptRequest {
+        install: super::install::request(&args.install),
+        dry_run: args.dry_run,
+        stop_after: stop_after()?,
     };
-    let request = AdoptRequest { install: super::install::request(&args.install), dry_run: args.dry_run, stop_after };
+    adopt(settings, &request, args.json, false)
+}
+
+/// The test hook's value, if set.
+fn stop_after() -> anyhow::Result<Option<usize>> {
+    match std::env::var(STOP_AFTER_VAR) {
+        Ok(v) => Ok(Some(v.parse::<usize>().with_context(|| format!("{STOP_AFTER_VAR}={v:?} is not a step count"))?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `edge install --adopt`: the adoption, then the install where the adoption ran none.
+pub(crate) fn install(
+    settings: &Settings,
+    install: edge_deploy::InstallRequest,
+    json: bool,
+) -> anyhow::Result<ExitStatus> {
+    let request = AdoptRequest { dry_run: install.dry_run, install, stop_after: stop_after()? };
+    adopt(settings, &request, json, true)
+}
+
+/// Runs [`edge_deploy::adopt`] (or, for `install --adopt`, [`edge_deploy::install_adopting`])
+/// and prints its report; where nothing was legacy and an install ran, the install's report.
+fn adopt(settings: &Settings, request: &AdoptRequest, json: bool, then_install: bool) -> anyhow::Result<ExitStatus> {
+    let node = settings.node()?;
     let progress = Progress::new();
     let report = block_on(async {
         let engine = DockerEngine::connect().await?;
-        edge_deploy::adopt(&engine, &node, &request, &|p| progress.report(p)).await.map_err(op_error)
+        let sink = &|p| progress.report(p);
+        let report = if then_install {
+            edge_deploy::install_adopting(&engine, &node, request, sink).await
+        } else {
+            edge_deploy::adopt(&engine, &node, request, sink).await
+        };
+        report.map_err(op_error)
     })??;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report)?;
+    match (&report.install, report.noop) {
+        (Some(install), true) => super::install::print_report(install, json)?,
+        _ if json => println!("{}", serde_json::to_string_pretty(&report)?),
+        _ => print_report(&report)?,
     }
     match report.install.as_ref().map(|i| i.status) {
         Some(Outcome::Failure) => bail!("{}", report.message),
@@ -53,6 +83,12 @@ fn print_report(report: &AdoptReport) -> anyhow::Result<()> {
             for m in &c.kept_volumes {
                 println!("  {}: keeps volume {} at {}", c.name, m.source, m.target);
             }
+            for copy in c.copies.iter().filter(|copy| !copy.mounted) {
+                println!(
+                    "  {}: anonymous volume {} at {} is kept as named volume {} (the stack mounts nothing there)",
+                    c.name, copy.from, copy.target, copy.to
+                );
+            }
             for m in &c.unmounted {
                 println!(
                     "  {}: volume {} at {} stays on the engine, unmounted (the stack mounts nothing there)",
@@ -70,8 +106,29 @@ fn print_report(report: &AdoptReport) -> anyhow::Result<()> {
         for (n, step) in report.steps.iter().enumerate() {
             println!("  {}. {}", n + 1, step.key());
         }
+        println!("channels after the install:");
+        for c in &report.channels {
+            let why = c.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default();
+            println!("  {:<10} {}{why}", c.id, c.state);
+        }
+        for d in &report.dropped {
+            println!(
+                "warning: {d}: its legacy container is removed and nothing takes its place; give the channel's \
+variables as for edge install (the environment, node-config.json or --set) and run the dry run again"
+            );
+        }
     } else if let Some(install) = &report.install {
         super::install::print_report(install, false)?;
+    }
+    if !report.dry_run {
+        for c in &report.legacy.containers {
+            for copy in c.copies.iter().filter(|copy| !copy.mounted) {
+                println!(
+                    "kept {}'s anonymous volume at {} as named volume {} (not mounted: the stack mounts nothing there)",
+                    c.name, copy.target, copy.to
+                );
+            }
+        }
     }
     println!("{}", report.message);
     Ok(())

@@ -17,9 +17,12 @@ use crate::settings::Settings;
 use crate::{ExitStatus, op_error};
 
 pub(crate) fn run(settings: &Settings, args: InstallArgs) -> anyhow::Result<ExitStatus> {
-    let node = settings.node()?;
     let request =
         InstallRequest { restore_from: args.restore_from.clone(), dry_run: args.dry_run, ..request(&args.install) };
+    if args.adopt {
+        return super::adopt::install(settings, request, args.json);
+    }
+    let node = settings.node()?;
     let progress = Progress::new();
     let report = block_on(async {
         let engine = DockerEngine::connect().await?;

@@ -5,8 +5,11 @@ use edge_channels::testing::FakeEngine;
 use edge_channels::{Engine, LABEL_SPEC_HASH, Mount, MountKind};
 
 use super::{Host, host, identity, request, run};
-use crate::adopt::{AdoptRequest, AdoptStep, JOURNAL_FILE, LEGACY_UNITS, aside_name};
-use crate::{Node, OpError, adopt, install, quiet};
+use crate::adopt::{
+    AdoptRequest, AdoptStep, JOURNAL_FILE, LABEL_ADOPTED_FROM, LABEL_ADOPTED_VOLUME, LEGACY_UNITS, VolumeCopy,
+    adopted_volume_name, aside_name,
+};
+use crate::{Node, OpError, adopt, install, install_adopting, quiet};
 
 const CADDY: &str = "oxpulse-partner-caddy";
 const SFU: &str = "oxpulse-partner-sfu";
@@ -83,7 +86,42 @@ fn install_refuses_a_legacy_host_and_points_to_adopt() {
     let text = err.to_string();
     assert!(matches!(err, OpError::LegacyHost { .. }), "{text}");
     assert!(text.contains("run edge adopt --dry-run") && text.contains(CADDY), "{text}");
+    assert!(text.contains("edge install --adopt"), "{text}");
     assert_eq!(h.engine.calls_of("create"), 0);
+}
+
+#[test]
+fn install_adopting_takes_a_legacy_host_over_then_installs() {
+    let h = legacy_host();
+    let anonymous = anonymous_data(&h.engine);
+    let dry = AdoptRequest { dry_run: true, ..adopt_request(None) };
+    let planned = run(install_adopting(&h.engine, &h.node, &dry, &quiet)).unwrap();
+    assert!(planned.install.is_none() && planned.steps.contains(&AdoptStep::Install), "{:?}", planned.steps);
+    for op in ["create", "stop", "rename", "copy_volume", "remove"] {
+        assert_eq!(h.engine.calls_of(op), 0, "a dry run: {op}");
+    }
+
+    let report = run(install_adopting(&h.engine, &h.node, &adopt_request(None), &quiet)).unwrap();
+    assert!(!report.noop, "{}", report.message);
+    assert_eq!(report.install.as_ref().map(|i| i.status), Some(crate::Outcome::Success), "{}", report.message);
+    assert_adopted(&h, &anonymous);
+    let creates = h.engine.calls_of("create");
+
+    // Adopted: install --adopt is an install; nothing is recreated.
+    let ids = h.engine.ids();
+    let again = run(install_adopting(&h.engine, &h.node, &adopt_request(None), &quiet)).unwrap();
+    assert!(again.noop && again.install.is_some(), "{}", again.message);
+    assert_eq!(h.engine.ids(), ids);
+    assert_eq!(h.engine.calls_of("create"), creates);
+}
+
+#[test]
+fn install_adopting_installs_a_host_with_nothing_to_adopt() {
+    let h = host();
+    let report = run(install_adopting(&h.engine, &h.node, &adopt_request(None), &quiet)).unwrap();
+    assert!(report.noop && report.steps.is_empty(), "{:?}", report.steps);
+    assert_eq!(report.install.as_ref().map(|i| i.status), Some(crate::Outcome::Success), "{}", report.message);
+    assert!(h.engine.calls_of("create") > 0);
 }
 
 #[test]
@@ -176,17 +214,45 @@ fn a_recorded_copy_is_never_repeated_over_newer_data() {
 }
 
 #[test]
-fn a_volume_at_a_path_the_stack_does_not_mount_stays_on_the_engine() {
+fn an_anonymous_volume_at_a_path_the_stack_does_not_mount_is_kept_in_a_named_volume() {
     let h = host();
     let caddy_image = image(&h.node, CADDY);
     h.engine.add_image_volume(&caddy_image, "/config");
     h.engine.run_compose(CADDY, &caddy_image, "legacy", Vec::new());
     let config = run(h.engine.inspect_container(CADDY)).unwrap().unwrap().anonymous_volumes().next().unwrap().clone();
     h.engine.put_volume_file(&config.source, "caddy/autosave.json", b"{}");
+    let kept = format!("oxpulse-partner-edge_adopted-{CADDY}-config");
+    let copy = VolumeCopy {
+        from: config.source.clone(),
+        anonymous: true,
+        to: kept.clone(),
+        target: "/config".to_owned(),
+        mounted: false,
+    };
+    let dry = AdoptRequest { dry_run: true, ..adopt_request(None) };
+    let planned = run(adopt(&h.engine, &h.node, &dry, &quiet)).unwrap();
+    assert_eq!(planned.legacy.containers[0].copies, vec![copy.clone()]);
+    assert_eq!(planned.legacy.containers[0].unmounted, Vec::<Mount>::new());
+    assert_eq!(planned.steps[0], AdoptStep::CopyVolume { container: CADDY.to_owned(), copy });
+
     let report = run(adopt(&h.engine, &h.node, &adopt_request(None), &quiet)).unwrap();
-    assert_eq!(report.legacy.containers[0].unmounted, vec![config.clone()]);
-    assert!(report.steps.iter().all(|s| !matches!(s, AdoptStep::CopyVolume { .. })), "{:?}", report.steps);
+    assert!(report.install.is_some(), "{}", report.message);
+    assert_eq!(h.engine.volume_file(&kept, "caddy/autosave.json").as_deref(), Some(&b"{}"[..]));
+    let labels = h.engine.volume_labels(&kept).unwrap();
+    assert_eq!(labels.get(edge_channels::LABEL_STACK).map(String::as_str), Some("oxpulse-partner-edge"));
+    assert_eq!(labels.get(LABEL_ADOPTED_FROM).map(String::as_str), Some(&*format!("{CADDY}:/config")));
+    assert_eq!(labels.get(LABEL_ADOPTED_VOLUME), Some(&config.source));
+    // The anonymous one is not deleted either.
     assert_eq!(h.engine.volume_file(&config.source, "caddy/autosave.json").as_deref(), Some(&b"{}"[..]));
+}
+
+#[test]
+fn adopted_volume_names_are_volume_names() {
+    let check = |target: &str, expected: &str| assert_eq!(adopted_volume_name("s", "c", target), expected, "{target}");
+    check("/config", "s_adopted-c-config");
+    check("/var/lib/x/", "s_adopted-c-var-lib-x");
+    check("/data dir:ro", "s_adopted-c-data-dir-ro");
+    check("/", "s_adopted-c-root");
 }
 
 #[test]
@@ -200,4 +266,25 @@ fn a_container_set_aside_that_came_back_is_stopped_before_the_install() {
     run(h.engine.start_container(&aside_name(CADDY))).unwrap();
     run(adopt(&h.engine, &h.node, &adopt_request(Some(1)), &quiet)).unwrap_err();
     assert_eq!(h.engine.status_of(&aside_name(CADDY)), Some(edge_channels::ContainerStatus::Exited));
+}
+
+#[test]
+fn a_dry_run_warns_of_a_legacy_channel_the_install_would_not_run() {
+    let h = legacy_host();
+    let hy2 = h.node.stack().services.iter().find(|s| s.name == "hysteria2").unwrap().clone();
+    h.engine.run_compose(&hy2.container, &hy2.image, "legacy", Vec::new());
+    let mut without = adopt_request(None);
+    without.dry_run = true;
+    without.install.variables.flags.retain(|(k, _)| !k.starts_with("HYSTERIA2_"));
+    let report = run(adopt(&h.engine, &h.node, &without, &quiet)).unwrap();
+    let hy2_report = report.channels.iter().find(|c| c.id == "hysteria2").unwrap();
+    assert_eq!(hy2_report.state, edge_core::ChannelState::Skipped);
+    assert_eq!(report.dropped.len(), 1, "{:?}", report.dropped);
+    assert!(report.dropped[0].starts_with(&format!("{}: channel hysteria2 would be skipped (missing", hy2.container)));
+    assert!(!h.node.paths.config_dir().join("reality.priv").exists(), "a dry run writes no identity");
+
+    let with = AdoptRequest { dry_run: true, ..adopt_request(None) };
+    let report = run(adopt(&h.engine, &h.node, &with, &quiet)).unwrap();
+    assert_eq!(report.dropped, Vec::<String>::new());
+    assert!(report.channels.iter().any(|c| c.id == "hysteria2" && c.state == edge_core::ChannelState::Active));
 }
