@@ -11,6 +11,7 @@ use std::process::Output;
 
 use std::time::{Duration, Instant};
 
+use edge_deploy::adopt::{LEGACY_UNITS, LEGACY_UNITS_DIR};
 use edge_tests::docker::{STANDIN_IMAGE, TestStack, docker_out, provision_local_images};
 use edge_tests::telegram::ChatServer;
 
@@ -27,7 +28,6 @@ const LEGACY_SINCE: u64 = 1716200000;
 /// The legacy watchdog's last alert, an hour before the takeover: outside the rate-limit window.
 const LEGACY_LAST_ALERT_AGO: u64 = 3600;
 const SFU_DATA: &[u8] = b"sfu room state \x00\x01\xff\n";
-const LEGACY_UNITS: [&str; 2] = ["oxpulse-channels-health-report.timer", "oxpulse-channels-health-report.service"];
 const IDENTITY: [&str; 6] =
     ["reality.priv", "reality.pub", "reality.uuid", "awg-private.key", "awg-public.key", "token"];
 
@@ -253,6 +253,8 @@ fn adopt_takes_over_a_legacy_host_keeping_every_volume_even_when_killed() {
     assert_eq!(identity(stack), identity_before, "the identity is byte-identical");
     for unit in LEGACY_UNITS {
         assert!(!Path::new(&systemd_dir(stack).join(unit)).exists(), "{unit} is gone");
+        let kept = paths(stack).state_dir().join(LEGACY_UNITS_DIR).join(unit);
+        assert!(std::fs::read_to_string(&kept).is_ok_and(|t| t.contains("legacy health report")), "{unit} is kept");
     }
 
     // One watchdog: its first tick takes the legacy health state over and says nothing.

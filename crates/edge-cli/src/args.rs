@@ -54,7 +54,8 @@ pub enum Command {
     #[command(
         after_help = "Stops each legacy container, copies its volumes (anonymous ones included) into the stack's named volumes at the \
 same paths (an anonymous volume at a path the stack does not mount goes into a named volume of its own, \
-STACK_adopted-CONTAINER-PATH, labelled edge.adopted-from), renames it aside (NAME-legacy), installs, then removes what was set aside and the legacy health-report timer. \
+STACK_adopted-CONTAINER-PATH, labelled edge.adopted-from), renames it aside (NAME-legacy), installs, then removes what was set aside and the legacy units (the health-report timer, \
+the boot service and the daily refresh that re-ran the bash installer; copies stay in the state dir's legacy-units/). \
 Each step is journaled in the state dir: after a crash, run it again to resume. A second run changes nothing.\n\n\
 Examples:\n  edge adopt --dry-run\n  edge adopt"
     )]

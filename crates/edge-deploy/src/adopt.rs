@@ -28,8 +28,19 @@ use crate::install::{ChannelReport, InstallReport, InstallRequest, install_unche
 use crate::progress::{Progress, ProgressSink};
 use crate::{Node, OpError};
 
-/// The legacy watchdog's units, removed by adoption (one watchdog per host).
-pub const LEGACY_UNITS: [&str; 2] = ["oxpulse-channels-health-report.timer", "oxpulse-channels-health-report.service"];
+/// The legacy installer's units, removed by adoption: its watchdog (one watchdog per host), and
+/// the boot service and daily refresh that re-ran the bash installer, which would recreate the
+/// containers edge now owns. Timers go before the services they start.
+pub const LEGACY_UNITS: [&str; 5] = [
+    "oxpulse-channels-health-report.timer",
+    "oxpulse-channels-health-report.service",
+    "oxpulse-partner-edge-refresh.timer",
+    "oxpulse-partner-edge-refresh.service",
+    "oxpulse-partner-edge.service",
+];
+
+/// Where adoption keeps a copy of each legacy unit file it removes, in the state dir.
+pub const LEGACY_UNITS_DIR: &str = "legacy-units";
 
 /// The journal of an adoption, in the state dir.
 pub const JOURNAL_FILE: &str = "adopt.journal";
@@ -67,7 +78,7 @@ const COMPLETE: &str = "complete";
 pub struct LegacyHost {
     /// The stack's containers not made by edge (or set aside by an unfinished adoption).
     pub containers: Vec<LegacyContainer>,
-    /// The legacy health-report units present in the systemd dir.
+    /// The legacy installer's units present in the systemd dir.
     pub units: Vec<PathBuf>,
     /// State files the legacy installer wrote (kept as they are: edge reads them).
     pub state_files: Vec<PathBuf>,
@@ -481,9 +492,15 @@ pub async fn install_adopting<E: Engine>(
     Ok(report)
 }
 
-/// Disables (on the real root, with systemctl) and removes a legacy unit file.
+/// Disables (on the real root, with systemctl) and removes a legacy unit file, keeping a copy
+/// under the state dir's `legacy-units/`.
 fn remove_unit(node: &Node, path: &Path, progress: ProgressSink<'_>) -> Result<(), OpError> {
     let unit = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Ok(text) = std::fs::read(path) {
+        let kept = node.paths.state_dir().join(LEGACY_UNITS_DIR);
+        std::fs::create_dir_all(&kept).map_err(|e| OpError::io("create", &kept, e))?;
+        edge_core::write_atomic_with_mode(&kept.join(&unit), &text, 0o644)?;
+    }
     if !node.rooted && Path::new("/run/systemd/system").is_dir() {
         let ok = std::process::Command::new("systemctl")
             .args(["disable", "--now", &unit])

@@ -6,8 +6,8 @@ use edge_channels::{Engine, LABEL_SPEC_HASH, Mount, MountKind};
 
 use super::{Host, host, identity, request, run};
 use crate::adopt::{
-    AdoptRequest, AdoptStep, JOURNAL_FILE, LABEL_ADOPTED_FROM, LABEL_ADOPTED_VOLUME, LEGACY_UNITS, VolumeCopy,
-    adopted_volume_name, aside_name,
+    AdoptRequest, AdoptStep, JOURNAL_FILE, LABEL_ADOPTED_FROM, LABEL_ADOPTED_VOLUME, LEGACY_UNITS, LEGACY_UNITS_DIR,
+    VolumeCopy, adopted_volume_name, aside_name,
 };
 use crate::{Node, OpError, adopt, install, install_adopting, quiet};
 
@@ -76,6 +76,8 @@ fn assert_adopted(h: &Host, anonymous: &str) {
     assert_eq!(engine.volume_file("legacy_sfu-data", "rooms.db").as_deref(), Some(SFU_DATA));
     for unit in LEGACY_UNITS {
         assert!(!node.paths.systemd_dir().join(unit).exists(), "{unit} is removed");
+        let kept = node.paths.state_dir().join(LEGACY_UNITS_DIR).join(unit);
+        assert_eq!(std::fs::read_to_string(&kept).ok().as_deref(), Some("[Unit]\n"), "a copy of {unit} is kept");
     }
 }
 
