@@ -5,6 +5,8 @@
 //! flags ([`args`]), then a validated [`settings::Settings`] the commands use.
 
 pub mod args;
+#[macro_use]
+mod out;
 mod cmd;
 mod exit;
 mod progress;

@@ -58,7 +58,7 @@ fn adopt(settings: &Settings, request: &AdoptRequest, json: bool, then_install: 
     })??;
     match (&report.install, report.noop) {
         (Some(install), true) => super::install::print_report(install, json)?,
-        _ if json => println!("{}", serde_json::to_string_pretty(&report)?),
+        _ if json => outln!("{}", serde_json::to_string_pretty(&report)?),
         _ => print_report(&report)?,
     }
     match report.install.as_ref().map(|i| i.status) {
@@ -70,49 +70,54 @@ fn adopt(settings: &Settings, request: &AdoptRequest, json: bool, then_install: 
 
 fn print_report(report: &AdoptReport) -> anyhow::Result<()> {
     if report.noop {
-        println!("{}", report.message);
+        outln!("{}", report.message);
         return Ok(());
     }
     let legacy = &report.legacy;
     if report.dry_run {
-        println!("found: {}", legacy.summary());
+        outln!("found: {}", legacy.summary());
         for c in &legacy.containers {
             for m in &c.binds {
-                println!("  {}: keeps host path {} at {}", c.name, m.source, m.target);
+                outln!("  {}: keeps host path {} at {}", c.name, m.source, m.target);
             }
             for m in &c.kept_volumes {
-                println!("  {}: keeps volume {} at {}", c.name, m.source, m.target);
+                outln!("  {}: keeps volume {} at {}", c.name, m.source, m.target);
             }
             for copy in c.copies.iter().filter(|copy| !copy.mounted) {
-                println!(
+                outln!(
                     "  {}: anonymous volume {} at {} is kept as named volume {} (the stack mounts nothing there)",
-                    c.name, copy.from, copy.target, copy.to
+                    c.name,
+                    copy.from,
+                    copy.target,
+                    copy.to
                 );
             }
             for m in &c.unmounted {
-                println!(
+                outln!(
                     "  {}: volume {} at {} stays on the engine, unmounted (the stack mounts nothing there)",
-                    c.name, m.source, m.target
+                    c.name,
+                    m.source,
+                    m.target
                 );
             }
         }
         for f in legacy.identity_files.iter().chain(&legacy.state_files) {
-            println!("  keeps {}", f.display());
+            outln!("  keeps {}", f.display());
         }
         if !report.resumed.is_empty() {
-            println!("resumes the adoption in {}", report.journal.display());
+            outln!("resumes the adoption in {}", report.journal.display());
         }
-        println!("steps:");
+        outln!("steps:");
         for (n, step) in report.steps.iter().enumerate() {
-            println!("  {}. {}", n + 1, step.key());
+            outln!("  {}. {}", n + 1, step.key());
         }
-        println!("channels after the install:");
+        outln!("channels after the install:");
         for c in &report.channels {
             let why = c.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default();
-            println!("  {:<10} {}{why}", c.id, c.state);
+            outln!("  {:<10} {}{why}", c.id, c.state);
         }
         for d in &report.dropped {
-            println!(
+            outln!(
                 "warning: {d}: its legacy container is removed and nothing takes its place; give the channel's \
 variables as for edge install (the environment, node-config.json or --set) and run the dry run again"
             );
@@ -123,13 +128,15 @@ variables as for edge install (the environment, node-config.json or --set) and r
     if !report.dry_run {
         for c in &report.legacy.containers {
             for copy in c.copies.iter().filter(|copy| !copy.mounted) {
-                println!(
+                outln!(
                     "kept {}'s anonymous volume at {} as named volume {} (not mounted: the stack mounts nothing there)",
-                    c.name, copy.target, copy.to
+                    c.name,
+                    copy.target,
+                    copy.to
                 );
             }
         }
     }
-    println!("{}", report.message);
+    outln!("{}", report.message);
     Ok(())
 }

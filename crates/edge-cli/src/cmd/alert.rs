@@ -69,7 +69,7 @@ fn test(settings: &Settings, args: AlertTestArgs) -> anyhow::Result<ExitStatus> 
         alertmanager: config.alertmanager.as_ref().map(|a| a.redacted_url()),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         for a in &outcome.attempts {
             let detail = match (&a.error, a.result) {
@@ -77,16 +77,16 @@ fn test(settings: &Settings, args: AlertTestArgs) -> anyhow::Result<ExitStatus> 
                 (None, "delivered") => "delivered".to_owned(),
                 _ => "not tried (an earlier transport delivered)".to_owned(),
             };
-            println!("{:<9} {}: {detail}", a.transport, a.target);
+            outln!("{:<9} {}: {detail}", a.transport, a.target);
         }
         if let Some(url) = &outcome.alertmanager {
-            println!("alertmanager {url}: not part of the chat chain; edge-watchdog pushes pool alerts there");
+            outln!("alertmanager {url}: not part of the chat chain; edge-watchdog pushes pool alerts there");
         }
     }
     match outcome.delivered_by {
         Some(t) => {
             if !args.json {
-                println!("delivered by {t}");
+                outln!("delivered by {t}");
             }
             Ok(ExitStatus::Success)
         }

@@ -22,33 +22,28 @@ pub(crate) fn backup(settings: &Settings, args: BackupArgs) -> anyhow::Result<Ex
         edge_deploy::backup::backup(&engine, &node, &BackupRequest::default()).await.map_err(op_error)
     })??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitStatus::Success);
     }
     print_list(std::slice::from_ref(&report.backup), false)?;
     for id in &report.removed {
-        println!("  removed {id} (retention)");
+        outln!("  removed {id} (retention)");
     }
-    println!(
-        "backup {} taken in {:.1}s: {}",
-        report.backup.id,
-        report.duration_ms as f64 / 1000.0,
-        report.dir.display()
-    );
+    outln!("backup {} taken in {:.1}s: {}", report.backup.id, report.duration_ms as f64 / 1000.0, report.dir.display());
     Ok(ExitStatus::Success)
 }
 
 fn print_list(all: &[BackupInfo], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(all)?);
+        outln!("{}", serde_json::to_string_pretty(all)?);
         return Ok(());
     }
     if all.is_empty() {
-        println!("no backups yet; take one with edge backup");
+        outln!("no backups yet; take one with edge backup");
     }
     for b in all {
         for f in &b.files {
-            println!("{:<20} {}:{:<16} {:>12} bytes  sha256 {}", b.id, f.volume, f.path, f.bytes, f.sha256);
+            outln!("{:<20} {}:{:<16} {:>12} bytes  sha256 {}", b.id, f.volume, f.path, f.bytes, f.sha256);
         }
     }
     Ok(())
@@ -64,9 +59,9 @@ pub(crate) fn restore(settings: &Settings, args: RestoreArgs) -> anyhow::Result<
         edge_deploy::backup::restore(&engine, &node, &args.backup, &request, &sink).await.map_err(op_error)
     })??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{}", report.message);
+        outln!("{}", report.message);
     }
     match report.status {
         Outcome::Success => Ok(ExitStatus::Success),

@@ -19,9 +19,9 @@ pub(crate) fn run(settings: &Settings, args: GateArgs) -> anyhow::Result<ExitSta
         edge_deploy::gate(&engine, &node, &request, &|p| progress.report(p)).await.map_err(op_error)
     })??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report));
+        out!("{}", render(&report));
     }
     match &report.failure {
         None => Ok(ExitStatus::Success),

@@ -12,15 +12,15 @@ pub(crate) fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<ExitS
     let seen = block_on(observe(&node, args.metrics_url.as_deref()))??;
     let report = edge_deploy::healthcheck(&node, &seen);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for c in &report.checks {
-            println!("{:>2}. {:<4}  {}: {}", c.number, if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+            outln!("{:>2}. {:<4}  {}: {}", c.number, if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
         }
         if report.ok {
-            println!("all {} checks passed", report.passed);
+            outln!("all {} checks passed", report.passed);
         } else {
-            println!("{} of {} checks failed", report.failed, report.checks.len());
+            outln!("{} of {} checks failed", report.failed, report.checks.len());
         }
     }
     Ok(if report.ok { ExitStatus::Success } else { ExitStatus::Failure })

@@ -86,20 +86,20 @@ fn print_alerts(alerts: &edge_deploy::AlertsReport, dry_run: bool) {
     } else {
         format!("{} {}", if dry_run { "would change" } else { "changed" }, alerts.changed.join(", "))
     };
-    println!("alerts: {} ({changed})", alerts.settings_file.display());
+    outln!("alerts: {} ({changed})", alerts.settings_file.display());
     for t in &alerts.transports {
         let result = match &alerts.delivered_by {
             Some(d) if d == t.transport => "delivered \"edge installed\"",
             _ if t.transport == "alertmanager" => "gets pool alerts from the watchdog",
             _ => "",
         };
-        println!("  {:<12} {}  {result}", t.transport, t.target);
+        outln!("  {:<12} {}  {result}", t.transport, t.target);
     }
     for e in &alerts.errors {
-        println!("  failed: {e}");
+        outln!("  failed: {e}");
     }
     if alerts.queued {
-        println!("  the \"edge installed\" alert waits in the outbox; the watchdog retries it on its next run");
+        outln!("  the \"edge installed\" alert waits in the outbox; the watchdog retries it on its next run");
     }
 }
 
@@ -111,13 +111,13 @@ pub(crate) fn docker_config_dir() -> Option<std::path::PathBuf> {
 
 pub(crate) fn print_report(report: &InstallReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
     if report.dry_run {
-        println!("plan for {} (dry run, nothing changed):", report.stack);
+        outln!("plan for {} (dry run, nothing changed):", report.stack);
     } else if !report.plan.is_empty() || !report.pulls.is_empty() {
-        println!("changes:");
+        outln!("changes:");
     }
     for p in &report.pulls {
         let done = match (p.size, p.duration_ms) {
@@ -125,19 +125,19 @@ pub(crate) fn print_report(report: &InstallReport, json: bool) -> anyhow::Result
             _ => String::new(),
         };
         let verb = if report.dry_run { "would pull" } else { "pulled" };
-        println!("  {verb:<8} {} from {}{done}", p.image, p.registry);
+        outln!("  {verb:<8} {} from {}{done}", p.image, p.registry);
     }
     let mut kinds: BTreeSet<ActionKind> = BTreeSet::new();
     for e in &report.plan {
         kinds.insert(e.action);
         let why = e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
         let image = e.image.as_deref().map(|i| format!(" [{i}]")).unwrap_or_default();
-        println!("  {:<8} {}{image}{why}", e.action.as_str(), e.container);
+        outln!("  {:<8} {}{image}{why}", e.action.as_str(), e.container);
     }
     if !report.dry_run && report.plan.is_empty() {
-        println!("no changes: every container matches its spec");
+        outln!("no changes: every container matches its spec");
     }
-    println!("channels:");
+    outln!("channels:");
     for c in &report.channels {
         let mut line = format!("  {:<10} {}", c.id, c.state);
         if let (Some(u), ChannelState::Active) = (&c.upstream, c.state) {
@@ -149,19 +149,19 @@ pub(crate) fn print_report(report: &InstallReport, json: bool) -> anyhow::Result
         if let Some(r) = &c.reason {
             line.push_str(&format!("  — {r}"));
         }
-        println!("{line}");
+        outln!("{line}");
     }
     for (container, r) in &report.services {
         if let Readiness::Failed { reason } = r {
-            println!("  service container {container}: {reason}");
+            outln!("  service container {container}: {reason}");
         }
     }
     if !report.dry_run {
         for line in report.summary.iter().take_while(|l| !report.channels.iter().any(|c| l.starts_with(&c.id))) {
-            println!("{line}");
+            outln!("{line}");
         }
         if !report.identity_created.is_empty() {
-            println!("identity created: {}", report.identity_created.join(", "));
+            outln!("identity created: {}", report.identity_created.join(", "));
         }
     }
     print_alerts(&report.alerts, report.dry_run);
@@ -171,7 +171,7 @@ pub(crate) fn print_report(report: &InstallReport, json: bool) -> anyhow::Result
     if let Some(smoke) = &report.smoke {
         crate::cmd::smoke::print_table(smoke);
     }
-    println!("{}", report.message);
+    outln!("{}", report.message);
     Ok(())
 }
 

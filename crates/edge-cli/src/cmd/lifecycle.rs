@@ -37,7 +37,7 @@ pub(crate) fn run(settings: &Settings, verb: Verb, args: LifecycleArgs) -> anyho
 
 fn print_report(report: &LifecycleReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
     for s in &report.services {
@@ -45,8 +45,8 @@ fn print_report(report: &LifecycleReport, json: bool) -> anyhow::Result<()> {
             Some(edge_channels::Readiness::Failed { reason }) => format!("  — {reason}"),
             _ => String::new(),
         };
-        println!("  {:<10} {:<28} {} -> {}{ready}", s.service, s.container, s.before, s.after);
+        outln!("  {:<10} {:<28} {} -> {}{ready}", s.service, s.container, s.before, s.after);
     }
-    println!("{}", report.message);
+    outln!("{}", report.message);
     Ok(())
 }

@@ -79,7 +79,7 @@ fn render_one(
     let mode = renderer.stack().template(target).map(|t| t.mode).unwrap_or(0o644);
     edge_core::write_atomic_with_mode(out, contents.as_bytes(), mode)?;
     if json {
-        println!("{}", serde_json::json!({ "template": target, "out": out, "bytes": contents.len() }));
+        outln!("{}", serde_json::json!({ "template": target, "out": out, "bytes": contents.len() }));
     } else {
         tracing::info!("rendered {target} to {}", out.display());
     }
@@ -110,12 +110,12 @@ fn render_all(renderer: &Renderer, dir: &Path, vars: &Variables, json: bool) -> 
                 serde_json::json!({ "template": f.template, "path": path, "mode": format!("{:o}", f.mode) })
             })
             .collect();
-        println!("{}", serde_json::json!({ "channels": rendered.channels, "pool": rendered.pool, "files": files }));
+        outln!("{}", serde_json::json!({ "channels": rendered.channels, "pool": rendered.pool, "files": files }));
     } else {
         for line in &rendered.summary {
-            println!("{line}");
+            outln!("{line}");
         }
-        println!("rendered {} files into {}", rendered.files.len(), dir.display());
+        outln!("rendered {} files into {}", rendered.files.len(), dir.display());
     }
     Ok(if degraded { ExitStatus::Degraded } else { ExitStatus::Success })
 }

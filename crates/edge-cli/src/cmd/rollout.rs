@@ -51,9 +51,9 @@ pub(crate) fn rollback(settings: &Settings, args: RollbackArgs) -> anyhow::Resul
 
 fn finish(report: &RolloutReport, json: bool) -> anyhow::Result<ExitStatus> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        println!("{}", report.message);
+        outln!("{}", report.message);
     }
     match report.status {
         Outcome::Success => Ok(ExitStatus::Success),

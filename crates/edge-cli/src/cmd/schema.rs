@@ -3,6 +3,6 @@
 use crate::ExitStatus;
 
 pub(crate) fn run() -> anyhow::Result<ExitStatus> {
-    println!("{}", serde_json::to_string_pretty(&edge_core::Stack::json_schema())?);
+    outln!("{}", serde_json::to_string_pretty(&edge_core::Stack::json_schema())?);
     Ok(ExitStatus::Success)
 }

@@ -52,12 +52,12 @@ pub(crate) fn run(settings: &Settings, command: SecretsCommand) -> anyhow::Resul
     let created = outcome == Outcome::Created;
     report.insert("created".into(), created.into());
     if json {
-        println!("{}", serde_json::Value::Object(report));
+        outln!("{}", serde_json::Value::Object(report));
     } else {
         let verb = if created { "created" } else { "kept existing" };
-        println!("{verb} key pair; public key: {}", report["public_key"].as_str().unwrap_or_default());
+        outln!("{verb} key pair; public key: {}", report["public_key"].as_str().unwrap_or_default());
         if let Some(id) = report.get("uuid").and_then(|v| v.as_str()) {
-            println!("uuid: {id}");
+            outln!("uuid: {id}");
         }
     }
     Ok(ExitStatus::Success)

@@ -12,7 +12,7 @@ pub(crate) fn run(settings: &Settings, args: SmokeArgs) -> anyhow::Result<ExitSt
     let node = settings.node()?;
     let report = block_on(edge_deploy::smoke(&node))?.map_err(op_error)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&report);
     }
@@ -22,14 +22,14 @@ pub(crate) fn run(settings: &Settings, args: SmokeArgs) -> anyhow::Result<ExitSt
 /// One line per check, then the tally.
 pub(crate) fn print_table(report: &SmokeReport) {
     if report.checks.is_empty() {
-        println!("{} has no smoke checks", report.stack);
+        outln!("{} has no smoke checks", report.stack);
         return;
     }
-    println!("smoke checks through {}:", report.url.as_deref().unwrap_or("(no front URL)"));
+    outln!("smoke checks through {}:", report.url.as_deref().unwrap_or("(no front URL)"));
     let width = report.checks.iter().map(|c| c.method.len() + c.path.len() + 1).max().unwrap_or(0);
     for c in &report.checks {
         let request = format!("{} {}", c.method, c.path);
-        println!(
+        outln!(
             "  {:<4}  {request:<width$}  {:<28}  {} ({} ms)",
             if c.ok { "ok" } else { "FAIL" },
             c.expected,
@@ -38,8 +38,8 @@ pub(crate) fn print_table(report: &SmokeReport) {
         );
     }
     if report.ok {
-        println!("all {} smoke checks passed", report.passed);
+        outln!("all {} smoke checks passed", report.passed);
     } else {
-        println!("{} of {} smoke checks failed", report.failed, report.checks.len());
+        outln!("{} of {} smoke checks failed", report.failed, report.checks.len());
     }
 }

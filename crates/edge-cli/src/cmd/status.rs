@@ -12,9 +12,9 @@ pub(crate) fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<ExitS
     let node = settings.node()?;
     let seen = block_on(observe(&node, args.metrics_url.as_deref()))??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&seen)?);
+        outln!("{}", serde_json::to_string_pretty(&seen)?);
     } else {
-        print!("{}", render(&seen));
+        out!("{}", render(&seen));
     }
     // Status reports; only an engine it cannot see makes it fail.
     Ok(if seen.engine.reachable { ExitStatus::Success } else { ExitStatus::Failure })

@@ -28,33 +28,33 @@ pub(crate) fn run(settings: &Settings, args: UninstallArgs) -> anyhow::Result<Ex
         edge_deploy::uninstall(&engine, &node, &request).await.map_err(op_error)
     })??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for w in &report.warnings {
             eprintln!("warning: {w}");
         }
         match &report.backup {
-            Some(dir) => println!("backup of the identity and install.env: {}", dir.display()),
-            None => println!("nothing to back up: no identity files"),
+            Some(dir) => outln!("backup of the identity and install.env: {}", dir.display()),
+            None => outln!("nothing to back up: no identity files"),
         }
-        println!(
+        outln!(
             "removed containers: {}",
             if report.containers_removed.is_empty() { "none".to_owned() } else { report.containers_removed.join(", ") }
         );
         if !report.volumes_removed.is_empty() {
-            println!("removed volumes: {}", report.volumes_removed.join(", "));
+            outln!("removed volumes: {}", report.volumes_removed.join(", "));
         }
         if !report.volumes_kept.is_empty() {
-            println!("kept volumes: {} (--purge-volumes removes them)", report.volumes_kept.join(", "));
+            outln!("kept volumes: {} (--purge-volumes removes them)", report.volumes_kept.join(", "));
         }
-        println!("removed {} files", report.files_removed.len());
+        outln!("removed {} files", report.files_removed.len());
         match &report.backup {
-            Some(dir) => println!(
+            Some(dir) => outln!(
                 "done: {} uninstalled; reinstall with the same identity: edge install --restore-from {}",
                 report.stack,
                 dir.display()
             ),
-            None => println!("done: {} uninstalled", report.stack),
+            None => outln!("done: {} uninstalled", report.stack),
         }
     }
     Ok(if report.warnings.is_empty() { ExitStatus::Success } else { ExitStatus::Degraded })

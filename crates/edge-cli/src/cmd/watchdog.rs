@@ -58,10 +58,10 @@ pub(crate) fn run(settings: &Settings, args: WatchdogArgs) -> anyhow::Result<Exi
             watchdog.look_at_containers(DockerEngine::connect()).await.into_values().collect();
         let outcome = watchdog.tick(&down).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            outln!("{}", serde_json::to_string_pretty(&outcome)?);
         } else {
             for line in tick_lines(&outcome) {
-                println!("{line}");
+                outln!("{line}");
             }
         }
         Ok(exit_status(outcome.tick_status))
@@ -76,7 +76,7 @@ fn print_daemon(output: DaemonOutput<'_>, json: bool) {
             DaemonOutput::Alert(alert) => serde_json::to_string(alert),
         };
         match line {
-            Ok(line) => println!("{line}"),
+            Ok(line) => outln!("{line}"),
             Err(e) => tracing::error!("{e}"),
         }
         return;
@@ -86,7 +86,7 @@ fn print_daemon(output: DaemonOutput<'_>, json: bool) {
         DaemonOutput::Alert(alert) => alert_lines(alert),
     };
     for line in lines {
-        println!("{line}");
+        outln!("{line}");
     }
 }
 

@@ -1,4 +1,5 @@
 //! edge-cli's integration tests: one binary, one module per feature.
 
 mod help;
+mod pipe;
 mod snapshots;
