@@ -293,4 +293,12 @@ fn adopt_takes_over_a_legacy_host_keeping_every_volume_even_when_killed() {
     let stamped: u64 =
         std::fs::read_to_string(paths(stack).alert_state_dir().join("last-alert-ts")).unwrap().trim().parse().unwrap();
     assert!(stamped + 60 > now(), "the rate-limit clock carries on from the legacy one: {stamped}");
+
+    // The volume adoption made is the stack's: a purge removes it with the stack's own, and
+    // leaves the legacy anonymous volumes (never the stack's) alone.
+    let out = edge(stack, &["uninstall", "--yes", "--purge-volumes"], &[]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let left = docker_out(&["volume", "ls", "-q"]);
+    assert!(!left.lines().any(|v| v == adopted_config), "{adopted_config} is purged");
+    assert!(left.lines().any(|v| v == legacy.caddy_config), "the legacy anonymous volume stays");
 }

@@ -19,7 +19,7 @@ use bollard::models::{
 use bollard::query_parameters::CreateImageOptions;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
     RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
     UploadToContainerOptionsBuilder,
 };
@@ -659,6 +659,20 @@ impl Engine for DockerEngine {
                 source => Err(DeployError::CreateVolume { name: name.to_owned(), source }),
             },
         }
+    }
+
+    async fn volumes_labelled(&self, key: &str, value: &str) -> Result<Vec<String>, DeployError> {
+        let filter = format!("{key}={value}");
+        let filters = HashMap::from([("label".to_owned(), vec![filter.clone()])]);
+        let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+        let list = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| DeployError::ListVolumes { filter: format!("label {filter}"), source: engine_error(e) })?;
+        let mut names: Vec<String> = list.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
+        names.sort();
+        Ok(names)
     }
 
     async fn write_volume_file(

@@ -537,6 +537,10 @@ pub trait Engine: Send + Sync {
     /// Whether a named volume exists.
     fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool, DeployError>> + Send;
 
+    /// The named volumes labelled `key=value`, sorted.
+    fn volumes_labelled(&self, key: &str, value: &str)
+    -> impl Future<Output = Result<Vec<String>, DeployError>> + Send;
+
     /// Writes `contents` to the file at `path` inside named volume `volume`, creating its
     /// parent folders and replacing a file already there. `path` is relative to the volume
     /// (`gate/marker`); an absolute path or one with `.`, `..` or empty parts is refused.

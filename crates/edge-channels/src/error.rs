@@ -62,6 +62,14 @@ pub enum DeployError {
         /// The cause.
         source: EngineError,
     },
+    /// Listing volumes failed.
+    #[error("cannot list the volumes of {filter}: {source}")]
+    ListVolumes {
+        /// The label filter used.
+        filter: String,
+        /// The cause.
+        source: EngineError,
+    },
     /// Inspecting a container failed.
     #[error("cannot inspect container {name}: {source}")]
     InspectContainer {

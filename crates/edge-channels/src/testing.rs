@@ -489,6 +489,13 @@ impl Engine for FakeEngine {
         Ok(self.with(|s| s.volumes.contains_key(name)))
     }
 
+    async fn volumes_labelled(&self, key: &str, value: &str) -> Result<Vec<String>, DeployError> {
+        Ok(self.with(|s| {
+            let labelled = |labels: &BTreeMap<String, String>| labels.get(key).is_some_and(|v| v == value);
+            s.volume_labels.iter().filter(|(_, l)| labelled(l)).map(|(name, _)| name.clone()).collect()
+        }))
+    }
+
     async fn write_volume_file(
         &self,
         volume: &str,

@@ -468,7 +468,7 @@ pub struct UninstallArgs {
     /// Write the backup in the legacy installer's layout, as DIR/oxpulse-backup-<epoch>/ (e.g. /root) [default: edge's own, in the state dir].
     #[arg(long, value_name = "DIR")]
     pub backup_dir: Option<PathBuf>,
-    /// Also remove the stack's named volumes (their data is lost).
+    /// Also remove the stack's named volumes, those `edge adopt` made included (their data is lost).
     #[arg(long)]
     pub purge_volumes: bool,
     /// Print the result as JSON.

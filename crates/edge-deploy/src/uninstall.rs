@@ -94,8 +94,15 @@ pub async fn uninstall<E: Engine>(
         }
     }
 
+    // The manifest's volumes, and those adoption made for the stack (labelled with it).
+    let mut volumes = stack.volumes.clone();
+    for v in engine.volumes_labelled(LABEL_STACK, &stack.stack.name).await? {
+        if !volumes.contains(&v) {
+            volumes.push(v);
+        }
+    }
     let (mut volumes_removed, mut volumes_kept) = (Vec::new(), Vec::new());
-    for v in &stack.volumes {
+    for v in &volumes {
         if request.purge_volumes {
             match engine.remove_volume(v).await {
                 Ok(true) => volumes_removed.push(v.clone()),

@@ -246,6 +246,16 @@ fn an_anonymous_volume_at_a_path_the_stack_does_not_mount_is_kept_in_a_named_vol
     assert_eq!(labels.get(LABEL_ADOPTED_VOLUME), Some(&config.source));
     // The anonymous one is not deleted either.
     assert_eq!(h.engine.volume_file(&config.source, "caddy/autosave.json").as_deref(), Some(&b"{}"[..]));
+
+    // It is the stack's: an uninstall keeps it, a purge removes it with the stack's own.
+    let keep = crate::UninstallRequest { purge_volumes: false, backup_layout: Default::default() };
+    let report = run(crate::uninstall(&h.engine, &h.node, &keep)).unwrap();
+    assert!(report.volumes_kept.contains(&kept), "{:?}", report.volumes_kept);
+    run(install(&h.engine, &h.node, &request(), &quiet)).unwrap();
+    let purge = crate::UninstallRequest { purge_volumes: true, ..keep };
+    let report = run(crate::uninstall(&h.engine, &h.node, &purge)).unwrap();
+    assert!(report.volumes_removed.contains(&kept), "{:?}", report.volumes_removed);
+    assert!(!run(h.engine.volume_exists(&kept)).unwrap());
 }
 
 #[test]
