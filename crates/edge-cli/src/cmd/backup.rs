@@ -66,6 +66,9 @@ pub(crate) fn restore(settings: &Settings, args: RestoreArgs) -> anyhow::Result<
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        if let Some(smoke) = &report.smoke {
+            super::smoke::print_table(smoke);
+        }
         println!("{}", report.message);
     }
     match report.status {
