@@ -134,6 +134,12 @@ fn the_app_serves_rows_behind_caddy_which_guards_admin_and_uploads() {
     let stack = SqliteStack::new("sqlite-app").expect("test stack");
     let out = install(&stack, &[]);
     assert_eq!(out.status.code(), Some(0));
+    // A stack without channels says what came up: its services, no empty channel list.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{} installed, 2 services ready", stack.name)), "{text}");
+    assert!(!text.contains("channels:"), "{text}");
+    let status = String::from_utf8_lossy(&edge(&stack, &["status"]).stdout).into_owned();
+    assert!(status.contains("SERVICE") && !status.contains("CHANNEL") && !status.contains("metrics"), "{status}");
     assert_eq!(http("GET", &stack.url("/api/health"), "", None).0, 200);
     let (code, id) = http("POST", &stack.url("/api/rows"), "hello", None);
     assert_eq!(code, 201, "{id}");

@@ -468,11 +468,12 @@ pub(crate) async fn install_unchecked<E: Engine>(
         step("send the \"edge installed\" alert");
         let active: Vec<&str> =
             channels.iter().filter(|c| c.state == ChannelState::Active).map(|c| c.id.as_str()).collect();
-        let text = format!(
-            "edge {} installed {name}: {} (alerts of this node come here)",
-            env!("CARGO_PKG_VERSION"),
-            if active.is_empty() { "no channel active".to_owned() } else { format!("active {}", active.join(", ")) }
-        );
+        let up = match (channels.is_empty(), active.is_empty()) {
+            (true, _) => format!("{} services ready", service_readiness.len()),
+            (false, true) => "no channel active".to_owned(),
+            (false, false) => format!("active {}", active.join(", ")),
+        };
+        let text = format!("edge {} installed {name}: {up} (alerts of this node come here)", env!("CARGO_PKG_VERSION"));
         alerts.announce(&text, &mut alerts_report).await;
         match &alerts_report.problem {
             Some(problem) => (Outcome::Degraded, format!("{message}; but {problem}")),
@@ -682,6 +683,18 @@ fn outcome(
                 active.len(),
                 active.join(", "),
                 failed_optional.join(", ")
+            ),
+        );
+    }
+    if channels.is_empty() {
+        // An app stack: its services are what came up.
+        let ready = services.values().filter(|r| r.is_ready()).count();
+        return (
+            Outcome::Success,
+            format!(
+                "done in {:.1}s: {name} installed, {ready} service{} ready",
+                elapsed.as_secs_f64(),
+                if ready == 1 { "" } else { "s" }
             ),
         );
     }

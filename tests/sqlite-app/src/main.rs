@@ -291,6 +291,8 @@ fn handle(stream: TcpStream, app: &App) -> std::io::Result<()> {
             201 => "Created",
             401 => "Unauthorized",
             404 => "Not Found",
+            500 => "Internal Server Error",
+            503 => "Service Unavailable",
             _ => "Error",
         };
         write!(

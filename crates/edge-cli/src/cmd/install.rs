@@ -134,7 +134,9 @@ pub(crate) fn print_report(report: &InstallReport, json: bool) -> anyhow::Result
     if !report.dry_run && report.plan.is_empty() {
         println!("no changes: every container matches its spec");
     }
-    println!("channels:");
+    if !report.channels.is_empty() {
+        println!("channels:");
+    }
     for c in &report.channels {
         let mut line = format!("  {:<10} {}", c.id, c.state);
         if let (Some(u), ChannelState::Active) = (&c.upstream, c.state) {
