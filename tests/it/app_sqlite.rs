@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use edge_tests::cli::install_args;
 use edge_tests::docker::docker_out;
 use edge_tests::sqlite_app::{SQLITE_APP_IMAGE, SqliteStack, ensure_sqlite_app_images, sqlite_app_images};
 
@@ -27,17 +28,7 @@ pub(crate) fn provision() {
 }
 
 pub(crate) fn edge(stack: &SqliteStack, args: &[&str]) -> Output {
-    let started = Instant::now();
-    let out = stack.command(Path::new(EDGE)).args(args).output().expect("the edge binary runs");
-    eprintln!(
-        "edge {} -> {} in {:.1}s\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        out.status,
-        started.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    edge_tests::cli::run_logged(stack.command(Path::new(EDGE)), args)
 }
 
 pub(crate) fn json(out: &Output) -> serde_json::Value {
@@ -47,11 +38,8 @@ pub(crate) fn json(out: &Output) -> serde_json::Value {
 
 /// Installs the stack on the local images; alerts go to the shared loopback webhook.
 pub(crate) fn install(stack: &SqliteStack, extra: &[&str]) -> Output {
-    let webhook = edge_tests::telegram::shared_chat_server().webhook_url();
-    let images = sqlite_app_images();
-    let mut args = vec!["install", "--alert-webhook", &webhook, "--images", &images];
-    args.extend(extra);
-    edge(stack, &args)
+    let args = install_args("install", &sqlite_app_images(), extra, false);
+    edge(stack, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// One HTTP/1.0 request on loopback: status and body.
@@ -146,6 +134,12 @@ fn the_app_serves_rows_behind_caddy_which_guards_admin_and_uploads() {
     let stack = SqliteStack::new("sqlite-app").expect("test stack");
     let out = install(&stack, &[]);
     assert_eq!(out.status.code(), Some(0));
+    // A stack without channels says what came up: its services, no empty channel list.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{} installed, 2 services ready", stack.name)), "{text}");
+    assert!(!text.contains("channels:"), "{text}");
+    let status = String::from_utf8_lossy(&edge(&stack, &["status"]).stdout).into_owned();
+    assert!(status.contains("SERVICE") && !status.contains("CHANNEL") && !status.contains("metrics"), "{status}");
     assert_eq!(http("GET", &stack.url("/api/health"), "", None).0, 200);
     let (code, id) = http("POST", &stack.url("/api/rows"), "hello", None);
     assert_eq!(code, 201, "{id}");
@@ -319,22 +313,124 @@ fn a_failed_restore_leaves_the_app_on_its_previous_data() {
     let report = json(&out);
     let rows = write_rows(&stack, 10).union(&row_ids(&stack)).copied().collect::<BTreeSet<i64>>();
     // A copy damaged on disk, with a sha256 that matches it: only SQLite's check can tell.
-    let dir = Path::new(report["dir"].as_str().unwrap()).to_owned();
-    let copy = dir.join(report["backup"]["files"][0]["file"].as_str().unwrap());
-    let mut bytes = std::fs::read(&copy).unwrap();
-    for b in &mut bytes[100..4096] {
-        *b = 0xa5;
-    }
-    std::fs::write(&copy, &bytes).unwrap();
-    use sha2::Digest;
-    let manifest = std::fs::read_to_string(dir.join("backup.json")).unwrap();
-    let manifest = manifest
-        .replace(report["backup"]["files"][0]["sha256"].as_str().unwrap(), &hex::encode(sha2::Sha256::digest(&bytes)));
-    std::fs::write(dir.join("backup.json"), manifest).unwrap();
+    edit_backup_copy(&report, |bytes| bytes[100..4096].fill(0xa5));
 
     let out = edge(&stack, &["restore", "latest"]);
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("previous data put back") && !stderr.contains("NOT put back"), "{stderr}");
     assert_eq!(row_ids(&stack), rows);
+}
+
+/// Replaces backup `report`'s copy with `edit(bytes)` and records its sha256 in `backup.json`,
+/// so that only what edge checks after the sha256 can refuse it.
+fn edit_backup_copy(report: &serde_json::Value, edit: impl FnOnce(&mut Vec<u8>)) -> (std::path::PathBuf, String) {
+    let dir = Path::new(report["dir"].as_str().unwrap()).to_owned();
+    let file = report["backup"]["files"][0]["file"].as_str().unwrap().to_owned();
+    let mut bytes = std::fs::read(dir.join(&file)).unwrap();
+    edit(&mut bytes);
+    std::fs::write(dir.join(&file), &bytes).unwrap();
+    use sha2::Digest;
+    let manifest = std::fs::read_to_string(dir.join("backup.json")).unwrap();
+    let manifest = manifest
+        .replace(report["backup"]["files"][0]["sha256"].as_str().unwrap(), &hex::encode(sha2::Sha256::digest(&bytes)));
+    std::fs::write(dir.join("backup.json"), manifest).unwrap();
+    (dir, file)
+}
+
+#[test]
+fn a_restore_the_app_does_not_come_back_ready_on_puts_the_previous_file_back() {
+    provision();
+    let stack = SqliteStack::new("sqlite-unready-restore").expect("test stack");
+    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    write_rows(&stack, 10);
+    let out = edge(&stack, &["backup", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = json(&out);
+    write_rows(&stack, 10);
+    let rows = row_ids(&stack);
+    // A sound file of a newer schema (SQLite's user_version, bytes 60..64 of the header): it
+    // passes every check before the swap, and the app refuses to start on it.
+    let (dir, file) = edit_backup_copy(&report, |bytes| bytes[60..64].copy_from_slice(&99u32.to_be_bytes()));
+    let check = integrity_check(&dir, &file);
+    assert!(check.starts_with("exit status: 0"), "the copy is sound: {check}");
+
+    let out = edge(&stack, &["restore", "latest", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!(report["status"], "failure", "{report}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("previous data put back: app.db") && !stderr.contains("NOT put back"), "{stderr}");
+    assert!(stderr.contains(&format!("{}-app", stack.name)), "the error names the service that failed: {stderr}");
+    assert_eq!(row_ids(&stack), rows, "the app serves its previous rows");
+}
+
+#[test]
+fn a_restore_whose_app_fails_its_smoke_checks_puts_the_previous_file_back() {
+    provision();
+    let stack = SqliteStack::new("sqlite-smoke-restore").expect("test stack");
+    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    write_rows(&stack, 10);
+    let out = edge(&stack, &["backup", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let old = json(&out)["backup"]["id"].as_str().unwrap().to_owned();
+    // From here on the app must serve the marker row: the old backup does not hold it.
+    let (code, _) = http("POST", &stack.url("/api/rows"), "marker-row", None);
+    assert_eq!(code, 201);
+    write_rows(&stack, 5);
+    let rows = row_ids(&stack);
+    stack.append_manifest("[[smoke]]\npath = \"/api/rows\"\nbody = \"marker-row\"\n").unwrap();
+    assert_eq!(edge(&stack, &["smoke"]).status.code(), Some(0));
+
+    let out = edge(&stack, &["restore", &old, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "a restore whose app fails a smoke check fails");
+    let report = json(&out);
+    assert_eq!((report["smoke"]["ok"].clone(), report["smoke"]["failed"].clone()), (false.into(), 1.into()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("smoke GET /api/rows: want body contains \"marker-row\"")
+            && stderr.contains("previous data put back: app.db"),
+        "the error names the failing check: {stderr}"
+    );
+    assert_eq!(row_ids(&stack), rows, "the app serves its previous rows");
+
+    // A restore that passes them reports them.
+    let out = edge(&stack, &["backup", "--json"]);
+    let new = json(&out)["backup"]["id"].as_str().unwrap().to_owned();
+    let out = edge(&stack, &["restore", &new, "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = json(&out);
+    assert_eq!((report["smoke"]["ok"].clone(), report["smoke"]["passed"].clone()), (true.into(), 4.into()));
+    assert_eq!(row_ids(&stack), rows);
+}
+
+#[test]
+fn a_rollout_that_never_gets_ready_is_rolled_back_naming_readiness_and_the_backup() {
+    use edge_tests::sqlite_app::SQLITE_APP_UNREADY_IMAGE;
+    provision();
+    let stack = SqliteStack::new("sqlite-unready").expect("test stack");
+    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let rows = write_rows(&stack, 20);
+    let unready = format!("app={SQLITE_APP_UNREADY_IMAGE}");
+    let out = edge(&stack, &["rollout", "--images", &unready, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!((report["status"].clone(), report["rolled_back"].clone()), ("failure".into(), true.into()), "{report}");
+    let failed = report["failed_check"].as_str().unwrap();
+    let container = format!("{}-app", stack.name);
+    assert!(failed.starts_with(&format!("readiness of {container}: ")), "{failed}");
+    // Caddy, probed through the app, is not waited for once the app failed: the rollback
+    // starts within the app's own health check's retries, not after the 120 s health timeout.
+    let rollout_ms = report["rollout_ms"].as_u64().unwrap();
+    assert!(rollout_ms < 60_000, "the rollout gave up after {rollout_ms} ms");
+    let backup = report["backup"].as_str().expect("the backup taken");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("failed at readiness of {container}")) && stderr.contains(backup),
+        "the error names readiness and the backup: {stderr}"
+    );
+    assert_eq!(app_image(&stack), SQLITE_APP_IMAGE);
+    assert_eq!(row_ids(&stack), rows);
+    // The failed release is not in the history: nothing to roll back to.
+    assert_eq!(edge(&stack, &["rollback"]).status.code(), Some(1));
 }

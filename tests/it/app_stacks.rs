@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use edge_channels::image::Images;
-use edge_tests::docker::{CADDY_IMAGE, STANDIN_IMAGE, TestStack, ensure_image, free_port, provision_local_images};
+use edge_tests::docker::{CADDY_IMAGE, STANDIN_IMAGE, TestStack, free_port, provision_local_images};
 use edge_tests::pebble::{self, PebbleCerts};
 
 use crate::deploy::{code, edge, stdout};
@@ -101,9 +101,7 @@ fn app_behind_caddy_serves_https_from_a_real_acme_ca_and_keeps_its_certificate()
     provision_local_images();
     let certs = PebbleCerts::new().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime
-        .block_on(async { ensure_image(&Images::connect().await?, pebble::IMAGE, &certs.context()?).await })
-        .unwrap();
+    runtime.block_on(async { pebble::ensure_image(&Images::connect().await?).await }).unwrap();
     let ports =
         Ports { http: free_port(), https: free_port(), admin: free_port(), acme: free_port(), management: free_port() };
     let stack = TestStack::example("https", "app-behind-caddy", |name, manifest| {
@@ -111,7 +109,7 @@ fn app_behind_caddy_serves_https_from_a_real_acme_ca_and_keeps_its_certificate()
             .replace(r#"{ host = "{{ HTTP"#, r#"{ host_ip = "127.0.0.1", host = "{{ HTTP"#)
             .replace(r#"depends_on = ["app"]"#, r#"depends_on = ["app", "pebble"]"#)
             .replace("interval_secs = 5", "interval_secs = 1");
-        manifest + &PebbleCerts::service_toml(&format!("{name}-pebble"), ports.acme, ports.management)
+        manifest + &certs.service_toml(&format!("{name}-pebble"), ports.acme, ports.management)
     })
     .unwrap();
     let root = stack.root().join("pebble-root.pem");

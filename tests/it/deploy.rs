@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use edge_tests::cli::install_args;
 use edge_tests::docker::{STANDIN_UNHEALTHY_IMAGE, TestStack, docker_out, partner_edge_images, provision_local_images};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_edge-it");
@@ -36,18 +37,9 @@ pub(crate) fn naive(password: &str) -> Vec<(&'static str, String)> {
 
 /// Runs `edge` on the test stack; the environment holds only the given credentials.
 pub(crate) fn edge(stack: &TestStack, args: &[&str], env: &[(&str, String)]) -> Output {
-    let started = Instant::now();
-    let out = stack.command(Path::new(EDGE)).args(args).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).output();
-    let out = out.expect("the edge binary runs");
-    eprintln!(
-        "edge {} -> {} in {:.1}s\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        out.status,
-        started.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    let mut cmd = stack.command(Path::new(EDGE));
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    edge_tests::cli::run_logged(cmd, args)
 }
 
 pub(crate) fn install(stack: &TestStack, extra: &[&str], env: &[(&str, String)]) -> Output {
@@ -59,20 +51,13 @@ pub(crate) fn with_install_flags(stack: &TestStack, verb: &str, extra: &[&str], 
     let node_config = stack.root().join("node-config.input.json");
     std::fs::write(&node_config, NODE_CONFIG).expect("write node config");
     let node_config = node_config.display().to_string();
-    let images = partner_edge_images();
-    let mut args = vec![verb, "--partner-id", "acme", "--domain", "edge.test.invalid", "--manual-config", &node_config];
-    let has_images = extra.contains(&"--images");
-    if !has_images {
-        args.extend(["--images", &images]);
-    }
-    // Alerts need a transport, or install is degraded: a loopback webhook unless the test gives one.
-    let webhook = edge_tests::telegram::shared_chat_server().webhook_url();
-    if !extra.iter().any(|a| a.starts_with("--alert")) && !env.iter().any(|(k, _)| *k == "OXPULSE_TG_WEBHOOK") {
-        args.extend(["--alert-webhook", &webhook]);
-    }
-    args.extend(extra);
-    args.extend(["--health-timeout", "40s"]);
-    edge(stack, &args, env)
+    let alerts_given = env.iter().any(|(k, _)| *k == "OXPULSE_TG_WEBHOOK");
+    let mut args = install_args(verb, &partner_edge_images(), extra, alerts_given);
+    args.extend(
+        ["--partner-id", "acme", "--domain", "edge.test.invalid", "--manual-config", &node_config].map(str::to_owned),
+    );
+    args.extend(["--health-timeout".to_owned(), "40s".to_owned()]);
+    edge(stack, &args.iter().map(String::as_str).collect::<Vec<_>>(), env)
 }
 
 pub(crate) fn all_channels() -> Vec<(&'static str, String)> {

@@ -2,6 +2,7 @@
 
 pub mod alertmanager;
 pub mod caddy;
+pub mod cli;
 pub mod docker;
 pub mod host;
 pub mod load;

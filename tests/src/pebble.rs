@@ -3,15 +3,17 @@
 //! its management port on a loopback port. `PEBBLE_VA_ALWAYS_VALID=1` skips challenge
 //! validation, so no name needs to resolve to the stack.
 //!
-//! Its HTTPS endpoints use a server certificate made here (`PebbleCerts`): Caddy trusts its
-//! root through the stack's `ACME_CA_ROOT_PEM`. Pebble makes a new issuing root each time it
-//! starts; [`fetch_issuing_root`] reads the current one.
+//! Its HTTPS endpoints use a server certificate made here for each test (`PebbleCerts`),
+//! mounted into the container: the image holds only pebble and its config, so it is built once
+//! per content ([`ensure_image`]) and kept across runs. Caddy trusts the certificate's root
+//! through the stack's `ACME_CA_ROOT_PEM`. Pebble makes a new issuing root each time it starts;
+//! [`fetch_issuing_root`] reads the current one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use edge_channels::image::BuildContext;
+use edge_channels::image::{BuildContext, Images};
 
 /// Where Debian installs it.
 pub const BINARY: &str = "/usr/bin/pebble";
@@ -21,6 +23,39 @@ pub const IMAGE: &str = "edge-test-pebble:local";
 
 /// The ACME directory as Caddy on the stack network sees it.
 pub const DIRECTORY: &str = "https://pebble:14000/dir";
+
+/// Where the container finds its HTTPS certificate and key ([`PebbleCerts::service_toml`]).
+const TLS_DIR: &str = "/etc/pebble/tls";
+
+/// The image's build context: pebble, its libraries and its config; no certificate.
+pub fn context() -> anyhow::Result<BuildContext> {
+    let mut context = BuildContext::new();
+    let mut dockerfile = crate::docker::scratch_with_binary(&mut context, Path::new(BINARY), "/usr/bin/pebble")?;
+    let config = serde_json::json!({"pebble": {
+        "listenAddress": "0.0.0.0:14000",
+        "managementListenAddress": "0.0.0.0:15000",
+        "certificate": format!("{TLS_DIR}/cert.pem"),
+        "privateKey": format!("{TLS_DIR}/key.pem"),
+        "httpPort": 5002,
+        "tlsPort": 5001,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": false
+    }});
+    context.add_file("pebble-config.json", serde_json::to_vec_pretty(&config)?, 0o644)?;
+    dockerfile.push_str("COPY pebble-config.json /etc/pebble/pebble-config.json\n");
+    // Every challenge passes, and no nonce is refused at random: the test is about Caddy.
+    dockerfile.push_str("ENV PEBBLE_VA_ALWAYS_VALID=1 PEBBLE_WFE_NONCEREJECT=0\n");
+    dockerfile.push_str("EXPOSE 14000 15000\nSTOPSIGNAL SIGKILL\n");
+    dockerfile.push_str("ENTRYPOINT [\"/usr/bin/pebble\", \"-config\", \"/etc/pebble/pebble-config.json\"]\n");
+    context.add_file("Dockerfile", dockerfile.into_bytes(), 0o644)?;
+    Ok(context)
+}
+
+/// Builds [`IMAGE`] unless the engine has it from the same context (same pebble, same
+/// config); returns whether it built.
+pub async fn ensure_image(images: &Images) -> anyhow::Result<bool> {
+    crate::docker::ensure_image(images, IMAGE, &context()?).await
+}
 
 /// A CA and the server certificate of pebble's HTTPS listeners (names `pebble`, `localhost`,
 /// `127.0.0.1`), made with openssl in a temp dir.
@@ -67,6 +102,11 @@ impl PebbleCerts {
             "-extfile",
             "san.ext",
         ])?;
+        // Pebble runs with every capability dropped: when the tests run as another user than
+        // its root, it reads the throwaway test key as "other".
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(d.join("key.pem"), std::fs::Permissions::from_mode(0o644))?;
         Ok(Self { dir })
     }
 
@@ -80,37 +120,11 @@ impl PebbleCerts {
         Ok(std::fs::read_to_string(self.ca_file())?)
     }
 
-    /// The image's build context: pebble, its libraries, its config and these certificates.
-    pub fn context(&self) -> anyhow::Result<BuildContext> {
-        let mut context = BuildContext::new();
-        let mut dockerfile = crate::docker::scratch_with_binary(&mut context, Path::new(BINARY), "/usr/bin/pebble")?;
-        let config = serde_json::json!({"pebble": {
-            "listenAddress": "0.0.0.0:14000",
-            "managementListenAddress": "0.0.0.0:15000",
-            "certificate": "/etc/pebble/cert.pem",
-            "privateKey": "/etc/pebble/key.pem",
-            "httpPort": 5002,
-            "tlsPort": 5001,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false
-        }});
-        context.add_file("pebble-config.json", serde_json::to_vec_pretty(&config)?, 0o644)?;
-        for f in ["cert.pem", "key.pem"] {
-            context.add_file(f, std::fs::read(self.dir.path().join(f))?, 0o644)?;
-            dockerfile.push_str(&format!("COPY {f} /etc/pebble/{f}\n"));
-        }
-        dockerfile.push_str("COPY pebble-config.json /etc/pebble/pebble-config.json\n");
-        // Every challenge passes, and no nonce is refused at random: the test is about Caddy.
-        dockerfile.push_str("ENV PEBBLE_VA_ALWAYS_VALID=1 PEBBLE_WFE_NONCEREJECT=0\n");
-        dockerfile.push_str("EXPOSE 14000 15000\nSTOPSIGNAL SIGKILL\n");
-        dockerfile.push_str("ENTRYPOINT [\"/usr/bin/pebble\", \"-config\", \"/etc/pebble/pebble-config.json\"]\n");
-        context.add_file("Dockerfile", dockerfile.into_bytes(), 0o644)?;
-        Ok(context)
-    }
-
-    /// A `[[services]]` block running pebble on the stack network with alias `pebble`, its
-    /// ports published on loopback (`acme`: 14000, `management`: 15000), ready when it listens.
-    pub fn service_toml(container: &str, acme: u16, management: u16) -> String {
+    /// A `[[services]]` block running pebble on the stack network with alias `pebble`, these
+    /// certificates mounted read-only, its ports published on loopback (`acme`: 14000,
+    /// `management`: 15000), ready when it listens.
+    pub fn service_toml(&self, container: &str, acme: u16, management: u16) -> String {
+        let dir = self.dir.path().display();
         format!(
             r#"
 [[services]]
@@ -118,6 +132,10 @@ name = "pebble"
 container = "{container}"
 image = "{IMAGE}"
 aliases = ["pebble"]
+volumes = [
+  {{ source = "{dir}/cert.pem", target = "{TLS_DIR}/cert.pem", read_only = true }},
+  {{ source = "{dir}/key.pem", target = "{TLS_DIR}/key.pem", read_only = true }},
+]
 ports = [
   {{ host_ip = "127.0.0.1", host = "{acme}", container = "14000" }},
   {{ host_ip = "127.0.0.1", host = "{management}", container = "15000" }},

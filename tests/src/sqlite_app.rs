@@ -1,6 +1,7 @@
 //! The app-sqlite stack for tests and the demo: the `edge-sqlite-app` images (the static app
-//! `FROM scratch`, and a bad release of it whose `/api/rows` fails) and test copies of
-//! `examples/app-sqlite` with their own names and loopback port, removed when dropped.
+//! `FROM scratch`, a bad release of it whose `/api/rows` fails and one that never gets ready)
+//! and test copies of `examples/app-sqlite` with their own names and loopback port, removed
+//! when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +18,8 @@ pub const SQLITE_APP_IMAGE: &str = "edge-sqlite-app:dev";
 pub const SQLITE_APP_BAD_IMAGE: &str = "edge-sqlite-app:bad";
 /// The same app as [`SQLITE_APP_IMAGE`] under a second tag: a new release that works.
 pub const SQLITE_APP_NEXT_IMAGE: &str = "edge-sqlite-app:next";
+/// A release that never gets ready: `/api/health` answers 503 (`APP_FAIL=health`).
+pub const SQLITE_APP_UNREADY_IMAGE: &str = "edge-sqlite-app:unready";
 
 /// Builds the static app binary (`x86_64-unknown-linux-gnu`, crt-static, SQLite bundled).
 pub fn build_sqlite_app_binary() -> anyhow::Result<PathBuf> {
@@ -49,7 +52,7 @@ pub fn sqlite_app_context(binary: &Path, env: &str) -> anyhow::Result<BuildConte
     Ok(context)
 }
 
-/// Builds the app images (good, next and bad) and the local Caddy, each once per content.
+/// Builds the app images (good, next, bad and unready) and the local Caddy, each once per content.
 pub async fn ensure_sqlite_app_images() -> anyhow::Result<()> {
     ensure_local_images().await?;
     let binary = tokio::task::spawn_blocking(build_sqlite_app_binary).await.context("building the app")??;
@@ -57,6 +60,7 @@ pub async fn ensure_sqlite_app_images() -> anyhow::Result<()> {
     ensure_image(&images, SQLITE_APP_IMAGE, &sqlite_app_context(&binary, "")?).await?;
     ensure_image(&images, SQLITE_APP_NEXT_IMAGE, &sqlite_app_context(&binary, "ENV APP_RELEASE=next\n")?).await?;
     ensure_image(&images, SQLITE_APP_BAD_IMAGE, &sqlite_app_context(&binary, "ENV APP_FAIL=rows\n")?).await?;
+    ensure_image(&images, SQLITE_APP_UNREADY_IMAGE, &sqlite_app_context(&binary, "ENV APP_FAIL=health\n")?).await?;
     Ok(())
 }
 
@@ -126,6 +130,15 @@ impl SqliteStack {
         cmd.arg("--root").arg(self.root()).arg("--stack").arg(self.stack_dir());
         cmd.env_remove("EDGE_ROOT").env_remove("EDGE_STACK").env_remove("DOCKER_HOST");
         cmd
+    }
+
+    /// Appends `toml` (e.g. a `[[smoke]]` entry) to the copy's `stack.toml`; the next command
+    /// reads it.
+    pub fn append_manifest(&self, toml: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join("stack.toml");
+        let text = std::fs::read_to_string(&path)? + "\n" + toml;
+        std::fs::write(&path, text)?;
+        Ok(())
     }
 
     /// The app's URL base through Caddy.

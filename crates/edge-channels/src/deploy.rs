@@ -97,6 +97,8 @@ pub struct Applied {
     pub kept: Vec<String>,
     /// Containers that could not be created or started, with the error.
     pub failed: BTreeMap<String, DeployError>,
+    /// Dependencies waited for before their dependents' wave, with how that ended.
+    pub waited: BTreeMap<String, Readiness>,
 }
 
 /// Stack-wide objects the containers need.
@@ -279,6 +281,11 @@ impl<'e, E: Engine> Deployer<'e, E> {
                         applied.failed.insert(name, e);
                     }
                 }
+            }
+        }
+        for name in readiness.keys().filter(|n| !applied.failed.contains_key(*n)).cloned().collect::<Vec<_>>() {
+            if let Some(r) = readiness.remove(&name) {
+                applied.waited.insert(name, r);
             }
         }
         Ok(applied)

@@ -96,9 +96,13 @@ left as the failing step left it.\n\nExample:\n  edge gate --runs 20 --partner-i
 checked with PRAGMA integrity_check and recorded with its sha256; the newest `keep` backups stay.\n\nExamples:\n  edge backup\n  edge backup list --json"
     )]
     Backup(BackupArgs),
-    /// Restore a backup: stop the app, swap the database in, start, wait ready, check; a failed
-    /// restore puts the previous file back.
-    #[command(after_help = "Examples:\n  edge restore 20261201T033000Z\n  edge restore latest")]
+    /// Restore a backup: stop the app, swap the database in, start, wait ready, check, run the
+    /// smoke checks; a failed restore puts the previous file back.
+    #[command(
+        after_help = "A restore whose app does not come back ready, whose file fails PRAGMA integrity_check or whose \
+app fails one of the stack's [[smoke]] checks is a failed restore: the previous file goes back, the app starts on it \
+and edge exits 1 naming the step or check that failed.\n\nExamples:\n  edge restore 20261201T033000Z\n  edge restore latest"
+    )]
     Restore(RestoreArgs),
     /// Deploy new images with a way back: back up, install, wait ready, run the smoke checks;
     /// on any failure roll back to the previous images and exit non-zero.

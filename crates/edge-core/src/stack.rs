@@ -75,7 +75,8 @@ pub struct SmokeCheck {
     /// HTTP method.
     #[serde(default = "default_smoke_method")]
     pub method: String,
-    /// Path (and query) on the front URL, from `/`.
+    /// Path (and query) on the front URL, from `/` (template: like the header, it may name the
+    /// stack's variables and generated secrets).
     pub path: String,
     /// One request header, `Name: value` (template: may name a generated secret).
     #[serde(default)]
@@ -846,47 +847,143 @@ impl Stack {
                 contained(&format!("secret {:?} {field}", s.name), file)?;
             }
         }
-        for b in &self.backups {
-            if self.service(&b.service).is_none() {
-                return Err(format!("[[backup]] of {:?} names unknown service {:?}", b.path, b.service));
-            }
-            if !self.volumes.contains(&b.volume) {
-                return Err(format!(
-                    "[[backup]] of {:?} names volume {:?}, which is not declared in `volumes`",
-                    b.path, b.volume
-                ));
-            }
-            contained(&format!("[[backup]] path in volume {:?}", b.volume), &b.path)?;
-            if b.keep == 0 {
-                return Err(format!("[[backup]] of {:?} keeps 0 copies; keep at least 1", b.path));
-            }
-        }
+        self.validate_backups()?;
         for name in self.stack.node_config_variables.iter().chain(&self.stack.loopback_variables) {
             if !is_env_key(name) {
                 return Err(format!("invalid variable name {name:?} in [stack]"));
             }
         }
-        for (i, c) in self.smoke.iter().enumerate() {
-            let what = format!("smoke check {} ({} {})", i + 1, c.method, c.path);
-            if !c.path.starts_with('/') {
-                return Err(format!("{what}: path must start with '/'"));
+        self.validate_front()?;
+        self.validate_smoke()?;
+        Ok(())
+    }
+
+    /// `[[backup]]` entries: each names a service of the stack, a volume it mounts, a relative
+    /// path in it and `keep` of at least 1, and no database twice.
+    fn validate_backups(&self) -> Result<(), String> {
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for (i, b) in self.backups.iter().enumerate() {
+            let what = format!("[[backup]] {} ({} on volume {})", i + 1, b.path, b.volume);
+            let Some(service) = self.service(&b.service) else {
+                let known: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+                return Err(format!(
+                    "{what}: service {:?} is not a service of the stack; name the one that writes the database ({})",
+                    b.service,
+                    known.join(", ")
+                ));
+            };
+            if !self.volumes.contains(&b.volume) {
+                return Err(format!(
+                    "{what}: volume {:?} is not declared in `volumes`; declare it and mount it in service {:?}",
+                    b.volume, b.service
+                ));
             }
-            if c.method.is_empty() || !c.method.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(format!("{what}: method must be an upper-case HTTP method"));
+            if !service.volumes.iter().any(|v| v.source == b.volume) {
+                return Err(format!(
+                    "{what}: service {:?} does not mount volume {:?}; name the volume the database is on, in the service that writes it",
+                    b.service, b.volume
+                ));
             }
-            if c.status.is_none() && c.body.is_none() {
-                return Err(format!("{what}: give the expected status, body or both"));
+            if Path::new(&b.path).components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+                || b.path.is_empty()
+            {
+                return Err(format!(
+                    "{what}: path {:?} must be relative to the volume's root, without '..' (e.g. app.db)",
+                    b.path
+                ));
             }
-            if c.header.as_ref().is_some_and(|h| !h.contains(':')) {
-                return Err(format!("{what}: header must read 'Name: value'"));
+            if b.keep == 0 {
+                return Err(format!("{what}: keep = 0 would delete every backup it takes; keep at least 1"));
+            }
+            if let Some(j) = seen.iter().position(|(v, p)| *v == b.volume && *p == b.path) {
+                return Err(format!("{what}: the same database as [[backup]] {}; name each database once", j + 1));
+            }
+            seen.push((&b.volume, &b.path));
+        }
+        Ok(())
+    }
+
+    /// `[stack] front_url` is an `http://` or `https://` URL; `front_ca` a PEM file's absolute
+    /// path (or a variable, or empty for none), only beside a `front_url`.
+    fn validate_front(&self) -> Result<(), String> {
+        let meta = &self.stack;
+        if let Some(url) = &meta.front_url
+            && !url.starts_with("http://")
+            && !url.starts_with("https://")
+        {
+            return Err(format!(
+                "[stack] front_url {url:?} must start with http:// or https://: the URL clients use, e.g. \"https://{{{{ APP_DOMAIN }}}}\""
+            ));
+        }
+        if let Some(ca) = &meta.front_ca {
+            if !ca.is_empty() && !ca.starts_with('/') && !ca.starts_with("{{") {
+                return Err(format!(
+                    "[stack] front_ca {ca:?} must be the absolute path of a PEM file (or a variable holding one, or empty for none)"
+                ));
+            }
+            if meta.front_url.is_none() {
+                return Err("[stack] front_ca is set without front_url; set front_url or remove front_ca".to_owned());
             }
         }
-        if !self.smoke.is_empty() && self.stack.front_url.is_none() {
-            return Err("smoke checks need [stack] front_url, the URL they are sent to".to_owned());
+        Ok(())
+    }
+
+    /// `[[smoke]]` entries: a known method, a path from `/`, a status in 100..=599 or a body to
+    /// find (or both), a header `Name: value`, a front URL to send them to, no request twice.
+    fn validate_smoke(&self) -> Result<(), String> {
+        let mut seen: Vec<(&str, &str, Option<&str>)> = Vec::new();
+        for (i, c) in self.smoke.iter().enumerate() {
+            let what = format!("[[smoke]] {} ({} {})", i + 1, c.method, c.path);
+            if self.stack.front_url.is_none() {
+                return Err(format!(
+                    "{what}: [stack] has no front_url to send it to; set front_url, e.g. \"http://127.0.0.1:8080\""
+                ));
+            }
+            if !c.path.starts_with('/') {
+                return Err(format!("{what}: path {:?} must start with '/': a path on the front URL", c.path));
+            }
+            if !SMOKE_METHODS.contains(&c.method.as_str()) {
+                return Err(format!(
+                    "{what}: method {:?} is not one of {}; use one of them",
+                    c.method,
+                    SMOKE_METHODS.join(", ")
+                ));
+            }
+            if c.status.is_none() && c.body.as_deref().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "{what}: expects nothing; give the status it must answer, text its body must contain, or both"
+                ));
+            }
+            if let Some(s) = c.status.filter(|s| !(100..=599).contains(s)) {
+                return Err(format!("{what}: status {s} is not an HTTP status; use one from 100 to 599"));
+            }
+            if let Some(h) = &c.header {
+                let (name, value) = h.split_once(':').unwrap_or((h, ""));
+                let name = name.trim();
+                if name.is_empty()
+                    || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                {
+                    return Err(format!("{what}: header {h:?} has no valid name; write it as 'Name: value'"));
+                }
+                if value.trim().is_empty() {
+                    return Err(format!("{what}: header {h:?} has no value; write it as 'Name: value'"));
+                }
+            }
+            let key = (c.method.as_str(), c.path.as_str(), c.header.as_deref());
+            if let Some(j) = seen.iter().position(|k| *k == key) {
+                return Err(format!(
+                    "{what}: the same request as [[smoke]] {}; put both expectations in one check",
+                    j + 1
+                ));
+            }
+            seen.push(key);
         }
         Ok(())
     }
 }
+
+/// The methods a `[[smoke]]` check may send.
+const SMOKE_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// A name wg-quick accepts for an interface.
 fn is_interface_name(name: &str) -> bool {
@@ -1194,6 +1291,168 @@ mod tests {
         let err = toml(both).unwrap_err().to_string();
         assert!(err.contains("service \"app\" has both a healthcheck and a readiness probe"), "{err}");
         assert!(toml("readiness = { exec = { port = \"1\" } }").is_err(), "only http and tcp");
+    }
+
+    /// The `[[backup]]`, `[[smoke]]` and `[stack] front_url`/`front_ca` of `input`, appended to
+    /// a stack of two services (app mounts `data`, web mounts `logs`) whose `[stack]` table
+    /// comes last, are refused at load with `expected`, or load when it is `None`.
+    fn check_entries(input: &str, expected: Option<&str>) {
+        let base = r#"
+volumes = ["data", "logs"]
+[[services]]
+name = "app"
+container = "t-app"
+image = "app:1"
+volumes = [{ source = "data", target = "/data" }]
+[[services]]
+name = "web"
+container = "t-web"
+image = "web:1"
+volumes = [{ source = "logs", target = "/logs" }]
+[stack]
+name = "t"
+compose_project = "t"
+network = "t"
+config_dir = "/etc/t"
+state_dir = "/var/lib/t"
+"#;
+        let got = Stack::from_toml(&format!("{base}{input}"), "t.toml").err().map(|e| e.to_string());
+        let expected = expected.map(|e| format!("invalid stack manifest t.toml: {e}"));
+        assert_eq!(got, expected, "{input}");
+    }
+
+    #[test]
+    fn bad_backup_smoke_and_front_entries_are_refused_naming_the_entry_and_field() {
+        const FRONT: &str = "front_url = \"http://127.0.0.1:8080\"\n";
+        let backup = |fields: &str| format!("[[backup]]\n{fields}\n");
+        let smoke = |fields: &str| format!("{FRONT}[[smoke]]\n{fields}\n");
+        // Good entries load.
+        check_entries(&backup("service = \"app\"\nvolume = \"data\"\npath = \"db/app.db\"\nkeep = 1"), None);
+        check_entries(
+            &smoke(
+                "method = \"POST\"\npath = \"/api/{{ TENANT }}\"\nheader = \"Authorization: Bearer {{ KEY }}\"\nstatus = 401\nbody = \"no\"",
+            ),
+            None,
+        );
+        check_entries("front_url = \"https://{{ APP_DOMAIN }}\"\nfront_ca = \"{{ FRONT_CA }}\"", None);
+        check_entries(&format!("{FRONT}front_ca = \"\""), None);
+
+        let b1 = "[[backup]] 1 (app.db on volume data)";
+        for (fields, expected) in [
+            (
+                "service = \"db\"\nvolume = \"data\"\npath = \"app.db\"",
+                format!("{b1}: service \"db\" is not a service of the stack; name the one that writes the database (app, web)"),
+            ),
+            (
+                "service = \"app\"\nvolume = \"logs\"\npath = \"app.db\"",
+                "[[backup]] 1 (app.db on volume logs): service \"app\" does not mount volume \"logs\"; name the volume the database is on, in the service that writes it".to_owned(),
+            ),
+            (
+                "service = \"app\"\nvolume = \"cache\"\npath = \"app.db\"",
+                "[[backup]] 1 (app.db on volume cache): volume \"cache\" is not declared in `volumes`; declare it and mount it in service \"app\"".to_owned(),
+            ),
+            (
+                "service = \"app\"\nvolume = \"data\"\npath = \"/data/app.db\"",
+                "[[backup]] 1 (/data/app.db on volume data): path \"/data/app.db\" must be relative to the volume's root, without '..' (e.g. app.db)".to_owned(),
+            ),
+            (
+                "service = \"app\"\nvolume = \"data\"\npath = \"../other/app.db\"",
+                "[[backup]] 1 (../other/app.db on volume data): path \"../other/app.db\" must be relative to the volume's root, without '..' (e.g. app.db)".to_owned(),
+            ),
+            (
+                "service = \"app\"\nvolume = \"data\"\npath = \"\"",
+                "[[backup]] 1 ( on volume data): path \"\" must be relative to the volume's root, without '..' (e.g. app.db)".to_owned(),
+            ),
+            (
+                "service = \"app\"\nvolume = \"data\"\npath = \"app.db\"\nkeep = 0",
+                format!("{b1}: keep = 0 would delete every backup it takes; keep at least 1"),
+            ),
+            (
+                "service = \"app\"\nvolume = \"data\"\npath = \"app.db\"\n[[backup]]\nservice = \"app\"\nvolume = \"data\"\npath = \"app.db\"\nkeep = 2",
+                "[[backup]] 2 (app.db on volume data): the same database as [[backup]] 1; name each database once".to_owned(),
+            ),
+        ] {
+            check_entries(&backup(fields), Some(&expected));
+        }
+
+        let s1 = "[[smoke]] 1 (GET /api/health)";
+        for (fields, expected) in [
+            (
+                "path = \"api/health\"\nstatus = 200",
+                "[[smoke]] 1 (GET api/health): path \"api/health\" must start with '/': a path on the front URL".to_owned(),
+            ),
+            (
+                "path = \"http://x/api/health\"\nstatus = 200",
+                "[[smoke]] 1 (GET http://x/api/health): path \"http://x/api/health\" must start with '/': a path on the front URL".to_owned(),
+            ),
+            (
+                "method = \"FETCH\"\npath = \"/api/health\"\nstatus = 200",
+                "[[smoke]] 1 (FETCH /api/health): method \"FETCH\" is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS; use one of them".to_owned(),
+            ),
+            (
+                "method = \"get\"\npath = \"/api/health\"\nstatus = 200",
+                "[[smoke]] 1 (get /api/health): method \"get\" is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS; use one of them".to_owned(),
+            ),
+            (
+                "path = \"/api/health\"",
+                format!("{s1}: expects nothing; give the status it must answer, text its body must contain, or both"),
+            ),
+            (
+                "path = \"/api/health\"\nbody = \"\"",
+                format!("{s1}: expects nothing; give the status it must answer, text its body must contain, or both"),
+            ),
+            ("path = \"/api/health\"\nstatus = 99", format!("{s1}: status 99 is not an HTTP status; use one from 100 to 599")),
+            ("path = \"/api/health\"\nstatus = 600", format!("{s1}: status 600 is not an HTTP status; use one from 100 to 599")),
+            (
+                "path = \"/api/health\"\nstatus = 200\nheader = \"X-Token\"",
+                format!("{s1}: header \"X-Token\" has no value; write it as 'Name: value'"),
+            ),
+            (
+                "path = \"/api/health\"\nstatus = 200\nheader = \"X-Token:  \"",
+                format!("{s1}: header \"X-Token:  \" has no value; write it as 'Name: value'"),
+            ),
+            (
+                "path = \"/api/health\"\nstatus = 200\nheader = \": abc\"",
+                format!("{s1}: header \": abc\" has no valid name; write it as 'Name: value'"),
+            ),
+            (
+                "path = \"/api/health\"\nstatus = 200\nheader = \"X Token: abc\"",
+                format!("{s1}: header \"X Token: abc\" has no valid name; write it as 'Name: value'"),
+            ),
+            (
+                "path = \"/api/health\"\nstatus = 200\n[[smoke]]\npath = \"/api/health\"\nbody = \"ok\"",
+                "[[smoke]] 2 (GET /api/health): the same request as [[smoke]] 1; put both expectations in one check".to_owned(),
+            ),
+        ] {
+            check_entries(&smoke(fields), Some(&expected));
+        }
+        check_entries(
+            "[[smoke]]\npath = \"/api/health\"\nstatus = 200",
+            Some(&format!(
+                "{s1}: [stack] has no front_url to send it to; set front_url, e.g. \"http://127.0.0.1:8080\""
+            )),
+        );
+
+        for (input, expected) in [
+            (
+                "front_url = \"127.0.0.1:8080\"",
+                "[stack] front_url \"127.0.0.1:8080\" must start with http:// or https://: the URL clients use, e.g. \"https://{{ APP_DOMAIN }}\"",
+            ),
+            (
+                "front_url = \"\"",
+                "[stack] front_url \"\" must start with http:// or https://: the URL clients use, e.g. \"https://{{ APP_DOMAIN }}\"",
+            ),
+            (
+                "front_url = \"https://app.test\"\nfront_ca = \"ca.pem\"",
+                "[stack] front_ca \"ca.pem\" must be the absolute path of a PEM file (or a variable holding one, or empty for none)",
+            ),
+            (
+                "front_ca = \"/etc/ca.pem\"",
+                "[stack] front_ca is set without front_url; set front_url or remove front_ca",
+            ),
+        ] {
+            check_entries(input, Some(expected));
+        }
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //!
 //! A restore stops the service (recorded as the operator's stop, so the watchdog leaves it
 //! down), has the helper swap the file in (`restore SRC DST`: the previous file goes to
-//! `DST.pre-restore`, stale `-wal`/`-shm` go), starts the service, waits until it is ready and
-//! checks the file again. If any of that fails, the previous file is put back (`putback DST`)
-//! and the service started on it.
+//! `DST.pre-restore`, stale `-wal`/`-shm` go), starts the service, waits until it is ready,
+//! checks the file again and runs the stack's `[[smoke]]` checks through the front proxy. If
+//! any of that fails (a restored file the app does not come back ready on, or serves wrongly,
+//! counts as a failed restore), the previous file is put back (`putback DST`), the service
+//! started on it, and the report is a failure naming the step or smoke check that failed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,11 +42,17 @@ pub struct BackupRequest {
     pub helper_timeout: Duration,
     /// How long a restarted service may take to become ready.
     pub health_timeout: Duration,
+    /// How long the smoke checks after a restore are retried before they count as failed.
+    pub smoke_wait: Duration,
 }
 
 impl Default for BackupRequest {
     fn default() -> Self {
-        Self { helper_timeout: Duration::from_secs(600), health_timeout: Duration::from_secs(120) }
+        Self {
+            helper_timeout: Duration::from_secs(600),
+            health_timeout: Duration::from_secs(120),
+            smoke_wait: Duration::from_secs(10),
+        }
     }
 }
 
@@ -100,6 +108,9 @@ pub struct RestoreReport {
     pub backup: String,
     /// Success, or failure with the previous files back in place.
     pub status: Outcome,
+    /// The stack's smoke checks on the restored data; `None` when it has none or the restore
+    /// failed before them.
+    pub smoke: Option<crate::SmokeReport>,
     /// Wall time.
     pub duration_ms: u64,
     /// One line saying how it ended.
@@ -267,7 +278,9 @@ pub async fn restore<E: Engine>(
     if stopped.status != Outcome::Success {
         return Err(OpError::Backup { what: format!("restore of {}", info.id), message: stopped.message });
     }
-    let failure = swap_in(engine, node, request, &entries, &info, &dir, &images, &lifecycle, progress).await;
+    let mut smoke = None;
+    let failure =
+        swap_in(engine, node, request, &entries, &info, &dir, &images, &lifecycle, &mut smoke, progress).await;
     let (status, message) = match failure {
         None => (Outcome::Success, format!("restored {} in {:.1}s", info.id, started.elapsed().as_secs_f64())),
         Some(why) => {
@@ -299,13 +312,14 @@ pub async fn restore<E: Engine>(
         stack: node.name().to_owned(),
         backup: info.id,
         status,
+        smoke,
         duration_ms: started.elapsed().as_millis() as u64,
         message,
     })
 }
 
-/// Swaps each file in, starts the services, waits for them and checks the files; the reason of
-/// the first failure, if any.
+/// Swaps each file in, starts the services, waits for them, checks the files and runs the
+/// smoke checks (their report goes to `smoke`); the reason of the first failure, if any.
 #[allow(clippy::too_many_arguments)]
 async fn swap_in<E: Engine>(
     engine: &E,
@@ -316,6 +330,7 @@ async fn swap_in<E: Engine>(
     dir: &Path,
     images: &BTreeMap<String, String>,
     lifecycle: &LifecycleRequest,
+    smoke: &mut Option<crate::SmokeReport>,
     progress: ProgressSink<'_>,
 ) -> Option<String> {
     for f in &info.files {
@@ -342,7 +357,18 @@ async fn swap_in<E: Engine>(
             return Some(e.to_string());
         }
     }
-    None
+    if node.stack().smoke.is_empty() {
+        return None;
+    }
+    progress(crate::Progress::Step("smoke checks on the restored data".to_owned()));
+    match crate::smoke::smoke_until(node, request.smoke_wait).await {
+        Ok(report) => {
+            let failed = report.first_failure();
+            *smoke = Some(report);
+            failed
+        }
+        Err(e) => Some(format!("smoke: {e}")),
+    }
 }
 
 fn entries(node: &Node) -> Result<Vec<BackupEntry>, OpError> {

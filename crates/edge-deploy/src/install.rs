@@ -18,13 +18,13 @@
 //! service's own error. `install.env` records the digest of the config each such service
 //! runs (`CONFIGS`), so an unchanged re-run hands it nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edge_alerts::{AlertChanges, AlertSettings, Alerter, TransportTarget};
 use edge_channels::{
-    Action, ActionKind, Applied, Deployer, Desired, Engine, EngineVersion, Infrastructure, PlanEntry, Readiness,
+    Action, ActionKind, Applied, Deployer, Desired, Engine, EngineVersion, Event, Infrastructure, PlanEntry, Readiness,
     RenderedMount, container_spec, stack_labels,
 };
 use edge_core::secrets::{Outcome as SecretOutcome, SPEC_HASH_KEY_FILE};
@@ -193,7 +193,7 @@ pub struct InstallReport {
     /// The stack's summary lines.
     pub summary: Vec<String>,
     /// The stack's smoke checks after install; `None` when it has none, or they were not run
-    /// (a dry run, no pool wait).
+    /// (a dry run, no pool wait, a failed install).
     pub smoke: Option<crate::SmokeReport>,
     /// What the operator should know (secrets a service gets in its environment).
     pub warnings: Vec<String>,
@@ -452,7 +452,8 @@ pub(crate) async fn install_unchecked<E: Engine>(
     }
     let (status, message) = outcome(&name, &channels, &service_readiness, started.elapsed());
     // Smoke checks go through the front proxy on this host: not with the in-memory engine.
-    let smoke = if stack.smoke.is_empty() || request.pool_wait.is_zero() {
+    // After a failed install they could only use up the wait: the install already failed.
+    let smoke = if stack.smoke.is_empty() || request.pool_wait.is_zero() || status == Outcome::Failure {
         None
     } else {
         step("run the smoke checks");
@@ -473,11 +474,12 @@ pub(crate) async fn install_unchecked<E: Engine>(
         step("send the \"edge installed\" alert");
         let active: Vec<&str> =
             channels.iter().filter(|c| c.state == ChannelState::Active).map(|c| c.id.as_str()).collect();
-        let text = format!(
-            "edge {} installed {name}: {} (alerts of this node come here)",
-            env!("CARGO_PKG_VERSION"),
-            if active.is_empty() { "no channel active".to_owned() } else { format!("active {}", active.join(", ")) }
-        );
+        let up = match (channels.is_empty(), active.is_empty()) {
+            (true, _) => format!("{} services ready", service_readiness.len()),
+            (false, true) => "no channel active".to_owned(),
+            (false, false) => format!("active {}", active.join(", ")),
+        };
+        let text = format!("edge {} installed {name}: {up} (alerts of this node come here)", env!("CARGO_PKG_VERSION"));
         alerts.announce(&text, &mut alerts_report).await;
         match &alerts_report.problem {
             Some(problem) => (Outcome::Degraded, format!("{message}; but {problem}")),
@@ -688,6 +690,18 @@ fn outcome(
                 active.len(),
                 active.join(", "),
                 failed_optional.join(", ")
+            ),
+        );
+    }
+    if channels.is_empty() {
+        // An app stack: its services are what came up.
+        let ready = services.values().filter(|r| r.is_ready()).count();
+        return (
+            Outcome::Success,
+            format!(
+                "done in {:.1}s: {name} installed, {ready} service{} ready",
+                elapsed.as_secs_f64(),
+                if ready == 1 { "" } else { "s" }
             ),
         );
     }
@@ -967,11 +981,35 @@ async fn apply_and_wait<E: Engine>(
 ) -> Result<(Applied, BTreeMap<String, Readiness>), OpError> {
     let on_event = |e| (wait.progress)(Progress::Deploy(e));
     let applied = deployer.apply(plan, infra, wait.timeout, &on_event).await?;
-    let waiting: Vec<String> = phase.into_iter().filter(|name| !applied.failed.contains_key(name)).collect();
+    // A dependency that already failed fails its dependents too: a front proxy probed through
+    // an app that never got ready would only use up the whole timeout.
+    let failed_services: BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| a.desired())
+        .filter(|d| {
+            applied.failed.contains_key(d.name())
+                || matches!(applied.waited.get(d.name()), Some(Readiness::Failed { .. }))
+        })
+        .map(|d| d.service.as_str())
+        .collect();
+    let mut readiness = BTreeMap::new();
+    let mut waiting = Vec::new();
+    for name in phase.into_iter().filter(|name| !applied.failed.contains_key(name)) {
+        let desired = plan.action(&name).and_then(|a| a.desired());
+        match desired.and_then(|d| d.depends_on.iter().find(|s| failed_services.contains(s.as_str()))) {
+            Some(dep) => {
+                let reason = format!("not waited for: dependency {dep} is not healthy");
+                (wait.progress)(Progress::Deploy(Event::Failed { name: name.clone(), reason: reason.clone() }));
+                readiness.insert(name, Readiness::Failed { reason });
+            }
+            None => waiting.push(name),
+        }
+    }
     if !waiting.is_empty() {
         (wait.progress)(Progress::Step(wait_step.to_owned()));
     }
-    let mut readiness = deployer.wait_ready(&waiting, wait.timeout, &on_event).await;
+    readiness.extend(deployer.wait_ready(&waiting, wait.timeout, &on_event).await);
     for (name, e) in &applied.failed {
         readiness.insert(name.clone(), Readiness::Failed { reason: e.to_string() });
     }

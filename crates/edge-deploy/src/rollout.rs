@@ -2,8 +2,9 @@
 //!
 //! A rollout takes a data backup first (when the stack has `[[backup]]` entries), installs
 //! with the new images (which waits for readiness), then runs the smoke checks. If any step
-//! fails it installs the images the services ran before, automatically, and reports the
-//! failing check and the backup taken; with `restore_on_failure` it also restores that backup.
+//! fails (a container that never gets ready is named as `readiness of CONTAINER`) it installs
+//! the images the services ran before, automatically, and reports the failing check and the
+//! backup taken; with `restore_on_failure` it also restores that backup.
 //! `rollback` installs each service's previous image from the install record's history.
 
 use std::collections::BTreeMap;
@@ -66,7 +67,8 @@ pub struct RolloutReport {
     pub to: BTreeMap<String, String>,
     /// The backup taken first, if the stack has `[[backup]]` entries.
     pub backup: Option<String>,
-    /// The step that failed: `backup`, `deploy`, or `smoke URL`, with why.
+    /// The step that failed, with why: `deploy`, `readiness of CONTAINER` (the new release
+    /// never got ready), or `smoke METHOD PATH`.
     pub failed_check: Option<String>,
     /// Whether the previous images were put back.
     pub rolled_back: bool,
@@ -186,7 +188,14 @@ async fn deploy_and_check<E: Engine>(
 ) -> Option<String> {
     let deploy = InstallRequest { images, ..request.install.clone() };
     match install(engine, node, &deploy, progress).await {
-        Ok(r) if r.status == Outcome::Failure => return Some(format!("deploy: {}", r.message)),
+        Ok(r) if r.status == Outcome::Failure => {
+            // A service that never got ready is named as such: the release itself is bad.
+            let unready = r.services.iter().find_map(|(container, readiness)| match readiness {
+                edge_channels::Readiness::Failed { reason } => Some(format!("readiness of {container}: {reason}")),
+                edge_channels::Readiness::Ready { .. } => None,
+            });
+            return Some(unready.unwrap_or_else(|| format!("deploy: {}", r.message)));
+        }
         Ok(_) => {}
         Err(e) => return Some(format!("deploy: {e}")),
     }
@@ -202,11 +211,7 @@ async fn deploy_and_check<E: Engine>(
         }
     }
     match crate::smoke(node).await {
-        Ok(report) => report
-            .checks
-            .iter()
-            .find(|c| !c.ok)
-            .map(|c| format!("smoke {} {}: want {}, {}", c.method, c.path, c.expected, c.detail)),
+        Ok(report) => report.first_failure(),
         Err(e) => Some(format!("smoke: {e}")),
     }
 }

@@ -53,6 +53,15 @@ pub struct SmokeReport {
     pub checks: Vec<SmokeResult>,
 }
 
+impl SmokeReport {
+    /// The first failed check as one line (`smoke GET /api/rows: want status 200, answered
+    /// 500`), if any.
+    pub fn first_failure(&self) -> Option<String> {
+        let c = self.checks.iter().find(|c| !c.ok)?;
+        Some(format!("smoke {} {}: want {}, {}", c.method, c.path, c.expected, c.detail))
+    }
+}
+
 /// Runs the stack's smoke checks through the front proxy recorded by the last install. Only an
 /// unreadable install record or secret is an error; every request's failure is in the report.
 pub async fn smoke(node: &Node) -> Result<SmokeReport, OpError> {
@@ -158,7 +167,11 @@ async fn request(
     vars: &Variables,
 ) -> Result<(u16, String), String> {
     let method = reqwest::Method::from_bytes(check.method.as_bytes()).map_err(|e| format!("method: {e}"))?;
-    let url = format!("{}{}", base.trim_end_matches('/'), check.path);
+    // The path may name variables too; reports show the manifest's text, never a secret.
+    let path = crate::observe::substitute(&check.path, vars)
+        .ok_or_else(|| "the path names a variable that is not set".to_owned())?;
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let shown = format!("{}{}", base.trim_end_matches('/'), check.path);
     let mut req = client.request(method, &url);
     if let Some(header) = &check.header {
         let resolved = crate::observe::substitute(header, vars)
@@ -166,15 +179,16 @@ async fn request(
         let (name, value) = resolved.split_once(':').unwrap_or((&resolved, ""));
         req = req.header(name.trim(), value.trim());
     }
-    let resp = req.send().await.map_err(|e| describe(&url, &e))?;
+    let resp = req.send().await.map_err(|e| describe(&shown, e))?;
     let status = resp.status().as_u16();
-    let body = resp.text().await.map_err(|e| format!("{url}: reading the body: {e}"))?;
+    let body = resp.text().await.map_err(|e| format!("{shown}: reading the body: {}", e.without_url()))?;
     Ok((status, body))
 }
 
-/// The error and its causes: reqwest's own text hides the TLS or connect reason.
-fn describe(url: &str, e: &reqwest::Error) -> String {
-    format!("{url}: {}", crate::error::chain(e))
+/// The error and its causes: reqwest's own text hides the TLS or connect reason. `url` is the
+/// manifest's text; the resolved one, which may hold a secret, is left out.
+fn describe(url: &str, e: reqwest::Error) -> String {
+    format!("{url}: {}", crate::error::chain(&e.without_url()))
 }
 
 fn judge(check: &SmokeCheck, status: u16, body: &str) -> (bool, Option<u16>, String) {
@@ -205,6 +219,42 @@ mod tests {
         let c =
             SmokeCheck { method: "GET".into(), path: "/".into(), header: None, status, body: body.map(str::to_owned) };
         assert_eq!(judge(&c, got.0, got.1).0, ok, "{status:?} {body:?} against {got:?}");
+    }
+
+    /// One loopback HTTP server answering each request with its request line as the body.
+    fn echo_server() -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let body = line.trim_end();
+                let _ = write!(&stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn the_path_names_variables_and_the_report_shows_the_manifest_text() {
+        let url = echo_server();
+        let client = client(&url, None).unwrap();
+        let vars = Variables::new(&[("TENANT".to_owned(), "acme".to_owned())].into_iter().collect());
+        let check = |path: &str, body: &str| SmokeCheck {
+            method: "GET".into(),
+            path: path.into(),
+            header: None,
+            status: Some(200),
+            body: Some(body.into()),
+        };
+        let got = run(&check("/t/{{ TENANT }}/health", "GET /t/acme/health"), &url, Ok(&client), &vars).await;
+        assert!(got.ok, "{got:?}");
+        assert_eq!(got.path, "/t/{{ TENANT }}/health");
+        let got = run(&check("/t/{{ NOPE }}", "x"), &url, Ok(&client), &vars).await;
+        assert_eq!((got.ok, got.detail.as_str()), (false, "the path names a variable that is not set"));
     }
 
     #[test]

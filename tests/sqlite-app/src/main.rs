@@ -11,6 +11,9 @@
 //!   environment).
 //! - `GET /uploads/NAME` answers 200: the proxy in front must be the one that refuses it.
 //! - With `APP_FAIL=rows` `/api/rows` answers 500 while health stays green: a bad release.
+//!   With `APP_FAIL=health` `/api/health` answers 503: a release that never gets ready.
+//! - The database's schema version is SQLite's `user_version`: a new file gets [`SCHEMA`], and
+//!   a file of a newer schema (a backup written by a later release) is refused at start.
 //!
 //! Helper subcommands (exit 0 on success; on failure the reason goes to stderr and to
 //! `HELPER_ERROR_FILE` when set, which edge reads back through its bind mount):
@@ -32,6 +35,9 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 const MAX_BODY: usize = 1024 * 1024;
+
+/// The schema version this release writes and reads (`PRAGMA user_version`).
+const SCHEMA: i64 = 1;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -187,6 +193,7 @@ struct App {
     db: Mutex<Connection>,
     admin_token: Option<String>,
     fail_rows: bool,
+    fail_health: bool,
 }
 
 fn serve() -> Result<(), String> {
@@ -202,6 +209,15 @@ fn serve() -> Result<(), String> {
         "PRAGMA synchronous=NORMAL; CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
     )
     .map_err(|e| format!("cannot create the rows table: {e}"))?;
+    let schema: i64 =
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| format!("cannot read the schema: {e}"))?;
+    if schema > SCHEMA {
+        return Err(format!(
+            "{} has schema {schema}, newer than this release's {SCHEMA}: restore a backup this release wrote, or run the release that wrote it",
+            db_path.display()
+        ));
+    }
+    conn.pragma_update(None, "user_version", SCHEMA).map_err(|e| format!("cannot set the schema: {e}"))?;
     let admin_token = match std::env::var("APP_ENV_FILE") {
         Ok(file) => {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {file}: {e}"))?;
@@ -215,6 +231,7 @@ fn serve() -> Result<(), String> {
         db: Mutex::new(conn),
         admin_token,
         fail_rows: std::env::var("APP_FAIL").is_ok_and(|v| v == "rows"),
+        fail_health: std::env::var("APP_FAIL").is_ok_and(|v| v == "health"),
     });
     let listener = TcpListener::bind(&listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!("edge-sqlite-app listening on {listen}, database {}", db_path.display());
@@ -274,6 +291,8 @@ fn handle(stream: TcpStream, app: &App) -> std::io::Result<()> {
             201 => "Created",
             401 => "Unauthorized",
             404 => "Not Found",
+            500 => "Internal Server Error",
+            503 => "Service Unavailable",
             _ => "Error",
         };
         write!(
@@ -292,6 +311,7 @@ fn handle(stream: TcpStream, app: &App) -> std::io::Result<()> {
 fn route(app: &App, method: &str, path: &str, authorization: Option<&str>, body: &[u8]) -> (u16, String) {
     let db = || app.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     match (method, path) {
+        ("GET", "/api/health") if app.fail_health => (503, "not ready in this release\n".to_owned()),
         ("GET", "/api/health") => match db().query_row("SELECT count(*) FROM rows", [], |r| r.get::<_, i64>(0)) {
             Ok(_) => (200, "ok\n".to_owned()),
             Err(e) => (500, format!("database: {e}\n")),

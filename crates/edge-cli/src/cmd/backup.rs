@@ -61,6 +61,9 @@ pub(crate) fn restore(settings: &Settings, args: RestoreArgs) -> anyhow::Result<
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        if let Some(smoke) = &report.smoke {
+            super::smoke::print_table(smoke);
+        }
         outln!("{}", report.message);
     }
     match report.status {

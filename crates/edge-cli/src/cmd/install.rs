@@ -137,7 +137,9 @@ pub(crate) fn print_report(report: &InstallReport, json: bool) -> anyhow::Result
     if !report.dry_run && report.plan.is_empty() {
         outln!("no changes: every container matches its spec");
     }
-    outln!("channels:");
+    if !report.channels.is_empty() {
+        outln!("channels:");
+    }
     for c in &report.channels {
         let mut line = format!("  {:<10} {}", c.id, c.state);
         if let (Some(u), ChannelState::Active) = (&c.upstream, c.state) {

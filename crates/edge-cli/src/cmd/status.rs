@@ -55,14 +55,19 @@ pub(crate) fn render(seen: &Observation) -> String {
             c.upstream_health.map_or("-", |h| h.as_str()),
         ]));
     }
-    out.push_str(&table(&rows));
+    // An app stack has services only: no channel table, no pool metrics to read.
+    if !seen.channels.is_empty() {
+        out.push_str(&table(&rows));
+    }
     for c in &seen.channels {
         if let Some(reason) = &c.reason {
             out.push_str(&format!("{}: {reason}\n", c.id));
         }
     }
     if !seen.services.is_empty() {
-        out.push('\n');
+        if !seen.channels.is_empty() {
+            out.push('\n');
+        }
         let mut rows = vec![row(&["SERVICE", "CONTAINER", "STATUS", "HEALTH"])];
         for s in &seen.services {
             rows.push(row(&[&s.service, &s.container, &s.status, &s.health]));
@@ -77,6 +82,7 @@ pub(crate) fn render(seen: &Observation) -> String {
         (Some(url), false, e) => {
             out.push_str(&format!("metrics {url}: unreachable ({})\n", e.as_deref().unwrap_or("?")))
         }
+        (None, _, _) if seen.channels.is_empty() => {}
         (None, _, e) => out.push_str(&format!("metrics: {}\n", e.as_deref().unwrap_or("none"))),
     }
     if !seen.strays.is_empty() {
