@@ -118,6 +118,21 @@ impl Writer {
     }
 }
 
+/// The app-sqlite test stack `name`, installed.
+fn installed(name: &str) -> SqliteStack {
+    provision();
+    let stack = SqliteStack::new(name).expect("test stack");
+    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    stack
+}
+
+/// `edge backup --json` on `stack`, which must succeed: its report.
+fn backup(stack: &SqliteStack) -> serde_json::Value {
+    let out = edge(stack, &["backup", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    json(&out)
+}
+
 /// Runs the app image's own `check` on a backup copy, outside edge.
 fn integrity_check(dir: &Path, file: &str) -> String {
     let out = std::process::Command::new("docker")
@@ -159,9 +174,7 @@ fn the_app_serves_rows_behind_caddy_which_guards_admin_and_uploads() {
 
 #[test]
 fn a_backup_taken_mid_stream_restores_exactly_the_rows_it_holds() {
-    provision();
-    let stack = SqliteStack::new("sqlite-backup").expect("test stack");
-    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let stack = installed("sqlite-backup");
     let writer = Writer::start(stack.url("/api/rows"));
     while writer.count() < 300 {
         std::thread::sleep(Duration::from_millis(50));
@@ -207,14 +220,10 @@ fn a_backup_taken_mid_stream_restores_exactly_the_rows_it_holds() {
 
 #[test]
 fn retention_keeps_the_newest_backups() {
-    provision();
-    let stack = SqliteStack::new("sqlite-keep").expect("test stack");
-    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let stack = installed("sqlite-keep");
     let mut ids = Vec::new();
     for _ in 0..6 {
-        let out = edge(&stack, &["backup", "--json"]);
-        assert_eq!(out.status.code(), Some(0));
-        ids.push(json(&out)["backup"]["id"].as_str().unwrap().to_owned());
+        ids.push(backup(&stack)["backup"]["id"].as_str().unwrap().to_owned());
     }
     let list = json(&edge(&stack, &["backup", "list", "--json"]));
     let kept: Vec<String> = list.as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect();
@@ -242,9 +251,7 @@ fn write_rows(stack: &SqliteStack, n: usize) -> BTreeSet<i64> {
 #[test]
 fn a_bad_rollout_fails_smoke_and_rolls_back_without_losing_a_row() {
     use edge_tests::sqlite_app::{SQLITE_APP_BAD_IMAGE, SQLITE_APP_NEXT_IMAGE};
-    provision();
-    let stack = SqliteStack::new("sqlite-rollout").expect("test stack");
-    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let stack = installed("sqlite-rollout");
     let mut rows = write_rows(&stack, 40);
     let smoke = format!("{}=200", stack.url("/api/rows"));
 
@@ -288,9 +295,7 @@ fn a_bad_rollout_fails_smoke_and_rolls_back_without_losing_a_row() {
 #[test]
 fn restore_on_failure_puts_the_backup_back_too() {
     use edge_tests::sqlite_app::SQLITE_APP_BAD_IMAGE;
-    provision();
-    let stack = SqliteStack::new("sqlite-restore-fail").expect("test stack");
-    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let stack = installed("sqlite-restore-fail");
     let rows = write_rows(&stack, 20);
     let smoke = format!("{}=200", stack.url("/api/rows"));
     let bad = format!("app={SQLITE_APP_BAD_IMAGE}");
@@ -304,13 +309,9 @@ fn restore_on_failure_puts_the_backup_back_too() {
 
 #[test]
 fn a_failed_restore_leaves_the_app_on_its_previous_data() {
-    provision();
-    let stack = SqliteStack::new("sqlite-bad-restore").expect("test stack");
-    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let stack = installed("sqlite-bad-restore");
     write_rows(&stack, 10);
-    let out = edge(&stack, &["backup", "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let report = json(&out);
+    let report = backup(&stack);
     let rows = write_rows(&stack, 10).union(&row_ids(&stack)).copied().collect::<BTreeSet<i64>>();
     // A copy damaged on disk, with a sha256 that matches it: only SQLite's check can tell.
     edit_backup_copy(&report, |bytes| bytes[100..4096].fill(0xa5));
@@ -340,13 +341,9 @@ fn edit_backup_copy(report: &serde_json::Value, edit: impl FnOnce(&mut Vec<u8>))
 
 #[test]
 fn a_restore_the_app_does_not_come_back_ready_on_puts_the_previous_file_back() {
-    provision();
-    let stack = SqliteStack::new("sqlite-unready-restore").expect("test stack");
-    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let stack = installed("sqlite-unready-restore");
     write_rows(&stack, 10);
-    let out = edge(&stack, &["backup", "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let report = json(&out);
+    let report = backup(&stack);
     write_rows(&stack, 10);
     let rows = row_ids(&stack);
     // A sound file of a newer schema (SQLite's user_version, bytes 60..64 of the header): it
@@ -367,13 +364,9 @@ fn a_restore_the_app_does_not_come_back_ready_on_puts_the_previous_file_back() {
 
 #[test]
 fn a_restore_whose_app_fails_its_smoke_checks_puts_the_previous_file_back() {
-    provision();
-    let stack = SqliteStack::new("sqlite-smoke-restore").expect("test stack");
-    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let stack = installed("sqlite-smoke-restore");
     write_rows(&stack, 10);
-    let out = edge(&stack, &["backup", "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let old = json(&out)["backup"]["id"].as_str().unwrap().to_owned();
+    let old = backup(&stack)["backup"]["id"].as_str().unwrap().to_owned();
     // From here on the app must serve the marker row: the old backup does not hold it.
     let (code, _) = http("POST", &stack.url("/api/rows"), "marker-row", None);
     assert_eq!(code, 201);
@@ -395,8 +388,7 @@ fn a_restore_whose_app_fails_its_smoke_checks_puts_the_previous_file_back() {
     assert_eq!(row_ids(&stack), rows, "the app serves its previous rows");
 
     // A restore that passes them reports them.
-    let out = edge(&stack, &["backup", "--json"]);
-    let new = json(&out)["backup"]["id"].as_str().unwrap().to_owned();
+    let new = backup(&stack)["backup"]["id"].as_str().unwrap().to_owned();
     let out = edge(&stack, &["restore", &new, "--json"]);
     assert_eq!(out.status.code(), Some(0));
     let report = json(&out);
@@ -407,9 +399,7 @@ fn a_restore_whose_app_fails_its_smoke_checks_puts_the_previous_file_back() {
 #[test]
 fn a_rollout_that_never_gets_ready_is_rolled_back_naming_readiness_and_the_backup() {
     use edge_tests::sqlite_app::SQLITE_APP_UNREADY_IMAGE;
-    provision();
-    let stack = SqliteStack::new("sqlite-unready").expect("test stack");
-    assert_eq!(install(&stack, &[]).status.code(), Some(0));
+    let stack = installed("sqlite-unready");
     let rows = write_rows(&stack, 20);
     let unready = format!("app={SQLITE_APP_UNREADY_IMAGE}");
     let out = edge(&stack, &["rollout", "--images", &unready, "--json"]);
