@@ -694,22 +694,7 @@ fn edge_render_all_writes_the_set_and_the_channel_status_or_nothing() {
 
     // The second stack renders with the same command and no code of its own.
     let app_dir = dir.path().join("app");
-    let o = edge(
-        dir.path(),
-        &[
-            "--stack",
-            "examples/app-behind-caddy",
-            "render",
-            "--all",
-            "--out-dir",
-            app_dir.to_str().unwrap(),
-            "--set",
-            "APP_DOMAIN=app.example.com",
-            "--set",
-            "APP_IMAGE=ghcr.io/acme/app:1.4",
-        ],
-        &[],
-    );
+    let o = render_app_behind_caddy(dir.path(), Path::new("examples/app-behind-caddy"), &app_dir);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("app served at https://app.example.com"));
     caddy::validate(&std::fs::read_to_string(app_dir.join("Caddyfile")).unwrap()).unwrap();
@@ -757,22 +742,7 @@ fn generated_secrets_reach_a_container_env_only_by_opt_in_and_render_warns_then(
         std::fs::copy(entry.path(), stack_dir.join("templates").join(entry.file_name())).unwrap();
     }
     let out_dir = dir.path().join("out");
-    let o = edge(
-        dir.path(),
-        &[
-            "--stack",
-            stack_dir.to_str().unwrap(),
-            "render",
-            "--all",
-            "--out-dir",
-            out_dir.to_str().unwrap(),
-            "--set",
-            "APP_DOMAIN=app.example.com",
-            "--set",
-            "APP_IMAGE=ghcr.io/acme/app:1.4",
-        ],
-        &[],
-    );
+    let o = render_app_behind_caddy(dir.path(), &stack_dir, &out_dir);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("warning: service app gets the generated secrets"), "{}", stderr(&o));
 }
@@ -816,4 +786,13 @@ fn both_stacks_point_caddy_at_another_acme_ca_only_when_asked() {
             }
         }
     }
+}
+
+/// `edge --stack STACK render --all --out-dir OUT` of app-behind-caddy (or a copy of it) with its
+/// required variables set, run from `cwd`.
+fn render_app_behind_caddy(cwd: &Path, stack: &Path, out: &Path) -> std::process::Output {
+    let (stack, out) = (stack.to_str().unwrap(), out.to_str().unwrap());
+    let set = ["--set", "APP_DOMAIN=app.example.com", "--set", "APP_IMAGE=ghcr.io/acme/app:1.4"];
+    let args: Vec<&str> = ["--stack", stack, "render", "--all", "--out-dir", out].into_iter().chain(set).collect();
+    edge(cwd, &args, &[])
 }
